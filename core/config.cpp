@@ -101,6 +101,7 @@ std::string_view to_string(RouterPolicy v) {
   switch (v) {
     case RouterPolicy::kRoundRobin: return "round_robin";
     case RouterPolicy::kLeastOutstandingTokens: return "least_outstanding_tokens";
+    case RouterPolicy::kKvLoadAware: return "kv_load_aware";
   }
   return "?";
 }
@@ -221,7 +222,8 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read_enum(r, "router", "policy", c.router.policy,
               {{"round_robin", RouterPolicy::kRoundRobin},
                {"least_outstanding_tokens", RouterPolicy::kLeastOutstandingTokens},
-               {"least_tokens", RouterPolicy::kLeastOutstandingTokens}});
+               {"least_tokens", RouterPolicy::kLeastOutstandingTokens},
+               {"kv_load_aware", RouterPolicy::kKvLoadAware}});
     read(r, "router", "max_queue", c.router.max_queue);
     read(r, "router", "http_threads", c.router.http_threads);
     read(r, "router", "max_tokens_limit", c.router.max_tokens_limit);

@@ -22,7 +22,7 @@ enum class BackendChoice : std::uint8_t { kAuto, kCpu, kCuda };
 enum class SchedulerMode : std::uint8_t { kColocated, kDisaggregated };
 // How a hybrid batch's attention runs (DESIGN section 4). kAuto: pod on CUDA, cpu on CPU.
 enum class AttentionImpl : std::uint8_t { kAuto, kPod, kSerial, kStreams, kCpu };
-enum class RouterPolicy : std::uint8_t { kRoundRobin, kLeastOutstandingTokens };
+enum class RouterPolicy : std::uint8_t { kRoundRobin, kLeastOutstandingTokens, kKvLoadAware };
 
 struct ModelSection {
   std::string preset = "tiny";   // used when `config` is empty
@@ -64,7 +64,7 @@ struct RouterSection {
   std::string listen = "127.0.0.1:8000";
   RouterPolicy policy = RouterPolicy::kLeastOutstandingTokens;
   std::int32_t max_queue = 4096;       // requests admitted but not finished, beyond: 429
-  std::int32_t http_threads = 16;
+  std::int32_t http_threads = 128;  // each in-flight request holds one
   std::int32_t max_tokens_limit = 4096;  // largest max_tokens a request may ask for
   std::string served_model_name;       // default: the model's name
   std::int32_t drain_timeout_s = 30;   // SIGTERM: time to finish in-flight requests

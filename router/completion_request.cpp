@@ -1,0 +1,175 @@
+#include "router/completion_request.h"
+
+#include <string>
+
+#include "core/tokenizer.h"
+#include "nlohmann/json.hpp"
+
+namespace podserve {
+namespace {
+
+using nlohmann::json;
+
+ApiError invalid(std::string param, std::string message, std::string code = "invalid_value") {
+  return ApiError{.http_status = 400,
+                  .message = std::move(message),
+                  .type = "invalid_request_error",
+                  .param = std::move(param),
+                  .code = std::move(code)};
+}
+
+ApiError wrong_type(const std::string& param, const char* expected) {
+  return invalid(param, "'" + param + "' must be " + expected, "invalid_type");
+}
+
+ApiError unsupported(const std::string& param, const char* allowed) {
+  return invalid(param, "'" + param + "' is not supported by podserve except as " + allowed,
+                 "unsupported_value");
+}
+
+bool is_null_or_empty(const json& value) {
+  return value.is_null() || ((value.is_array() || value.is_object() || value.is_string()) &&
+                             value.empty());
+}
+
+// Token ids from an array prompt, or an error naming the first bad element.
+std::variant<std::vector<TokenId>, ApiError> token_ids_prompt(const json& prompt,
+                                                              std::int32_t vocab_size) {
+  std::vector<TokenId> ids;
+  ids.reserve(prompt.size());
+  for (std::size_t i = 0; i < prompt.size(); ++i) {
+    const json& element = prompt[i];
+    if (element.is_string() || element.is_array()) {
+      return invalid("prompt", "batched prompts (an array of prompts) are not supported",
+                     "unsupported_value");
+    }
+    if (!element.is_number_unsigned() ||
+        element.get<std::uint64_t>() >= static_cast<std::uint64_t>(vocab_size)) {
+      return invalid("prompt", "prompt[" + std::to_string(i) + "] must be a token id in [0, " +
+                                   std::to_string(vocab_size) + ")");
+    }
+    ids.push_back(static_cast<TokenId>(element.get<std::uint64_t>()));
+  }
+  return ids;
+}
+
+}  // namespace
+
+std::string api_error_body(const ApiError& error) {
+  const json body = {{"error",
+                      {{"message", error.message},
+                       {"type", error.type},
+                       {"param", error.param.empty() ? json(nullptr) : json(error.param)},
+                       {"code", error.code.empty() ? json(nullptr) : json(error.code)}}}};
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::variant<CompletionRequest, ApiError> parse_completion_request(
+    std::string_view body, const CompletionLimits& limits) {
+  const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (document.is_discarded()) {
+    return invalid("", "the request body is not valid JSON", "invalid_json");
+  }
+  if (!document.is_object()) return invalid("", "the request body must be a JSON object");
+
+  CompletionRequest request;
+  bool has_prompt = false;
+  for (const auto& [key, value] : document.items()) {
+    if (key == "model") {
+      if (!value.is_string()) return wrong_type(key, "a string");
+      if (value.get<std::string>() != limits.served_model_name) {
+        return ApiError{.http_status = 404,
+                        .message = "the model '" + value.get<std::string>() +
+                                   "' does not exist; this server serves '" +
+                                   limits.served_model_name + "'",
+                        .param = key,
+                        .code = "model_not_found"};
+      }
+    } else if (key == "prompt") {
+      has_prompt = true;
+      if (value.is_string()) {
+        if (value.get_ref<const std::string&>().empty()) {
+          return invalid(key, "'prompt' must not be empty");
+        }
+        request.prompt.push_back(limits.bos_token_id);
+        const std::vector<TokenId> text_ids =
+            ByteTokenizer::encode(value.get_ref<const std::string&>());
+        request.prompt.insert(request.prompt.end(), text_ids.begin(), text_ids.end());
+      } else if (value.is_array()) {
+        if (value.empty()) return invalid(key, "'prompt' must not be empty");
+        auto ids = token_ids_prompt(value, limits.vocab_size);
+        if (auto* error = std::get_if<ApiError>(&ids)) return *error;
+        request.prompt = std::move(std::get<std::vector<TokenId>>(ids));
+      } else {
+        return wrong_type(key, "a string or an array of token ids");
+      }
+    } else if (key == "max_tokens") {
+      if (value.is_null()) continue;
+      if (!value.is_number_integer()) return wrong_type(key, "an integer");
+      const std::int64_t max_tokens = value.get<std::int64_t>();
+      if (max_tokens < 1 || max_tokens > limits.max_tokens_limit) {
+        return invalid(key, "'max_tokens' must be in [1, " +
+                                std::to_string(limits.max_tokens_limit) + "], got " +
+                                std::to_string(max_tokens));
+      }
+      request.sampling.max_tokens = static_cast<std::int32_t>(max_tokens);
+    } else if (key == "temperature") {
+      if (value.is_null()) continue;
+      if (!value.is_number()) return wrong_type(key, "a number");
+      const double temperature = value.get<double>();
+      if (!(temperature >= 0.0 && temperature <= 2.0)) {
+        return invalid(key, "'temperature' must be in [0, 2]");
+      }
+      request.sampling.temperature = static_cast<float>(temperature);
+    } else if (key == "top_p") {
+      if (value.is_null()) continue;
+      if (!value.is_number()) return wrong_type(key, "a number");
+      const double top_p = value.get<double>();
+      if (!(top_p > 0.0 && top_p <= 1.0)) return invalid(key, "'top_p' must be in (0, 1]");
+      request.sampling.top_p = static_cast<float>(top_p);
+    } else if (key == "seed") {
+      if (value.is_null()) continue;
+      if (!value.is_number_unsigned()) return wrong_type(key, "a non-negative integer");
+      request.sampling.seed = value.get<std::uint64_t>();
+      request.has_seed = true;
+    } else if (key == "ignore_eos" || key == "stream") {
+      if (!value.is_boolean()) return wrong_type(key, "a boolean");
+      (key == "stream" ? request.stream : request.sampling.ignore_eos) = value.get<bool>();
+    } else if (key == "stream_options" || key == "user") {
+      // Accepted for client compatibility; usage is always sent, users are not tracked.
+    } else if (key == "n" || key == "best_of") {
+      if (!value.is_null() && !(value.is_number_unsigned() && value.get<std::uint64_t>() == 1)) {
+        return unsupported(key, "1");
+      }
+    } else if (key == "echo") {
+      if (!value.is_null() && !(value.is_boolean() && !value.get<bool>())) {
+        return unsupported(key, "false");
+      }
+    } else if (key == "logprobs" || key == "suffix") {
+      if (!value.is_null()) return unsupported(key, "null");
+    } else if (key == "presence_penalty" || key == "frequency_penalty") {
+      if (!value.is_null() && !(value.is_number() && value.get<double>() == 0.0)) {
+        return unsupported(key, "0");
+      }
+    } else if (key == "stop" || key == "logit_bias") {
+      if (!is_null_or_empty(value)) return unsupported(key, "null or empty");
+    } else {
+      return invalid(key, "unknown field '" + key + "'", "unknown_parameter");
+    }
+  }
+  if (!has_prompt) return invalid("prompt", "'prompt' is required", "missing_required_parameter");
+
+  const std::int64_t total =
+      static_cast<std::int64_t>(request.prompt.size()) + request.sampling.max_tokens;
+  if (total > limits.max_model_len) {
+    return invalid("prompt",
+                   "this model's maximum context length is " +
+                       std::to_string(limits.max_model_len) + " tokens; the request asks for " +
+                       std::to_string(request.prompt.size()) + " prompt tokens + " +
+                       std::to_string(request.sampling.max_tokens) + " max_tokens",
+                   "context_length_exceeded");
+  }
+  return request;
+}
+
+}  // namespace podserve

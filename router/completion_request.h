@@ -1,0 +1,59 @@
+// Parsing and validation of an OpenAI-style `POST /v1/completions` body into a prompt and
+// sampling parameters, and the OpenAI error body the router answers with. Pure functions,
+// thread-safe, no I/O.
+//
+// Accepted fields (anything else is rejected with 400 naming the field, so that a typo such as
+// "max_token" is not silently ignored):
+//   model        string, optional; must equal the served model name (else 404 model_not_found)
+//   prompt       non-empty string (byte tokenizer, BOS prepended) or non-empty array of token
+//                ids in [0, vocab_size); batched prompts (array of strings/arrays) are rejected
+//   max_tokens   integer in [1, max_tokens_limit], default 16 (null: default)
+//   temperature  number in [0, 2], default 1;  top_p: number in (0, 1], default 1
+//   seed         integer in [0, 2^64), optional (the router picks one when absent)
+//   ignore_eos, stream   booleans, default false
+//   stream_options, user   accepted and ignored (usage is always in the final stream chunk)
+//   n, best_of   only 1;  echo only false;  logprobs, suffix only null;
+//   presence_penalty, frequency_penalty  only 0;  stop, logit_bias  only null or empty
+// prompt tokens + max_tokens must not exceed max_model_len (else 400 context_length_exceeded).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "core/types.h"
+
+namespace podserve {
+
+struct ApiError {
+  int http_status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // the offending field, empty when none
+  std::string code;   // machine-readable reason, empty when none
+};
+
+// {"error": {"message", "type", "param", "code"}} (param/code null when empty).
+std::string api_error_body(const ApiError& error);
+
+struct CompletionLimits {
+  std::string served_model_name;
+  std::int32_t vocab_size = 0;
+  std::int32_t max_model_len = 0;     // prompt + generated tokens
+  std::int32_t max_tokens_limit = 0;  // largest max_tokens
+  TokenId bos_token_id = 1;
+};
+
+struct CompletionRequest {
+  std::vector<TokenId> prompt;
+  SamplingParams sampling;  // seed valid only when has_seed
+  bool has_seed = false;
+  bool stream = false;
+};
+
+std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
+                                                                   const CompletionLimits& limits);
+
+}  // namespace podserve

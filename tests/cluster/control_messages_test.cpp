@@ -1,0 +1,88 @@
+#include "cluster/control_messages.h"
+
+#include <gtest/gtest.h>
+
+#include "cluster/topology.h"
+
+namespace podserve {
+namespace {
+
+TEST(ControlMessages, SubmitRoundTrips) {
+  GenerationRequest request;
+  request.id = 123456789012ull;
+  request.prompt = {256, 1, 2, 3, 255};
+  request.sampling = {17, 0.7f, 0.9f, 99, true};
+  auto back = decode_control(encode_control(SubmitMessage{request}));
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  const auto& got = std::get<SubmitMessage>(*back).request;
+  EXPECT_EQ(got.id, request.id);
+  EXPECT_EQ(got.prompt, request.prompt);
+  EXPECT_EQ(got.sampling.max_tokens, 17);
+  EXPECT_FLOAT_EQ(got.sampling.temperature, 0.7f);
+  EXPECT_FLOAT_EQ(got.sampling.top_p, 0.9f);
+  EXPECT_EQ(got.sampling.seed, 99u);
+  EXPECT_TRUE(got.sampling.ignore_eos);
+}
+
+TEST(ControlMessages, OutputsAndLoadRoundTrip) {
+  OutputsMessage m;
+  m.scheduled = {1, 9};
+  m.outputs.push_back({1, 65, 0, false, FinishReason::kLength});
+  m.outputs.push_back({2, TokenOutput::kNoToken, 4, true, FinishReason::kAbort});
+  m.load = {3, 4, 500, 10, 20};
+  auto back = decode_control(encode_control(m));
+  ASSERT_TRUE(back.ok());
+  const auto& got = std::get<OutputsMessage>(*back);
+  ASSERT_EQ(got.outputs.size(), 2u);
+  EXPECT_EQ(got.outputs[0].token, 65);
+  EXPECT_EQ(got.scheduled, (std::vector<RequestId>{1, 9}));
+  EXPECT_TRUE(got.outputs[1].finished);
+  EXPECT_EQ(got.outputs[1].reason, FinishReason::kAbort);
+  EXPECT_EQ(got.outputs[1].index, 4);
+  EXPECT_EQ(got.load.outstanding_tokens, 500);
+  EXPECT_EQ(got.load.total_pages, 20);
+}
+
+TEST(ControlMessages, EveryTypeRoundTrips) {
+  const std::vector<ControlMessage> all = {SubmitMessage{}, CancelMessage{5}, OutputsMessage{},
+                                           LoadMessage{}, ShutdownMessage{}, ShutdownDoneMessage{}};
+  for (const auto& m : all) {
+    auto back = decode_control(encode_control(m));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(back->index(), m.index());
+  }
+}
+
+TEST(ControlMessages, RejectsCorruptTruncatedAndOtherVersions) {
+  auto bytes = encode_control(CancelMessage{77});
+  for (std::size_t cut = 0; cut < bytes.size(); ++cut) {
+    EXPECT_FALSE(decode_control(std::span(bytes.data(), cut)).ok()) << cut;
+  }
+  auto other_version = bytes;
+  other_version[4] = 99;
+  EXPECT_FALSE(decode_control(other_version).ok());
+  auto bad_type = bytes;
+  bad_type[6] = 42;
+  EXPECT_FALSE(decode_control(bad_type).ok());
+  auto trailing = bytes;
+  trailing.push_back(0);
+  EXPECT_FALSE(decode_control(trailing).ok());
+}
+
+TEST(Topology, PlacesInstancesOnConsecutiveRanksAfterTheRouter) {
+  const auto config = parse_config(R"(
+instances:
+  - {role: colocated, tp: 2, count: 2}
+  - {role: colocated, tp: 1, count: 1}
+)");
+  const auto placements = place_instances(config);
+  ASSERT_EQ(placements.size(), 3u);
+  EXPECT_EQ(placements[0].first_rank, 1);
+  EXPECT_EQ(placements[1].first_rank, 3);
+  EXPECT_EQ(placements[2].first_rank, 5);
+  EXPECT_EQ(placements[2].tp, 1);
+  EXPECT_EQ(config.world_size(), 6);
+}
+
+}  // namespace
+}  // namespace podserve

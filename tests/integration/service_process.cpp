@@ -1,0 +1,145 @@
+#include "tests/integration/service_process.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+namespace podserve::testing {
+namespace {
+
+bool port_is_free(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+int find_free_port_range(int count) {
+  std::mt19937 rng(static_cast<unsigned>(getpid()) ^
+                   static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::uniform_int_distribution<int> pick(20000, 60000 - count);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int base = pick(rng);
+    bool all_free = true;
+    for (int i = 0; i < count && all_free; ++i) all_free = port_is_free(base + i);
+    if (all_free) return base;
+  }
+  return -1;
+}
+
+ChildProcess::~ChildProcess() {
+  if (pid_ > 0) {
+    kill_group(SIGKILL);
+    wait(10);
+  }
+}
+
+bool ChildProcess::start(const std::string& command, const std::string& log_path) {
+  pid_ = fork();
+  if (pid_ < 0) return false;
+  if (pid_ == 0) {
+    setpgid(0, 0);
+    const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  setpgid(pid_, pid_);
+  return true;
+}
+
+int ChildProcess::wait(int timeout_s) {
+  if (pid_ <= 0) return -1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    const pid_t done = waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) {
+      pid_ = -1;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return -1;
+}
+
+void ChildProcess::kill_group(int signal_number) {
+  if (pid_ > 0) ::kill(-pid_, signal_number);
+}
+
+ServiceUnderTest::ServiceUnderTest(const std::string& name, const std::string& yaml_body) {
+  std::string pattern = (std::filesystem::temp_directory_path() / ("podserve-" + name + "-XXXXXX")).string();
+  dir_ = mkdtemp(pattern.data());
+  http_port_ = find_free_port_range(1);
+  metrics_port_base_ = find_free_port_range(16);
+  config_path_ = dir_ + "/config.yaml";
+  std::ofstream(config_path_) << yaml_body << fmt::format(
+      "\nrouter: {{listen: 127.0.0.1:{}, max_queue: 256}}\nmetrics: {{port_base: {}, sd_file: {}}}\n",
+      http_port_, metrics_port_base_, sd_file());
+}
+
+ServiceUnderTest::~ServiceUnderTest() {
+  if (mpirun_.running()) stop(30);
+}
+
+bool ServiceUnderTest::start(int ready_timeout_s) {
+  const std::string command = fmt::format("PODSERVE_BIN={} {} {} --pid-file {}/router.pid",
+                                          PODSERVE_BIN_PATH, PODSERVE_MPIRUN_SCRIPT, config_path_, dir_);
+  if (!mpirun_.start(command, dir_ + "/service.log")) return false;
+  httplib::Client client(host(), http_port_);
+  client.set_connection_timeout(1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(ready_timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto res = client.Get("/health"); res && res->status == 200) return true;
+    if (mpirun_.wait(0) >= 0) return false;  // exited early
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+int ServiceUnderTest::stop(int timeout_s) {
+  const std::string pid_text = read_file(dir_ + "/router.pid");
+  if (!pid_text.empty()) ::kill(std::atoi(pid_text.c_str()), SIGTERM);
+  else mpirun_.kill_group(SIGTERM);
+  const int code = mpirun_.wait(timeout_s);
+  if (code == -1) {
+    mpirun_.kill_group(SIGKILL);
+    mpirun_.wait(10);
+  }
+  return code;
+}
+
+std::string ServiceUnderTest::log() const { return read_file(dir_ + "/service.log"); }
+
+}  // namespace podserve::testing

@@ -1,0 +1,97 @@
+// parse_completion_request: defaults, both prompt forms, and each rejection names its field.
+#include "router/completion_request.h"
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace podserve {
+namespace {
+
+const CompletionLimits kLimits{.served_model_name = "tiny",
+                               .vocab_size = 512,
+                               .max_model_len = 64,
+                               .max_tokens_limit = 32,
+                               .bos_token_id = 256};
+
+TEST(CompletionRequestTest, TextPromptGetsBosAndDefaults) {
+  auto parsed = parse_completion_request(R"({"prompt": "hi"})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+  const auto& request = std::get<CompletionRequest>(parsed);
+  EXPECT_EQ(request.prompt, (std::vector<TokenId>{256, 'h', 'i'}));
+  EXPECT_EQ(request.sampling.max_tokens, 16);
+  EXPECT_FLOAT_EQ(request.sampling.temperature, 1.0f);
+  EXPECT_FALSE(request.has_seed);
+  EXPECT_FALSE(request.stream);
+}
+
+TEST(CompletionRequestTest, TokenPromptAndAllParameters) {
+  auto parsed = parse_completion_request(
+      R"({"model": "tiny", "prompt": [5, 511, 0], "max_tokens": 32, "temperature": 0,
+          "top_p": 0.5, "seed": 18446744073709551615, "ignore_eos": true, "stream": true,
+          "n": 1, "stop": null, "echo": false, "stream_options": {"include_usage": true}})",
+      kLimits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed))
+      << std::get<ApiError>(parsed).message;
+  const auto& request = std::get<CompletionRequest>(parsed);
+  EXPECT_EQ(request.prompt, (std::vector<TokenId>{5, 511, 0}));
+  EXPECT_EQ(request.sampling.max_tokens, 32);
+  EXPECT_FLOAT_EQ(request.sampling.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(request.sampling.top_p, 0.5f);
+  EXPECT_EQ(request.sampling.seed, 18446744073709551615ull);
+  EXPECT_TRUE(request.has_seed);
+  EXPECT_TRUE(request.sampling.ignore_eos);
+  EXPECT_TRUE(request.stream);
+}
+
+struct RejectCase {
+  const char* name;
+  const char* body;
+  int http_status;
+  const char* param;
+};
+
+class CompletionRejectTest : public ::testing::TestWithParam<RejectCase> {};
+
+TEST_P(CompletionRejectTest, RejectsWithOpenAiError) {
+  auto parsed = parse_completion_request(GetParam().body, kLimits);
+  ASSERT_TRUE(std::holds_alternative<ApiError>(parsed));
+  const ApiError& error = std::get<ApiError>(parsed);
+  EXPECT_EQ(error.http_status, GetParam().http_status);
+  EXPECT_EQ(error.param, GetParam().param);
+  EXPECT_FALSE(error.message.empty());
+  const auto body = nlohmann::json::parse(api_error_body(error));
+  EXPECT_EQ(body["error"]["message"], error.message);
+  EXPECT_EQ(body["error"]["type"], "invalid_request_error");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CompletionRejectTest,
+    ::testing::Values(
+        RejectCase{"NotJson", R"({"prompt": )", 400, ""},
+        RejectCase{"NotAnObject", R"([1, 2])", 400, ""},
+        RejectCase{"MissingPrompt", R"({"max_tokens": 4})", 400, "prompt"},
+        RejectCase{"EmptyPrompt", R"({"prompt": ""})", 400, "prompt"},
+        RejectCase{"PromptWrongType", R"({"prompt": 12})", 400, "prompt"},
+        RejectCase{"TokenOutOfVocab", R"({"prompt": [1, 512]})", 400, "prompt"},
+        RejectCase{"NegativeToken", R"({"prompt": [-1]})", 400, "prompt"},
+        RejectCase{"BatchedPrompts", R"({"prompt": ["a", "b"]})", 400, "prompt"},
+        RejectCase{"MaxTokensZero", R"({"prompt": "a", "max_tokens": 0})", 400, "max_tokens"},
+        RejectCase{"MaxTokensTooLarge", R"({"prompt": "a", "max_tokens": 33})", 400,
+                   "max_tokens"},
+        RejectCase{"MaxTokensFloat", R"({"prompt": "a", "max_tokens": 1.5})", 400, "max_tokens"},
+        RejectCase{"TemperatureTooHigh", R"({"prompt": "a", "temperature": 2.5})", 400,
+                   "temperature"},
+        RejectCase{"TopPZero", R"({"prompt": "a", "top_p": 0})", 400, "top_p"},
+        RejectCase{"SeedNegative", R"({"prompt": "a", "seed": -3})", 400, "seed"},
+        RejectCase{"StreamNotBool", R"({"prompt": "a", "stream": "yes"})", 400, "stream"},
+        RejectCase{"UnknownField", R"({"prompt": "a", "max_token": 3})", 400, "max_token"},
+        RejectCase{"NGreaterThanOne", R"({"prompt": "a", "n": 2})", 400, "n"},
+        RejectCase{"StopUnsupported", R"({"prompt": "a", "stop": ["\n"]})", 400, "stop"},
+        RejectCase{"ContextTooLong", R"({"prompt": "0123456789012345678901234567890123456789",
+                                         "max_tokens": 30})",
+                   400, "prompt"},
+        RejectCase{"WrongModel", R"({"model": "gpt-4", "prompt": "a"})", 404, "model"}),
+    [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace podserve

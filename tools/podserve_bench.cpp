@@ -1,0 +1,283 @@
+// podserve-bench: replays a request trace (or a synthetic workload) against a podserve router
+// over real HTTP and reports client-side latency (TTFT, ITL, e2e), throughput, errors and SLO
+// goodput. One thread per in-flight request (bounded by --concurrency-limit); arrivals follow
+// the trace or a Poisson process. Summary on stdout, progress on stderr, JSON with --json-out.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <semaphore>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "nlohmann/json.hpp"
+#include "tools/bench/client.h"
+#include "tools/bench/stats.h"
+#include "tools/bench/trace.h"
+
+#include <httplib.h>
+
+namespace {
+
+using namespace podserve::bench;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+struct Options {
+  std::string url = "http://127.0.0.1:8000";
+  std::string trace = "tools/data/azure-llm-2023-code.csv";
+  std::size_t num_requests = 100;
+  std::size_t offset = 0;
+  double rate = 0.0;
+  double time_scale = 1.0;
+  ScaleOptions scale;
+  bool stream = true;
+  int concurrency_limit = 256;
+  std::int32_t vocab_limit = 256;
+  std::uint64_t seed = 1;
+  std::string json_out;
+  double slo_ttft_ms = 0.0;
+  double slo_itl_ms = 0.0;
+  double wait_ready_s = 0.0;
+  int timeout_s = 600;
+  bool synthetic = false;
+  std::int32_t synthetic_prompt = 512;
+  std::int32_t synthetic_output = 128;
+};
+
+class Progress {
+ public:
+  explicit Progress(std::size_t total) : total_(total), tty_(::isatty(STDERR_FILENO) != 0) {}
+  void finished_one() {
+    std::lock_guard lock(mutex_);
+    ++done_;
+    if (tty_) {
+      const std::size_t width = 40;
+      const std::size_t filled = done_ * width / total_;
+      std::fprintf(stderr, "\r[%s%s] %zu/%zu", std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), done_, total_);
+      if (done_ == total_) std::fprintf(stderr, "\n");
+    } else if (done_ * 10 / total_ != (done_ - 1) * 10 / total_) {
+      std::fprintf(stderr, "podserve-bench: %zu/%zu requests done\n", done_, total_);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  const std::size_t total_;
+  const bool tty_;
+  std::size_t done_ = 0;
+};
+
+bool wait_ready(const std::string& url, double wait_s) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(wait_s);
+  httplib::Client client(url);
+  client.set_connection_timeout(1);
+  do {
+    const auto response = client.Get("/health");
+    if (response && response->status == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  } while (Clock::now() < deadline);
+  return false;
+}
+
+json summary_json(const LatencySummary& s) {
+  return {{"count", s.count}, {"mean", s.mean}, {"p50", s.p50},
+          {"p90", s.p90},     {"p99", s.p99},   {"max", s.max}};
+}
+
+void print_row(const char* name, const LatencySummary& s) {
+  std::printf("%-22s %10.2f %10.2f %10.2f %10.2f %10.2f\n", name, s.mean * 1e3, s.p50 * 1e3,
+              s.p90 * 1e3, s.p99 * 1e3, s.max * 1e3);
+}
+
+int run(const Options& options) {
+  std::vector<TraceRequest> workload;
+  if (options.synthetic) {
+    workload = synthetic_requests(options.num_requests, options.synthetic_prompt,
+                                  options.synthetic_output);
+  } else {
+    std::ifstream csv(options.trace);
+    if (!csv) {
+      std::cerr << "podserve-bench: cannot open trace " << options.trace << "\n";
+      return 2;
+    }
+    auto parsed = parse_azure_trace(csv, options.offset, options.num_requests);
+    if (!parsed.ok()) {
+      std::cerr << "podserve-bench: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    workload = std::move(parsed).value();
+  }
+  if (workload.empty()) {
+    std::cerr << "podserve-bench: no requests to send\n";
+    return 2;
+  }
+  scale_lengths(workload, options.scale);
+  schedule_arrivals(workload, options.rate, options.time_scale, options.seed);
+
+  if (options.wait_ready_s > 0 && !wait_ready(options.url, options.wait_ready_s)) {
+    std::cerr << "podserve-bench: " << options.url << "/health not ready after "
+              << options.wait_ready_s << " s\n";
+    return 3;
+  }
+
+  std::vector<CompletionResult> results(workload.size());
+  std::counting_semaphore<> slots(options.concurrency_limit);
+  Progress progress(workload.size());
+  std::vector<std::jthread> workers;
+  workers.reserve(workload.size());
+  const Clock::time_point start = Clock::now();
+  for (std::size_t i = 0; i < workload.size(); ++i) {
+    std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double>(workload[i].arrival_s)));
+    slots.acquire();
+    CompletionSpec spec{
+        .prompt = random_prompt(workload[i].prompt_tokens, options.vocab_limit, options.seed + i),
+        .max_tokens = workload[i].output_tokens,
+        .stream = options.stream};
+    workers.emplace_back([&, i, spec = std::move(spec)] {
+      results[i] = send_completion(options.url, spec, options.timeout_s);
+      slots.release();
+      progress.finished_one();
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  const double duration_s = std::chrono::duration<double>(Clock::now() - start).count();
+
+  std::vector<double> ttft, itl, e2e, tpot;
+  std::size_t errors = 0, good = 0;
+  std::int64_t output_tokens = 0, prompt_tokens = 0;
+  std::map<std::string, std::size_t> error_kinds;
+  json per_request = json::array();
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const CompletionResult& r = results[i];
+    per_request.push_back({{"prompt_tokens", workload[i].prompt_tokens},
+                           {"output_tokens", r.output_tokens},
+                           {"ok", r.ok},
+                           {"http_status", r.http_status},
+                           {"ttft_s", r.ttft_s},
+                           {"e2e_s", r.e2e_s},
+                           {"error", r.error}});
+    if (!r.ok) {
+      ++errors;
+      ++error_kinds[r.error.substr(0, r.error.find(':'))];
+      continue;
+    }
+    e2e.push_back(r.e2e_s);
+    output_tokens += r.output_tokens;
+    prompt_tokens += workload[i].prompt_tokens;
+    if (options.stream) {
+      ttft.push_back(r.ttft_s);
+      itl.insert(itl.end(), r.itl_s.begin(), r.itl_s.end());
+    }
+    const double mean_itl = r.itl_s.empty() ? 0.0 : summarize(r.itl_s).mean;
+    if (!r.itl_s.empty()) tpot.push_back(mean_itl);
+    const bool ttft_ok = options.slo_ttft_ms <= 0 || r.ttft_s * 1e3 <= options.slo_ttft_ms;
+    const bool itl_ok = options.slo_itl_ms <= 0 || mean_itl * 1e3 <= options.slo_itl_ms;
+    if (ttft_ok && itl_ok) ++good;
+  }
+  const auto total = static_cast<double>(results.size());
+  const json report = {
+      {"url", options.url},
+      {"workload", options.synthetic ? "synthetic" : options.trace},
+      {"num_requests", results.size()},
+      {"stream", options.stream},
+      {"rate", options.rate},
+      {"time_scale", options.time_scale},
+      {"duration_s", duration_s},
+      {"completed", results.size() - errors},
+      {"errors", errors},
+      {"error_kinds", error_kinds},
+      {"request_throughput", static_cast<double>(results.size() - errors) / duration_s},
+      {"output_token_throughput", static_cast<double>(output_tokens) / duration_s},
+      {"prompt_tokens", prompt_tokens},
+      {"output_tokens", output_tokens},
+      {"ttft_s", summary_json(summarize(ttft))},
+      {"itl_s", summary_json(summarize(itl))},
+      {"tpot_s", summary_json(summarize(tpot))},
+      {"e2e_s", summary_json(summarize(e2e))},
+      {"slo_ttft_ms", options.slo_ttft_ms},
+      {"slo_itl_ms", options.slo_itl_ms},
+      {"goodput", static_cast<double>(good) / total},
+      {"requests", per_request}};
+
+  std::printf("podserve-bench: %zu requests to %s in %.2f s (%zu errors)\n", results.size(),
+              options.url.c_str(), duration_s, errors);
+  std::printf("request throughput      %10.2f req/s\n", report["request_throughput"].get<double>());
+  std::printf("output token throughput %10.2f tok/s\n",
+              report["output_token_throughput"].get<double>());
+  std::printf("goodput (TTFT<=%.0f ms, mean ITL<=%.0f ms; 0 = no bound) %6.2f %%\n",
+              options.slo_ttft_ms, options.slo_itl_ms, 100.0 * good / total);
+  std::printf("%-22s %10s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p99",
+              "max");
+  if (options.stream) {
+    print_row("TTFT", summarize(ttft));
+    print_row("ITL", summarize(itl));
+    print_row("TPOT (mean ITL/req)", summarize(tpot));
+  }
+  print_row("E2E", summarize(e2e));
+  for (const auto& [kind, n] : error_kinds) std::printf("error: %-40s %zu\n", kind.c_str(), n);
+
+  if (!options.json_out.empty()) {
+    std::ofstream out(options.json_out);
+    out << report.dump(2) << "\n";
+    if (!out) {
+      std::cerr << "podserve-bench: cannot write " << options.json_out << "\n";
+      return 2;
+    }
+  }
+  return errors == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{"podserve-bench: trace replay / synthetic load generator for podserve"};
+  app.add_option("--url", options.url, "router base URL")->capture_default_str();
+  app.add_option("--trace", options.trace, "Azure LLM trace CSV")->capture_default_str();
+  app.add_option("--num-requests", options.num_requests, "requests to send (0: whole trace)")
+      ->capture_default_str();
+  app.add_option("--offset", options.offset, "first trace row (0-based)")->capture_default_str();
+  app.add_option("--rate", options.rate, "requests/s, Poisson arrivals; 0: as recorded")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--time-scale", options.time_scale, "multiply recorded gaps (rate 0)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--prompt-scale", options.scale.prompt_scale)->capture_default_str();
+  app.add_option("--output-scale", options.scale.output_scale)->capture_default_str();
+  app.add_option("--min-prompt", options.scale.min_prompt)->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-prompt", options.scale.max_prompt)->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-output", options.scale.max_output)->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--stream,!--no-stream", options.stream, "SSE streaming (TTFT/ITL measured)")
+      ->capture_default_str();
+  app.add_option("--concurrency-limit", options.concurrency_limit, "max requests in flight")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--vocab-limit", options.vocab_limit, "prompt token ids in [0, limit)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seed", options.seed, "prompt and arrival RNG seed")->capture_default_str();
+  app.add_option("--json-out", options.json_out, "write the full report as JSON");
+  app.add_option("--slo-ttft-ms", options.slo_ttft_ms, "goodput TTFT bound (0: none)")
+      ->capture_default_str();
+  app.add_option("--slo-itl-ms", options.slo_itl_ms, "goodput mean-ITL bound (0: none)")
+      ->capture_default_str();
+  app.add_option("--wait-ready-s", options.wait_ready_s, "poll /health up to this long first")
+      ->capture_default_str();
+  app.add_option("--timeout-s", options.timeout_s, "per-request read timeout")
+      ->capture_default_str();
+  app.add_flag("--synthetic", options.synthetic, "fixed lengths instead of the trace");
+  app.add_option("--synthetic-prompt", options.synthetic_prompt)->capture_default_str();
+  app.add_option("--synthetic-output", options.synthetic_output)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  ::signal(SIGPIPE, SIG_IGN);
+  if (options.synthetic && options.num_requests == 0) options.num_requests = 100;
+  return run(options);
+}
