@@ -26,17 +26,52 @@ Status get_load(WireReader& r, InstanceLoad& load) {
   return r.get(load.total_pages);
 }
 
+void put_request(WireWriter& w, const GenerationRequest& q) {
+  w.put(q.id);
+  w.put_vector(std::span<const TokenId>(q.prompt));
+  w.put(q.sampling.max_tokens);
+  w.put(q.sampling.temperature);
+  w.put(q.sampling.top_p);
+  w.put(q.sampling.seed);
+  w.put<std::uint8_t>(q.sampling.ignore_eos ? 1 : 0);
+}
+
+Status get_request(WireReader& r, GenerationRequest& q) {
+  std::uint8_t ignore_eos = 0;
+  PODSERVE_RETURN_IF_ERROR(r.get(q.id));
+  PODSERVE_RETURN_IF_ERROR(r.get_vector(q.prompt));
+  PODSERVE_RETURN_IF_ERROR(r.get(q.sampling.max_tokens));
+  PODSERVE_RETURN_IF_ERROR(r.get(q.sampling.temperature));
+  PODSERVE_RETURN_IF_ERROR(r.get(q.sampling.top_p));
+  PODSERVE_RETURN_IF_ERROR(r.get(q.sampling.seed));
+  PODSERVE_RETURN_IF_ERROR(r.get(ignore_eos));
+  q.sampling.ignore_eos = ignore_eos != 0;
+  return Status::Ok();
+}
+
 struct Encoder {
   WireWriter& w;
-  void operator()(const SubmitMessage& m) const {
-    const auto& q = m.request;
-    w.put(q.id);
-    w.put_vector(std::span<const TokenId>(q.prompt));
-    w.put(q.sampling.max_tokens);
-    w.put(q.sampling.temperature);
-    w.put(q.sampling.top_p);
-    w.put(q.sampling.seed);
-    w.put<std::uint8_t>(q.sampling.ignore_eos ? 1 : 0);
+  void operator()(const SubmitMessage& m) const { put_request(w, m.request); }
+  void operator()(const DisaggregatedSubmitMessage& m) const {
+    put_request(w, m.request);
+    w.put(m.prefill_instance);
+  }
+  void operator()(const PrefillRequestMessage& m) const {
+    put_request(w, m.request);
+    w.put(m.decode_instance);
+    w.put_vector(std::span<const std::int32_t>(m.dest_pages));
+  }
+  void operator()(const PrefillResultMessage& m) const {
+    w.put(m.id);
+    w.put(static_cast<std::uint8_t>(m.outcome));
+    w.put(m.first_token);
+    w.put<std::uint8_t>(m.request_finished ? 1 : 0);
+    w.put(m.num_parts);
+  }
+  void operator()(const KvPartDoneMessage& m) const {
+    w.put(m.id);
+    w.put(m.part);
+    w.put<std::uint8_t>(m.ok ? 1 : 0);
   }
   void operator()(const CancelMessage& m) const { w.put(m.id); }
   void operator()(const OutputsMessage& m) const {
@@ -66,7 +101,7 @@ Status get_reason(WireReader& r, FinishReason& reason) {
 
 }  // namespace
 
-static_assert(std::variant_size_v<ControlMessage> == 6, "decode_control lists every type");
+static_assert(std::variant_size_v<ControlMessage> == 10, "decode_control lists every type");
 
 std::vector<std::uint8_t> encode_control(const ControlMessage& message) {
   WireWriter w;
@@ -94,15 +129,7 @@ Result<ControlMessage> decode_control(std::span<const std::uint8_t> bytes) {
   switch (type) {
     case 0: {
       SubmitMessage m;
-      std::uint8_t ignore_eos = 0;
-      PODSERVE_RETURN_IF_ERROR(r.get(m.request.id));
-      PODSERVE_RETURN_IF_ERROR(r.get_vector(m.request.prompt));
-      PODSERVE_RETURN_IF_ERROR(r.get(m.request.sampling.max_tokens));
-      PODSERVE_RETURN_IF_ERROR(r.get(m.request.sampling.temperature));
-      PODSERVE_RETURN_IF_ERROR(r.get(m.request.sampling.top_p));
-      PODSERVE_RETURN_IF_ERROR(r.get(m.request.sampling.seed));
-      PODSERVE_RETURN_IF_ERROR(r.get(ignore_eos));
-      m.request.sampling.ignore_eos = ignore_eos != 0;
+      PODSERVE_RETURN_IF_ERROR(get_request(r, m.request));
       message = std::move(m);
       break;
     }
@@ -140,6 +167,46 @@ Result<ControlMessage> decode_control(std::span<const std::uint8_t> bytes) {
     }
     case 4: message = ShutdownMessage{}; break;
     case 5: message = ShutdownDoneMessage{}; break;
+    case 6: {
+      DisaggregatedSubmitMessage m;
+      PODSERVE_RETURN_IF_ERROR(get_request(r, m.request));
+      PODSERVE_RETURN_IF_ERROR(r.get(m.prefill_instance));
+      message = std::move(m);
+      break;
+    }
+    case 7: {
+      PrefillRequestMessage m;
+      PODSERVE_RETURN_IF_ERROR(get_request(r, m.request));
+      PODSERVE_RETURN_IF_ERROR(r.get(m.decode_instance));
+      PODSERVE_RETURN_IF_ERROR(r.get_vector(m.dest_pages));
+      message = std::move(m);
+      break;
+    }
+    case 8: {
+      PrefillResultMessage m;
+      std::uint8_t outcome = 0, finished = 0;
+      PODSERVE_RETURN_IF_ERROR(r.get(m.id));
+      PODSERVE_RETURN_IF_ERROR(r.get(outcome));
+      if (outcome > static_cast<std::uint8_t>(PrefillResultMessage::Outcome::kAbandoned))
+        return invalid_argument("control: bad prefill outcome");
+      m.outcome = static_cast<PrefillResultMessage::Outcome>(outcome);
+      PODSERVE_RETURN_IF_ERROR(r.get(m.first_token));
+      PODSERVE_RETURN_IF_ERROR(r.get(finished));
+      m.request_finished = finished != 0;
+      PODSERVE_RETURN_IF_ERROR(r.get(m.num_parts));
+      message = m;
+      break;
+    }
+    case 9: {
+      KvPartDoneMessage m;
+      std::uint8_t ok = 0;
+      PODSERVE_RETURN_IF_ERROR(r.get(m.id));
+      PODSERVE_RETURN_IF_ERROR(r.get(m.part));
+      PODSERVE_RETURN_IF_ERROR(r.get(ok));
+      m.ok = ok != 0;
+      message = m;
+      break;
+    }
     default: return invalid_argument(fmt::format("control: unknown message type {}", type));
   }
   if (!r.done()) return invalid_argument("control: trailing bytes");

@@ -3,9 +3,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <deque>
+#include <optional>
+#include <unordered_map>
 
 #include "cluster/control_endpoint.h"
+#include "cluster/kv_fabric.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/plan_broadcast.h"
 #include "cluster/rank_metrics.h"
@@ -50,110 +55,412 @@ void publish_load(const InstanceLoad& load, InstanceMetrics& metrics) {
       load.total_pages > 0 ? 1.0 - static_cast<double>(load.free_pages) / load.total_pages : 0.0);
 }
 
+void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) {
+  metrics.kv_transfer_bytes.Increment(static_cast<double>(done.bytes));
+  metrics.kv_transfer_seconds.Observe(done.seconds);
+  metrics.kv_transfer_failures.Increment(done.failed_attempts);
+}
+
 bool same_load(const InstanceLoad& a, const InstanceLoad& b) {
   return a.running == b.running && a.waiting == b.waiting &&
          a.outstanding_tokens == b.outstanding_tokens && a.free_pages == b.free_pages;
 }
 
-// The leader: control messages in, iterations, outputs out; sleeps (backing off to 5 ms)
-// while it has nothing to do.
-Status run_leader(const Topology& topology, Engine& engine, InstanceMetrics& metrics) {
-  ControlEndpoint control(topology.control_comm());
-  const bool has_peers = topology.instance().tp > 1;
-  IdleBackoff backoff(50, 5000);
-  InstanceLoad reported_load = engine.load();
-  std::int64_t reported_preemptions = 0;
-  bool shutdown = false;
-  PODSERVE_RETURN_IF_ERROR(control.send(kRouterRank, LoadMessage{reported_load}));
+// One instance's leader: control messages in, iterations, outputs out; sleeps (backing off to
+// 5 ms) while it has nothing to do. Colocated, prefill and decode leaders share the loop;
+// the disaggregated protocol (DESIGN section 2) lives in the role-specific handlers.
+class Leader {
+ public:
+  Leader(const Topology& topology, const ServiceConfig& config, Engine& engine,
+         InstanceMetrics& metrics, KvFabric* fabric)
+      : topology_(topology),
+        config_(config),
+        engine_(engine),
+        metrics_(metrics),
+        control_(topology.control_comm()),
+        role_(topology.instance().role),
+        has_peers_(topology.instance().tp > 1) {
+    if (role_ == InstanceRole::kPrefill) shipper_.emplace(*fabric, topology, config, engine.model().config());
+    fabric_ = fabric;
+  }
 
+  Status run() {
+    IdleBackoff backoff(50, 5000);
+    reported_load_ = engine_.load();
+    PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, LoadMessage{reported_load_}));
+    while (!shutdown_) {
+      bool active = false;
+      PODSERVE_RETURN_IF_ERROR(receive_control(active));
+      if (shutdown_) break;
+      PODSERVE_RETURN_IF_ERROR(admit_unreserved(active));
+      if (engine_.has_work()) {
+        active = true;
+        PODSERVE_RETURN_IF_ERROR(iterate());
+      }
+      PODSERVE_RETURN_IF_ERROR(poll_shipments(active));
+      if (fabric_ != nullptr) fabric_->progress();
+      PODSERVE_RETURN_IF_ERROR(report_load_if_changed());
+      PODSERVE_ASSIGN_OR_RETURN(const auto pending_sends, control_.progress());
+      if (active || pending_sends > 0) {
+        backoff.reset();
+      } else {
+        backoff.sleep();
+      }
+    }
+    return stop();
+  }
+
+ private:
+  struct PrefillTarget {  // prefill leader: where a request's KV goes
+    std::int32_t decode_instance = 0;
+    std::vector<std::int32_t> dest_pages;
+    bool shipping = false;
+    std::int32_t parts_done = 0;
+  };
+  struct AwaitingKv {  // decode leader: a reserved request waiting for its KV
+    GenerationRequest request;
+    std::int32_t prefill_instance = 0;
+    bool cancelled = false;
+    std::optional<PrefillResultMessage> result;
+    std::int32_t parts_ok = 0;
+    std::int32_t parts_failed = 0;
+  };
+
+  int leader_rank(int instance) const { return topology_.instances().at(instance).first_rank; }
+
+  Status receive_control(bool& active) {
+    while (true) {
+      PODSERVE_ASSIGN_OR_RETURN(auto received, control_.try_receive());
+      if (!received) return Status::Ok();
+      active = true;
+      PODSERVE_RETURN_IF_ERROR(std::visit([&](auto& m) { return handle(m); }, received->message));
+    }
+  }
+
+  Status reject(RequestId id, const Status& why) {
+    spdlog::warn("request {} rejected: {}", id, why.to_string());
+    OutputsMessage rejected;
+    rejected.outputs.push_back({id, TokenOutput::kNoToken, 0, true, FinishReason::kError});
+    rejected.load = engine_.load();
+    return control_.send(kRouterRank, rejected);
+  }
+
+  Status handle(SubmitMessage& m) {
+    const RequestId id = m.request.id;
+    if (auto status = engine_.submit(std::move(m.request)); !status.ok()) return reject(id, status);
+    return Status::Ok();
+  }
+  Status handle(CancelMessage& m) {
+    if (role_ == InstanceRole::kDecode) {
+      if (auto it = awaiting_.find(m.id); it != awaiting_.end()) {
+        // Its pages may still be a transfer target: freed once the prefill side's final word
+        // arrives (resolve_awaiting), never before.
+        it->second.cancelled = true;
+        return Status::Ok();
+      }
+      const auto queued = std::find_if(unreserved_.begin(), unreserved_.end(),
+                                       [&](const auto& q) { return q.request.id == m.id; });
+      if (queued != unreserved_.end()) {
+        unreserved_.erase(queued);
+        return Status::Ok();
+      }
+    }
+    engine_.cancel(m.id);
+    return Status::Ok();
+  }
+  Status handle(ShutdownMessage&) {
+    shutdown_ = true;
+    return Status::Ok();
+  }
+  // Decode leader: reserve pages for the prompt's KV, then hand the prompt to the prefill side.
+  Status handle(DisaggregatedSubmitMessage& m) {
+    unreserved_.push_back(std::move(m));
+    bool unused = false;
+    return admit_unreserved(unused);
+  }
+  Status admit_unreserved(bool& active) {
+    while (!unreserved_.empty()) {
+      auto& next = unreserved_.front();
+      const auto prompt_tokens = static_cast<std::int32_t>(next.request.prompt.size());
+      auto pages = engine_.reserve(next.request.id, prompt_tokens);
+      if (!pages.ok()) {
+        if (pages.status().code() == StatusCode::kResourceExhausted) return Status::Ok();  // retry later
+        const RequestId id = next.request.id;
+        unreserved_.pop_front();
+        PODSERVE_RETURN_IF_ERROR(reject(id, pages.status()));
+        continue;
+      }
+      active = true;
+      PrefillRequestMessage forward;
+      forward.request = next.request;
+      forward.decode_instance = topology_.instance_id();
+      forward.dest_pages = std::move(*pages);
+      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(next.prefill_instance), forward));
+      awaiting_[next.request.id] = AwaitingKv{std::move(next.request), next.prefill_instance};
+      unreserved_.pop_front();
+    }
+    metrics_.requests_waiting_for_kv.Set(static_cast<double>(awaiting_.size() + unreserved_.size()));
+    return Status::Ok();
+  }
+  // Prefill leader: run the prompt, then ship the KV into the pages D reserved.
+  Status handle(PrefillRequestMessage& m) {
+    const RequestId id = m.request.id;
+    targets_[id] = PrefillTarget{m.decode_instance, std::move(m.dest_pages)};
+    if (auto status = engine_.submit(std::move(m.request)); !status.ok()) {
+      const auto decode_instance = targets_[id].decode_instance;
+      targets_.erase(id);
+      PODSERVE_RETURN_IF_ERROR(reject(id, status));
+      return control_.send(leader_rank(decode_instance),
+                           PrefillResultMessage{id, PrefillResultMessage::Outcome::kAbandoned});
+    }
+    return Status::Ok();
+  }
+  // Decode leader: the prefill side's verdict on a request.
+  Status handle(PrefillResultMessage& m) {
+    auto it = awaiting_.find(m.id);
+    if (it == awaiting_.end()) return internal_error(fmt::format("prefill result for unknown request {}", m.id));
+    it->second.result = m;
+    return resolve_awaiting(it);
+  }
+  Status handle(KvPartDoneMessage& m) {
+    if (role_ == InstanceRole::kPrefill) return prefill_part_done(m.id);
+    auto it = awaiting_.find(m.id);
+    if (it == awaiting_.end()) return internal_error(fmt::format("KV part for unknown request {}", m.id));
+    (m.ok ? it->second.parts_ok : it->second.parts_failed)++;
+    return resolve_awaiting(it);
+  }
+  Status handle(OutputsMessage&) { return internal_error("leader got an outputs message"); }
+  Status handle(LoadMessage&) { return internal_error("leader got a load message"); }
+  Status handle(ShutdownDoneMessage&) { return internal_error("leader got a shutdown-done message"); }
+
+  // Decode leader: once the prefill side's result and every KV part are in, the reserved pages
+  // are no transfer target any more: decode from them, prefill locally (transfer failed), or
+  // free them (abandoned, cancelled, or finished by its first token).
+  Status resolve_awaiting(std::unordered_map<RequestId, AwaitingKv>::iterator it) {
+    auto& a = it->second;
+    if (!a.result) return Status::Ok();
+    const auto& result = *a.result;
+    const bool abandoned = result.outcome == PrefillResultMessage::Outcome::kAbandoned;
+    if (!abandoned && a.parts_ok + a.parts_failed < result.num_parts) return Status::Ok();
+    const RequestId id = it->first;
+    if (abandoned || a.cancelled || result.request_finished) {
+      PODSERVE_RETURN_IF_ERROR(engine_.release_reservation(id));
+      if (a.cancelled && !abandoned && !result.request_finished) {
+        OutputsMessage aborted;
+        aborted.outputs.push_back({id, TokenOutput::kNoToken, 1, true, FinishReason::kAbort});
+        aborted.load = engine_.load();
+        PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, aborted));
+      }
+    } else if (a.parts_failed == 0) {
+      PODSERVE_RETURN_IF_ERROR(engine_.activate_prefilled(std::move(a.request), result.first_token));
+    } else {
+      spdlog::warn("request {}: KV transfer failed on {} of {} prefill ranks; prefilling locally", id,
+                   a.parts_failed, result.num_parts);
+      metrics_.kv_transfer_fallbacks.Increment();
+      PODSERVE_RETURN_IF_ERROR(engine_.activate_fallback(std::move(a.request), result.first_token));
+    }
+    awaiting_.erase(it);
+    metrics_.requests_waiting_for_kv.Set(static_cast<double>(awaiting_.size() + unreserved_.size()));
+    return Status::Ok();
+  }
+
+  // Prefill leader: one rank's share of a shipment is final; all shares final frees the pages.
+  Status prefill_part_done(RequestId id) {
+    auto it = targets_.find(id);
+    if (it == targets_.end()) return internal_error(fmt::format("KV part for unknown request {}", id));
+    if (++it->second.parts_done < topology_.instance().tp) return Status::Ok();
+    targets_.erase(it);
+    return engine_.release_retained(id);
+  }
+
+  Status iterate() {
+    OutputsMessage message;
+    BatchPlan shipped_plan;
+    const auto before_forward = [&](const BatchPlan& plan) -> Status {
+      for (const auto& seq : plan.sequences) {
+        if (seq.is_prefill && seq.num_cached_tokens == 0) message.scheduled.push_back(seq.seq_id);
+      }
+      const BatchPlan* to_broadcast = &plan;
+      if (role_ == InstanceRole::kPrefill) {
+        shipped_plan = plan;
+        for (const auto& seq : plan.sequences) {
+          auto target = targets_.find(seq.seq_id);
+          if (!seq.is_prefill || !seq.sample || target == targets_.end()) continue;
+          target->second.shipping = true;
+          shipped_plan.shipments.push_back({seq.seq_id, target->second.decode_instance,
+                                            seq.context_length(), seq.page_table,
+                                            target->second.dest_pages});
+        }
+        to_broadcast = &shipped_plan;
+      }
+      return has_peers_ ? broadcast_plan(topology_.instance_comm(), *to_broadcast) : Status::Ok();
+    };
+    const auto after_layer = [&](std::int32_t layer) -> Status {
+      return ship_layer(shipped_plan, layer);
+    };
+    const bool layerwise = role_ == InstanceRole::kPrefill && config_.kv_transfer.layerwise;
+    PODSERVE_ASSIGN_OR_RETURN(auto step, layerwise ? engine_.step(before_forward, after_layer)
+                                                   : engine_.step(before_forward, {}));
+    if (role_ == InstanceRole::kPrefill && !layerwise) {
+      for (const auto& shipment : shipped_plan.shipments) PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, std::nullopt));
+    }
+    for (const auto& completion : step.prefill_completions) {
+      auto target = targets_.find(completion.id);
+      if (target == targets_.end()) continue;
+      PrefillResultMessage result{completion.id, PrefillResultMessage::Outcome::kShipping,
+                                  completion.first_token, completion.request_finished,
+                                  topology_.instance().tp};
+      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance), result));
+    }
+    if (role_ == InstanceRole::kPrefill) {
+      // Aborted before its first token: nothing was shipped; D frees its reservation.
+      for (const auto& output : step.outputs) {
+        auto target = targets_.find(output.id);
+        if (!output.finished || output.reason != FinishReason::kAbort || target == targets_.end() ||
+            target->second.shipping) {
+          continue;
+        }
+        PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance),
+                                               PrefillResultMessage{output.id, PrefillResultMessage::Outcome::kAbandoned}));
+        targets_.erase(target);
+      }
+    }
+    message.outputs = std::move(step.outputs);
+    message.load = engine_.load();
+    record_step(step.stats);
+    if (!message.outputs.empty() || !message.scheduled.empty()) {
+      reported_load_ = message.load;
+      PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, message));
+    }
+    return Status::Ok();
+  }
+
+  // Pages also come back between iterations (shipments done, reservations resolved): keep the
+  // router's view and the gauges current.
+  Status report_load_if_changed() {
+    const auto load = engine_.load();
+    if (same_load(load, reported_load_)) return Status::Ok();
+    reported_load_ = load;
+    publish_load(load, metrics_);
+    return control_.send(kRouterRank, LoadMessage{load});
+  }
+
+  Status ship_layer(const BatchPlan& plan, std::int32_t layer) {
+    for (const auto& shipment : plan.shipments) PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, layer));
+    return Status::Ok();
+  }
+
+  void record_step(const StepStats& stats) {
+    if (stats.num_prefill_tokens + stats.num_decode_tokens > 0) {
+      metrics_.iteration_seconds(batch_kind(stats)).Observe(stats.iteration_seconds);
+      metrics_.batch_tokens.Observe(stats.num_prefill_tokens + stats.num_decode_tokens);
+    }
+    const auto preemptions = engine_.scheduler().num_preemptions();
+    metrics_.preemptions.Increment(static_cast<double>(preemptions - reported_preemptions_));
+    reported_preemptions_ = preemptions;
+    publish_load(engine_.load(), metrics_);
+  }
+
+  // Prefill leader: its own share of shipments; peers report theirs by message.
+  Status poll_shipments(bool& active) {
+    if (!shipper_ || shipper_->idle()) return Status::Ok();
+    for (const auto& done : shipper_->poll()) {
+      active = true;
+      record_shipment(done, metrics_);
+      const auto target = targets_.find(done.id);
+      if (target == targets_.end()) return internal_error(fmt::format("shipment of unknown request {}", done.id));
+      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance),
+                                             KvPartDoneMessage{done.id, topology_.tp_rank(), done.ok}));
+      PODSERVE_RETURN_IF_ERROR(prefill_part_done(done.id));
+    }
+    return Status::Ok();
+  }
+
+  Status stop() {
+    const auto load = engine_.load();
+    if (load.running + load.waiting > 0 || !awaiting_.empty() || !targets_.empty()) {
+      spdlog::warn("shutting down with {} requests still held", load.running + load.waiting + awaiting_.size());
+    }
+    if (has_peers_) {
+      BatchPlan stop_plan;
+      stop_plan.shutdown = true;
+      PODSERVE_RETURN_IF_ERROR(broadcast_plan(topology_.instance_comm(), stop_plan));
+    }
+    PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, ShutdownDoneMessage{}));
+    return control_.flush();
+  }
+
+  const Topology& topology_;
+  const ServiceConfig& config_;
+  Engine& engine_;
+  InstanceMetrics& metrics_;
+  ControlEndpoint control_;
+  const InstanceRole role_;
+  const bool has_peers_;
+  KvFabric* fabric_ = nullptr;
+  std::optional<KvShipper> shipper_;
+  InstanceLoad reported_load_;
+  std::int64_t reported_preemptions_ = 0;
+  bool shutdown_ = false;
+  std::unordered_map<RequestId, PrefillTarget> targets_;   // prefill role
+  std::unordered_map<RequestId, AwaitingKv> awaiting_;     // decode role
+  std::deque<DisaggregatedSubmitMessage> unreserved_;     // decode role: waiting for pages
+};
+
+// A TP peer: executes every plan its leader broadcasts until the shutdown plan; on a prefill
+// instance it also ships its share of each finished prompt's KV and reports it.
+Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& engine,
+                InstanceMetrics& metrics, KvFabric* fabric) {
+  PlanReceiver receiver(topology.instance_comm());
+  ControlEndpoint control(topology.control_comm());
+  std::optional<KvShipper> shipper;
+  const bool prefill = topology.instance().role == InstanceRole::kPrefill;
+  if (prefill) shipper.emplace(*fabric, topology, config, engine.model().config());
+  const bool layerwise = prefill && config.kv_transfer.layerwise;
+  IdleBackoff backoff(50, 5000);
+  const int leader = topology.instance().first_rank;
+  std::unordered_map<RequestId, std::int32_t> decode_instance_of;  // shipments in flight
   while (true) {
     bool active = false;
-    while (true) {
-      PODSERVE_ASSIGN_OR_RETURN(auto received, control.try_receive());
-      if (!received) break;
+    PODSERVE_ASSIGN_OR_RETURN(auto plan, receiver.try_receive());
+    if (plan) {
+      if (plan->shutdown) return control.flush();
       active = true;
-      if (auto* submit = std::get_if<SubmitMessage>(&received->message)) {
-        const RequestId id = submit->request.id;
-        if (auto status = engine.submit(std::move(submit->request)); !status.ok()) {
-          spdlog::warn("request {} rejected: {}", id, status.to_string());
-          OutputsMessage rejected;
-          rejected.outputs.push_back({id, TokenOutput::kNoToken, 0, true, FinishReason::kError});
-          rejected.load = engine.load();
-          PODSERVE_RETURN_IF_ERROR(control.send(kRouterRank, rejected));
-        }
-      } else if (auto* cancel = std::get_if<CancelMessage>(&received->message)) {
-        engine.cancel(cancel->id);
-      } else if (std::holds_alternative<ShutdownMessage>(received->message)) {
-        shutdown = true;
-      } else {
-        return internal_error(fmt::format("leader got an unexpected control message (type {})",
-                                          received->message.index()));
-      }
-    }
-    if (shutdown) break;
-
-    if (engine.has_work()) {
-      active = true;
-      OutputsMessage message;
-      const auto before_forward = [&](const BatchPlan& plan) -> Status {
-        for (const auto& seq : plan.sequences) {
-          if (seq.is_prefill && seq.num_cached_tokens == 0) message.scheduled.push_back(seq.seq_id);
-        }
-        return has_peers ? broadcast_plan(topology.instance_comm(), plan) : Status::Ok();
+      const auto start = std::chrono::steady_clock::now();
+      const auto after_layer = [&](std::int32_t layer) -> Status {
+        for (const auto& shipment : plan->shipments) PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, layer));
+        return Status::Ok();
       };
-      PODSERVE_ASSIGN_OR_RETURN(auto step, engine.step(before_forward));
-      message.outputs = std::move(step.outputs);
-      message.load = engine.load();
-      const auto& stats = step.stats;
-      if (stats.num_prefill_tokens + stats.num_decode_tokens > 0) {
-        metrics.iteration_seconds(batch_kind(stats)).Observe(stats.iteration_seconds);
-        metrics.batch_tokens.Observe(stats.num_prefill_tokens + stats.num_decode_tokens);
+      PODSERVE_RETURN_IF_ERROR(layerwise ? engine.execute_peer(*plan, after_layer) : engine.execute_peer(*plan, {}));
+      if (prefill && !layerwise) {
+        for (const auto& shipment : plan->shipments) PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, std::nullopt));
       }
-      const auto preemptions = engine.scheduler().num_preemptions();
-      metrics.preemptions.Increment(static_cast<double>(preemptions - reported_preemptions));
-      reported_preemptions = preemptions;
-      publish_load(message.load, metrics);
-      if (!message.outputs.empty() || !message.scheduled.empty() || !same_load(message.load, reported_load)) {
-        reported_load = message.load;
-        PODSERVE_RETURN_IF_ERROR(control.send(kRouterRank, message));
+      for (const auto& shipment : plan->shipments) decode_instance_of[shipment.seq_id] = shipment.decode_instance;
+      StepStats stats;
+      stats.num_prefill_tokens = plan->num_prefill_tokens();
+      stats.num_decode_tokens = plan->num_decode_tokens();
+      metrics.iteration_seconds(batch_kind(stats))
+          .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      metrics.batch_tokens.Observe(plan->total_new_tokens());
+    }
+    if (shipper && !shipper->idle()) {
+      for (const auto& done : shipper->poll()) {
+        active = true;
+        record_shipment(done, metrics);
+        const KvPartDoneMessage part{done.id, topology.tp_rank(), done.ok};
+        const int decode_leader = topology.instances().at(decode_instance_of.at(done.id)).first_rank;
+        decode_instance_of.erase(done.id);
+        PODSERVE_RETURN_IF_ERROR(control.send(decode_leader, part));
+        PODSERVE_RETURN_IF_ERROR(control.send(leader, part));
       }
     }
+    if (fabric != nullptr) fabric->progress();
     PODSERVE_ASSIGN_OR_RETURN(const auto pending_sends, control.progress());
     if (active || pending_sends > 0) {
       backoff.reset();
     } else {
       backoff.sleep();
     }
-  }
-
-  // Shutdown: the router drained first; anything still here is aborted and reported.
-  const auto load = engine.load();
-  if (load.running + load.waiting > 0) {
-    spdlog::warn("shutting down with {} requests still held", load.running + load.waiting);
-  }
-  if (has_peers) {
-    BatchPlan stop;
-    stop.shutdown = true;
-    PODSERVE_RETURN_IF_ERROR(broadcast_plan(topology.instance_comm(), stop));
-  }
-  PODSERVE_RETURN_IF_ERROR(control.send(kRouterRank, ShutdownDoneMessage{}));
-  return control.flush();
-}
-
-// A TP peer: executes every plan its leader broadcasts until the shutdown plan.
-Status run_peer(const Topology& topology, Engine& engine, InstanceMetrics& metrics) {
-  IdleBackoff backoff(50, 5000);
-  while (true) {
-    PODSERVE_ASSIGN_OR_RETURN(const auto plan, receive_plan(topology.instance_comm(), backoff));
-    if (plan.shutdown) return Status::Ok();
-    const auto start = std::chrono::steady_clock::now();
-    PODSERVE_RETURN_IF_ERROR(engine.execute_peer(plan));
-    StepStats stats;
-    stats.num_prefill_tokens = plan.num_prefill_tokens();
-    stats.num_decode_tokens = plan.num_decode_tokens();
-    metrics.iteration_seconds(batch_kind(stats))
-        .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    metrics.batch_tokens.Observe(plan.total_new_tokens());
   }
 }
 
@@ -197,10 +504,19 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   engine_options.token_budget = config.scheduler.token_budget;
   engine_options.max_running = config.scheduler.max_running;
   engine_options.max_model_len = model.max_position_embeddings;
+  engine_options.role = topology.instance().role;
+  LlamaModel& model_ref = *llama;
   PODSERVE_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(llama), engine_options));
+  // Collective over every rank (the router joins with nothing to offer).
+  PODSERVE_ASSIGN_OR_RETURN(auto fabric, KvFabric::create(topology, config, &model_ref));
 
-  const auto status = topology.is_leader() ? run_leader(topology, *engine, metrics)
-                                           : run_peer(topology, *engine, metrics);
+  Status status;
+  if (topology.is_leader()) {
+    Leader leader(topology, config, *engine, metrics, fabric.get());
+    status = leader.run();
+  } else {
+    status = run_peer(topology, config, *engine, metrics, fabric.get());
+  }
   if (status.ok()) spdlog::info("stopped cleanly");
   return status;
 }

@@ -1,6 +1,5 @@
 #include "cluster/plan_broadcast.h"
 
-#include <cstdint>
 #include <vector>
 
 #include "cluster/mpi_check.h"
@@ -19,20 +18,17 @@ Status broadcast_plan(MPI_Comm instance_comm, const BatchPlan& plan) {
   return Status::Ok();
 }
 
-Result<BatchPlan> receive_plan(MPI_Comm instance_comm, IdleBackoff& backoff) {
-  std::uint64_t size = 0;
-  MPI_Request request = MPI_REQUEST_NULL;
-  PODSERVE_MPI(MPI_Ibcast(&size, 1, MPI_UINT64_T, 0, instance_comm, &request));
-  while (true) {
-    int done = 0;
-    PODSERVE_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
-    if (done) break;
-    backoff.sleep();
+Result<std::optional<BatchPlan>> PlanReceiver::try_receive() {
+  if (size_request_ == MPI_REQUEST_NULL) {
+    PODSERVE_MPI(MPI_Ibcast(&size_, 1, MPI_UINT64_T, 0, comm_, &size_request_));
   }
-  backoff.reset();
-  std::vector<std::uint8_t> bytes(size);
-  PODSERVE_MPI(MPI_Bcast(bytes.data(), static_cast<int>(size), MPI_BYTE, 0, instance_comm));
-  return BatchPlan::deserialize(bytes);
+  int done = 0;
+  PODSERVE_MPI(MPI_Test(&size_request_, &done, MPI_STATUS_IGNORE));
+  if (!done) return std::optional<BatchPlan>{};
+  std::vector<std::uint8_t> bytes(size_);
+  PODSERVE_MPI(MPI_Bcast(bytes.data(), static_cast<int>(size_), MPI_BYTE, 0, comm_));
+  PODSERVE_ASSIGN_OR_RETURN(auto plan, BatchPlan::deserialize(bytes));
+  return std::optional<BatchPlan>{std::move(plan)};
 }
 
 }  // namespace podserve

@@ -25,6 +25,15 @@ void RouterLink::submit(int instance, GenerationRequest request) {
   wake_.notify_one();
 }
 
+void RouterLink::submit_disaggregated(int prefill_instance, int decode_instance,
+                                      GenerationRequest request) {
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back({decode_instance, DisaggregatedSubmitMessage{std::move(request), prefill_instance}});
+  }
+  wake_.notify_one();
+}
+
 void RouterLink::cancel(int instance, RequestId id) {
   {
     std::lock_guard lock(mutex_);

@@ -25,6 +25,10 @@ class RouterLink final : public InstanceChannel {
 
   std::vector<InstanceInfo> instances() const override;
   void submit(int instance, GenerationRequest request) override;
+  // Disaggregated mode: the request goes to its decode instance, which reserves KV pages and
+  // forwards the prompt to `prefill_instance`.
+  void submit_disaggregated(int prefill_instance, int decode_instance,
+                            GenerationRequest request) override;
   void cancel(int instance, RequestId id) override;
 
   // Runs until request_shutdown(), then tells every leader to stop and waits for their

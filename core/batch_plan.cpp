@@ -40,6 +40,14 @@ std::vector<std::uint8_t> BatchPlan::serialize() const {
     w.put_vector(std::span<const std::int32_t>(s.page_table));
     w.put<std::uint8_t>((s.is_prefill ? 1 : 0) | (s.sample ? 2 : 0));
   }
+  w.put<std::uint64_t>(shipments.size());
+  for (const auto& k : shipments) {
+    w.put(k.seq_id);
+    w.put(k.decode_instance);
+    w.put(k.num_tokens);
+    w.put_vector(std::span<const std::int32_t>(k.source_pages));
+    w.put_vector(std::span<const std::int32_t>(k.dest_pages));
+  }
   return w.take();
 }
 
@@ -66,6 +74,16 @@ Result<BatchPlan> BatchPlan::deserialize(std::span<const std::uint8_t> bytes) {
     PODSERVE_RETURN_IF_ERROR(r.get(flags));
     s.is_prefill = (flags & 1) != 0;
     s.sample = (flags & 2) != 0;
+  }
+  PODSERVE_RETURN_IF_ERROR(r.get(count));
+  if (count > bytes.size()) return invalid_argument("batch plan: bad shipment count");
+  plan.shipments.resize(count);
+  for (auto& k : plan.shipments) {
+    PODSERVE_RETURN_IF_ERROR(r.get(k.seq_id));
+    PODSERVE_RETURN_IF_ERROR(r.get(k.decode_instance));
+    PODSERVE_RETURN_IF_ERROR(r.get(k.num_tokens));
+    PODSERVE_RETURN_IF_ERROR(r.get_vector(k.source_pages));
+    PODSERVE_RETURN_IF_ERROR(r.get_vector(k.dest_pages));
   }
   if (!r.done()) return invalid_argument("batch plan: trailing bytes");
   return plan;

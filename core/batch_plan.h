@@ -29,9 +29,21 @@ struct SequenceWork {
   std::int32_t context_length() const { return num_cached_tokens + num_new_tokens(); }
 };
 
+// Disaggregated mode: a sequence whose prefill completes in this iteration on a prefill
+// instance, and where its KV pages go. Every TP rank of the prefill instance ships its own
+// heads' share of these pages after the forward pass (or layer by layer).
+struct KvShipment {
+  RequestId seq_id = 0;
+  std::int32_t decode_instance = 0;
+  std::int32_t num_tokens = 0;             // prompt positions [0, num_tokens) whose K/V ship
+  std::vector<std::int32_t> source_pages;  // pages on this (prefill) instance
+  std::vector<std::int32_t> dest_pages;    // pages the decode instance reserved, same count
+};
+
 struct BatchPlan {
   std::uint64_t iteration = 0;
   std::vector<SequenceWork> sequences;
+  std::vector<KvShipment> shipments;
   // Tells TP peers to leave their loop; a shutdown plan carries no sequences.
   bool shutdown = false;
 

@@ -141,6 +141,15 @@ void ServiceConfig::validate() const {
     fail("kv_transfer.backend", fmt::format("'{}' is not one of: ucx, nccl", kv_transfer.backend));
   require_positive(kv_transfer.timeout_ms, "kv_transfer.timeout_ms");
   if (kv_transfer.retries < 0) fail("kv_transfer.retries", "must be >= 0");
+  if (kv_transfer.peer_error_handling != "auto" && kv_transfer.peer_error_handling != "on" &&
+      kv_transfer.peer_error_handling != "off") {
+    fail("kv_transfer.peer_error_handling",
+         fmt::format("'{}' is not one of: auto, on, off", kv_transfer.peer_error_handling));
+  }
+  if (kv_transfer.inject_drop_rate < 0.0 || kv_transfer.inject_drop_rate > 1.0)
+    fail("kv_transfer.inject_drop_rate", "must be in [0, 1]");
+  if (kv_transfer.inject_stall_rate < 0.0 || kv_transfer.inject_stall_rate > 1.0)
+    fail("kv_transfer.inject_stall_rate", "must be in [0, 1]");
   if (router.listen.find(':') == std::string::npos) fail("router.listen", "expected HOST:PORT");
   require_positive(router.max_queue, "router.max_queue");
   require_positive(router.http_threads, "router.http_threads");
@@ -209,11 +218,15 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read(k, "kv_cache", "cpu_memory_mb", c.kv_cache.cpu_memory_mb);
   }
   if (const auto t = root["kv_transfer"]) {
-    check_keys(t, "kv_transfer", {"backend", "layerwise", "timeout_ms", "retries"});
+    check_keys(t, "kv_transfer", {"backend", "layerwise", "timeout_ms", "retries",
+                                  "inject_drop_rate", "inject_stall_rate", "peer_error_handling"});
     read(t, "kv_transfer", "backend", c.kv_transfer.backend);
     read(t, "kv_transfer", "layerwise", c.kv_transfer.layerwise);
     read(t, "kv_transfer", "timeout_ms", c.kv_transfer.timeout_ms);
     read(t, "kv_transfer", "retries", c.kv_transfer.retries);
+    read(t, "kv_transfer", "inject_drop_rate", c.kv_transfer.inject_drop_rate);
+    read(t, "kv_transfer", "inject_stall_rate", c.kv_transfer.inject_stall_rate);
+    read(t, "kv_transfer", "peer_error_handling", c.kv_transfer.peer_error_handling);
   }
   if (const auto r = root["router"]) {
     check_keys(r, "router", {"listen", "policy", "max_queue", "http_threads", "max_tokens_limit",
@@ -284,7 +297,10 @@ std::string to_yaml(const ServiceConfig& c) {
       << YAML::Key << "backend" << YAML::Value << c.kv_transfer.backend
       << YAML::Key << "layerwise" << YAML::Value << c.kv_transfer.layerwise
       << YAML::Key << "timeout_ms" << YAML::Value << c.kv_transfer.timeout_ms
-      << YAML::Key << "retries" << YAML::Value << c.kv_transfer.retries << YAML::EndMap;
+      << YAML::Key << "retries" << YAML::Value << c.kv_transfer.retries
+      << YAML::Key << "inject_drop_rate" << YAML::Value << c.kv_transfer.inject_drop_rate
+      << YAML::Key << "inject_stall_rate" << YAML::Value << c.kv_transfer.inject_stall_rate
+      << YAML::Key << "peer_error_handling" << YAML::Value << c.kv_transfer.peer_error_handling << YAML::EndMap;
   out << YAML::Key << "router" << YAML::Value << YAML::Flow << YAML::BeginMap
       << YAML::Key << "listen" << YAML::Value << c.router.listen
       << YAML::Key << "policy" << YAML::Value << std::string(to_string(c.router.policy))

@@ -55,9 +55,16 @@ struct KvCacheSection {
 
 struct KvTransferSection {
   std::string backend = "ucx";     // ucx | nccl
-  bool layerwise = false;
-  std::int32_t timeout_ms = 5000;
-  std::int32_t retries = 1;
+  bool layerwise = false;          // ship layer l's pages while layer l+1 computes
+  std::int32_t timeout_ms = 5000;  // per transfer
+  std::int32_t retries = 1;        // then the decode instance prefills locally
+  // UCX peer failure detection: auto = on when the KV fabric spans several hosts, off on one
+  // host (UCX 1.13's shared-memory transports refuse it, which would force TCP).
+  std::string peer_error_handling = "auto";  // auto | on | off
+  // Fault injection for tests and drills: the share of transfers that fail at once (drop) or
+  // never complete (stall, so they hit timeout_ms). 0 in production.
+  double inject_drop_rate = 0.0;
+  double inject_stall_rate = 0.0;
 };
 
 struct RouterSection {

@@ -14,7 +14,7 @@ args=(-np "$np" --oversubscribe --bind-to none
       --mca mpi_yield_when_idle 1
       # Shared memory and TCP byte transfer layers; UCX is used by kvtransfer/, not by MPI.
       --mca pml ob1 --mca btl self,vader,tcp)
-for var in LD_LIBRARY_PATH PODSERVE_LOG_LEVEL; do
+for var in LD_LIBRARY_PATH PODSERVE_LOG_LEVEL UCX_TLS UCX_NET_DEVICES; do
   [ -z "${!var:-}" ] || args+=(-x "$var")
 done
 [ "$(id -u)" -ne 0 ] || args+=(--allow-run-as-root)

@@ -159,6 +159,11 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
   auto& transfer_failures = counter_family(registry, identity,
                                            "podserve_kv_transfer_failures_total",
                                            "KV transfers that failed or timed out.");
+  auto& transfer_fallbacks = counter_family(
+      registry, identity, "podserve_kv_transfer_fallbacks_total",
+      "Requests a decode instance prefilled locally because their KV transfer failed.");
+  auto& waiting_for_kv = gauge_family(registry, identity, "podserve_requests_waiting_for_kv",
+                                      "Decode instance: requests admitted whose KV has not arrived.");
 
   InstanceMetrics metrics{
       .iteration_seconds_by_kind = {},
@@ -171,6 +176,8 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
       .kv_transfer_bytes = transfer_bytes.Add({}),
       .kv_transfer_seconds = transfer_seconds.Add({}, request_latency_buckets()),
       .kv_transfer_failures = transfer_failures.Add({}),
+      .kv_transfer_fallbacks = transfer_fallbacks.Add({}),
+      .requests_waiting_for_kv = waiting_for_kv.Add({}),
   };
   for (const IterationBatchKind kind :
        {IterationBatchKind::kPrefill, IterationBatchKind::kDecode, IterationBatchKind::kHybrid}) {

@@ -75,6 +75,8 @@ struct InstanceMetrics {
   prometheus::Counter& kv_transfer_bytes;        // podserve_kv_transfer_bytes_total
   prometheus::Histogram& kv_transfer_seconds;    // podserve_kv_transfer_seconds, per request
   prometheus::Counter& kv_transfer_failures;     // podserve_kv_transfer_failures_total
+  prometheus::Counter& kv_transfer_fallbacks;    // podserve_kv_transfer_fallbacks_total
+  prometheus::Gauge& requests_waiting_for_kv;    // podserve_requests_waiting_for_kv
 
   prometheus::Histogram& iteration_seconds(IterationBatchKind kind) const {
     return *iteration_seconds_by_kind[static_cast<std::size_t>(kind)];

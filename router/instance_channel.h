@@ -29,6 +29,11 @@ class InstanceChannel {
   virtual std::vector<InstanceInfo> instances() const = 0;
   // Hands `request` to the instance's leader. Its outputs come back via Router::on_outputs.
   virtual void submit(int instance, GenerationRequest request) = 0;
+  // Disaggregated mode: hands `request` to the pair. The decode instance reserves its KV pages
+  // and forwards it to the prefill instance; outputs come from the prefill instance (index 0)
+  // and then from the decode instance (index >= 1), in either arrival order.
+  virtual void submit_disaggregated(int prefill_instance, int decode_instance,
+                                    GenerationRequest request) = 0;
   // Asks the instance to abort the request and free its KV pages; idempotent, and harmless for
   // a request that already finished. The instance may answer with a kAbort output.
   virtual void cancel(int instance, RequestId id) = 0;

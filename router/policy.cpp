@@ -5,10 +5,11 @@
 namespace podserve {
 
 LoadBalancer::LoadBalancer(RouterPolicy policy, std::span<const InstanceInfo> instances,
-                           int kv_page_size)
+                           int kv_page_size, std::span<const InstanceRole> candidate_roles)
     : policy_(policy), kv_page_size_(std::max(kv_page_size, 1)) {
   for (const InstanceInfo& info : instances) {
-    if (info.role == InstanceRole::kColocated || info.role == InstanceRole::kPrefill) {
+    if (std::find(candidate_roles.begin(), candidate_roles.end(), info.role) !=
+        candidate_roles.end()) {
       candidates_.push_back(Candidate{.instance = info.id});
     }
   }
@@ -68,11 +69,16 @@ std::size_t LoadBalancer::pick_locked() {
 }
 
 std::optional<int> LoadBalancer::assign(std::int64_t prompt_tokens, std::int64_t max_tokens) {
+  return assign_charging(prompt_tokens + max_tokens, prompt_tokens);
+}
+
+std::optional<int> LoadBalancer::assign_charging(std::int64_t outstanding_tokens,
+                                                 std::int64_t kv_tokens) {
   std::lock_guard lock(mutex_);
   if (candidates_.empty()) return std::nullopt;
   Candidate& chosen = candidates_[pick_locked()];
-  chosen.router_outstanding_tokens += prompt_tokens + max_tokens;
-  chosen.pages_assigned_since_load += (prompt_tokens + kv_page_size_ - 1) / kv_page_size_;
+  chosen.router_outstanding_tokens += outstanding_tokens;
+  chosen.pages_assigned_since_load += (kv_tokens + kv_page_size_ - 1) / kv_page_size_;
   return chosen.instance;
 }
 

@@ -15,8 +15,11 @@
 //                             Ties go to the fewest outstanding tokens.
 // Remaining ties go to the first instance after the previous pick (spreads an idle start).
 //
-// Only instances that take new requests are candidates: colocated and prefill ones (decode
-// instances receive requests from prefill instances, not from the router).
+// Candidates are the instances of the given roles: by default those that take new requests
+// (colocated and prefill). In disaggregated mode the router keeps a second balancer over the
+// decode instances, each side with its own outstanding-token definition (charged by the
+// router through assign_charging): prefill = prompt tokens until the first token, decode =
+// max_tokens - tokens generated.
 // Thread-safe (one mutex; every call is O(instances), no I/O).
 #pragma once
 
@@ -35,11 +38,18 @@ namespace podserve {
 class LoadBalancer {
  public:
   // kv_page_size: tokens per KV page (kv_cache.page_size), for the kv_load_aware estimate.
-  LoadBalancer(RouterPolicy policy, std::span<const InstanceInfo> instances, int kv_page_size);
+  LoadBalancer(RouterPolicy policy, std::span<const InstanceInfo> instances, int kv_page_size,
+               std::span<const InstanceRole> candidate_roles = kEntryRoles);
+
+  static constexpr InstanceRole kEntryRoles[] = {InstanceRole::kColocated, InstanceRole::kPrefill};
+  static constexpr InstanceRole kDecodeRoles[] = {InstanceRole::kDecode};
 
   // Chooses an instance for a request and charges it `prompt_tokens + max_tokens` outstanding
   // tokens, atomically (concurrent picks see each other). nullopt: no candidate instance.
   std::optional<int> assign(std::int64_t prompt_tokens, std::int64_t max_tokens);
+  // The same with explicit charges: `outstanding_tokens` for the token policies, the pages of
+  // `kv_tokens` positions for the kv_load_aware estimate.
+  std::optional<int> assign_charging(std::int64_t outstanding_tokens, std::int64_t kv_tokens);
   // Removes `tokens` from the instance's router-side outstanding count (tokens generated,
   // prefill done, or the remainder of a finished request).
   void release(int instance, std::int64_t tokens);

@@ -1,10 +1,12 @@
 #include "router/router.h"
 
+#include <fmt/format.h>
 #include <httplib.h>
 #include <signal.h>
 
 #include <algorithm>
 #include <exception>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -67,7 +69,8 @@ std::int32_t max_model_len(const ServiceConfig& config, const ModelConfig& model
 
 struct Router::ActiveRequest {
   RequestId id = 0;
-  int instance = 0;
+  int instance = 0;          // colocated, or the prefill instance of the pair
+  int decode_instance = -1;  // disaggregated: the decode instance of the pair
   std::int64_t prompt_tokens = 0;
   TokenId eos_token_id = 0;
   Clock::time_point arrival;
@@ -77,7 +80,10 @@ struct Router::ActiveRequest {
   bool active = true;
   bool first_output_seen = false;
   bool queue_time_recorded = false;
-  std::int64_t outstanding_tokens = 0;
+  std::int64_t outstanding_tokens = 0;         // charged to `instance`
+  std::int64_t decode_outstanding_tokens = 0;  // charged to `decode_instance`
+  std::int32_t next_index = 0;                 // index of the next token output to deliver
+  std::map<std::int32_t, TokenOutput> early_outputs;  // arrived before a lower index
 
   // Handler thread only.
   std::vector<TokenId> generated;
@@ -126,7 +132,10 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
               .bos_token_id = model.bos_token_id},
       channel_(channel),
       metrics_(metrics),
+      disaggregated_(config.scheduler.mode == SchedulerMode::kDisaggregated),
       balancer_(config.router.policy, channel.instances(), config.kv_cache.page_size),
+      decode_balancer_(config.router.policy, channel.instances(), config.kv_cache.page_size,
+                       LoadBalancer::kDecodeRoles),
       created_unix_s_(std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count()),
@@ -154,10 +163,12 @@ Status Router::start() {
     return status;
   }
   server_thread_ = std::thread([this] { server_->listen_after_bind(); });
-  spdlog::info("router: serving '{}' on {}:{} ({} HTTP threads, policy {}, {} candidate "
-               "instances, max_model_len {})",
+  spdlog::info("router: serving '{}' on {}:{} ({} HTTP threads, mode {}, policy {}, {} candidate "
+               "instances{}, max_model_len {})",
                limits_.served_model_name, host, port_, threads,
-               to_string(config_.router.policy), balancer_.num_candidates(),
+               to_string(config_.scheduler.mode), to_string(config_.router.policy),
+               balancer_.num_candidates(),
+               disaggregated_ ? fmt::format(" + {} decode", decode_balancer_.num_candidates()) : "",
                limits_.max_model_len);
   return Status::Ok();
 }
@@ -248,19 +259,34 @@ void Router::handle_completion(const httplib::Request& http_request,
   Admission admission(this);
 
   const auto prompt_tokens = static_cast<std::int64_t>(completion.prompt.size());
-  const std::optional<int> instance =
-      balancer_.assign(prompt_tokens, completion.sampling.max_tokens);
-  if (!instance) {
-    send_error(response, server_error(503, "no instance accepts requests", "no_instance"));
-    return;
-  }
+  const std::int64_t max_tokens = completion.sampling.max_tokens;
   auto request = std::make_shared<ActiveRequest>();
+  if (disaggregated_) {
+    const std::optional<int> prefill = balancer_.assign_charging(prompt_tokens, prompt_tokens);
+    const std::optional<int> decode = decode_balancer_.assign_charging(max_tokens, prompt_tokens);
+    if (!prefill || !decode) {
+      if (prefill) balancer_.release(*prefill, prompt_tokens);
+      if (decode) decode_balancer_.release(*decode, max_tokens);
+      send_error(response, server_error(503, "no prefill/decode pair accepts requests", "no_instance"));
+      return;
+    }
+    request->instance = *prefill;
+    request->decode_instance = *decode;
+    request->outstanding_tokens = prompt_tokens;
+    request->decode_outstanding_tokens = max_tokens;
+  } else {
+    const std::optional<int> instance = balancer_.assign(prompt_tokens, max_tokens);
+    if (!instance) {
+      send_error(response, server_error(503, "no instance accepts requests", "no_instance"));
+      return;
+    }
+    request->instance = *instance;
+    request->outstanding_tokens = prompt_tokens + max_tokens;
+  }
   request->id = next_request_id_.fetch_add(1);
-  request->instance = *instance;
   request->prompt_tokens = prompt_tokens;
   request->eos_token_id = eos_token_id_;
   request->arrival = arrival;
-  request->outstanding_tokens = prompt_tokens + completion.sampling.max_tokens;
 
   GenerationRequest generation{.id = request->id,
                                .prompt = std::move(completion.prompt),
@@ -269,7 +295,10 @@ void Router::handle_completion(const httplib::Request& http_request,
   {
     std::lock_guard lock(requests_mutex_);
     if (stopped_.load()) {
-      balancer_.release(*instance, request->outstanding_tokens);
+      balancer_.release(request->instance, request->outstanding_tokens);
+      if (disaggregated_) {
+        decode_balancer_.release(request->decode_instance, request->decode_outstanding_tokens);
+      }
       send_error(response, server_error(503, "the server is stopping", "service_unavailable"));
       return;
     }
@@ -277,7 +306,11 @@ void Router::handle_completion(const httplib::Request& http_request,
     metrics_.requests_waiting.Increment();
   }
   metrics_.prompt_tokens.Increment(static_cast<double>(prompt_tokens));
-  channel_.submit(*instance, std::move(generation));
+  if (disaggregated_) {
+    channel_.submit_disaggregated(request->instance, request->decode_instance, std::move(generation));
+  } else {
+    channel_.submit(request->instance, std::move(generation));
+  }
 
   if (completion.stream) {
     serve_stream(std::move(request), std::move(admission), response);
@@ -435,6 +468,11 @@ void Router::retire_locked(ActiveRequest& request) {
   request.active = false;
   balancer_.release(request.instance, request.outstanding_tokens);
   request.outstanding_tokens = 0;
+  if (request.decode_instance >= 0) {
+    decode_balancer_.release(request.decode_instance, request.decode_outstanding_tokens);
+    request.decode_outstanding_tokens = 0;
+  }
+  request.early_outputs.clear();
   (request.first_output_seen ? metrics_.requests_running : metrics_.requests_waiting).Decrement();
   active_.erase(request.id);
 }
@@ -446,7 +484,12 @@ void Router::abandon(ActiveRequest& request) {
     was_active = request.active;
     retire_locked(request);
   }
-  if (was_active) channel_.cancel(request.instance, request.id);
+  if (was_active) cancel_everywhere(request);
+}
+
+void Router::cancel_everywhere(const ActiveRequest& request) {
+  channel_.cancel(request.instance, request.id);
+  if (request.decode_instance >= 0) channel_.cancel(request.decode_instance, request.id);
 }
 
 void Router::on_outputs(int, std::span<const TokenOutput> outputs) {
@@ -455,28 +498,56 @@ void Router::on_outputs(int, std::span<const TokenOutput> outputs) {
     const auto it = active_.find(output.id);
     if (it == active_.end()) continue;
     const std::shared_ptr<ActiveRequest> request = it->second;
-    std::int64_t completed_tokens = 0;
-    if (!request->first_output_seen) {
-      request->first_output_seen = true;
-      completed_tokens += request->prompt_tokens;
-      if (!request->queue_time_recorded) {
-        request->queue_time_recorded = true;
-        metrics_.request_queue_time.Observe(seconds_between(request->arrival, Clock::now()));
-      }
-      metrics_.requests_waiting.Decrement();
-      metrics_.requests_running.Increment();
+    if (output.token != TokenOutput::kNoToken && output.index > request->next_index) {
+      request->early_outputs.emplace(output.index, output);
+      continue;
     }
-    if (output.token != TokenOutput::kNoToken) ++completed_tokens;
+    accept_output_locked(request, output);
+    while (request->active) {
+      const auto next = request->early_outputs.find(request->next_index);
+      if (next == request->early_outputs.end()) break;
+      const TokenOutput held = next->second;
+      request->early_outputs.erase(next);
+      accept_output_locked(request, held);
+    }
+  }
+}
+
+void Router::accept_output_locked(const std::shared_ptr<ActiveRequest>& request,
+                                  const TokenOutput& output) {
+  std::int64_t prefill_done_tokens = 0;
+  if (!request->first_output_seen) {
+    request->first_output_seen = true;
+    prefill_done_tokens = disaggregated_ ? request->outstanding_tokens : request->prompt_tokens;
+    if (!request->queue_time_recorded) {
+      request->queue_time_recorded = true;
+      metrics_.request_queue_time.Observe(seconds_between(request->arrival, Clock::now()));
+    }
+    metrics_.requests_waiting.Decrement();
+    metrics_.requests_running.Increment();
+  }
+  const bool has_token = output.token != TokenOutput::kNoToken;
+  if (has_token) request->next_index = output.index + 1;
+  if (disaggregated_) {
+    // Prefill side: the prompt is done at the first output. Decode side: one token fewer to go.
+    request->outstanding_tokens -= prefill_done_tokens;
+    balancer_.release(request->instance, prefill_done_tokens);
+    const std::int64_t generated = std::min<std::int64_t>(has_token ? 1 : 0, request->decode_outstanding_tokens);
+    request->decode_outstanding_tokens -= generated;
+    decode_balancer_.release(request->decode_instance, generated);
+  } else {
+    std::int64_t completed_tokens = prefill_done_tokens + (has_token ? 1 : 0);
     completed_tokens = std::min(completed_tokens, request->outstanding_tokens);
     request->outstanding_tokens -= completed_tokens;
     balancer_.release(request->instance, completed_tokens);
-    if (output.finished) retire_locked(*request);
-    request->outputs.push(output);
   }
+  if (output.finished) retire_locked(*request);
+  request->outputs.push(output);
 }
 
 void Router::on_load(int instance, const InstanceLoad& load) {
   balancer_.update_load(instance, load);
+  decode_balancer_.update_load(instance, load);
 }
 
 void Router::on_scheduled(int, RequestId id) {
@@ -526,7 +597,7 @@ void Router::stop() {
                                         .reason = FinishReason::kAbort});
     }
   }
-  for (const auto& request : aborted) channel_.cancel(request->instance, request->id);
+  for (const auto& request : aborted) cancel_everywhere(*request);
   if (server_) server_->stop();
   if (server_thread_.joinable()) server_thread_.join();
 }

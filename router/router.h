@@ -2,6 +2,14 @@
 // balancing over the instances (router/policy.h), token streaming, and the router-side
 // request metrics. Latency definitions: router/README.md.
 //
+// Modes (scheduler.mode): colocated — one instance per request, picked among the colocated
+// instances; disaggregated — a (prefill, decode) pair per request, each side picked by the
+// configured policy over its own instances (two LoadBalancers: prefill charged the prompt
+// tokens until the first output, decode charged max_tokens - tokens generated). Cancels go to
+// both instances of the pair. Outputs of one request may come from either instance (index 0
+// from the prefill one, index >= 1 from the decode one) and in either order: token outputs
+// are delivered in index order (an early one is held until the gap fills).
+//
 // Endpoints: POST /v1/completions (JSON or SSE stream), GET /v1/models, GET /health.
 // Status codes: 400 invalid request (OpenAI error body), 404 unknown route or model,
 // 405 wrong method, 429 when router.max_queue requests are admitted and unfinished,
@@ -91,8 +99,13 @@ class Router {
   // Removes a request from the active set (once): returns its outstanding tokens to the load
   // balancer and updates the running/waiting gauges. Caller holds requests_mutex_.
   void retire_locked(ActiveRequest& request);
-  // The client went away: retire the request and cancel it on its instance.
+  // The client went away: retire the request and cancel it on its instance(s).
   void abandon(ActiveRequest& request);
+  // Cancels the request on every instance it was handed to.
+  void cancel_everywhere(const ActiveRequest& request);
+  // Accounts one output in index order and hands it to the handler side. Caller holds
+  // requests_mutex_.
+  void accept_output_locked(const std::shared_ptr<ActiveRequest>& request, const TokenOutput& output);
   // Hands one output to the handler side: TTFT/ITL and generated-token metrics.
   void deliver(ActiveRequest& request, const TokenOutput& output);
   // Records the metrics of a request the handler finished serving.
@@ -103,7 +116,9 @@ class Router {
   const CompletionLimits limits_;
   InstanceChannel& channel_;
   RouterMetrics& metrics_;
-  LoadBalancer balancer_;
+  const bool disaggregated_;
+  LoadBalancer balancer_;         // colocated instances, or the prefill side
+  LoadBalancer decode_balancer_;  // disaggregated: the decode side
   const std::int64_t created_unix_s_;
   const TokenId eos_token_id_;
 

@@ -13,10 +13,33 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+Status wrong_role(std::string_view method, InstanceRole needed) {
+  return invalid_argument(fmt::format("Engine::{} needs the {} role", method, to_string(needed)));
+}
+
 }  // namespace
 
-Engine::Engine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config)
-    : model_(std::move(model)), scheduler_(config) {}
+Engine::Engine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config,
+               InstanceRole role)
+    : model_(std::move(model)), role_(role) {
+  switch (role) {
+    case InstanceRole::kColocated:
+      scheduler_ = std::make_unique<ColocatedScheduler>(config);
+      break;
+    case InstanceRole::kPrefill: {
+      auto prefill = std::make_unique<PrefillScheduler>(config);
+      prefill_scheduler_ = prefill.get();
+      scheduler_ = std::move(prefill);
+      break;
+    }
+    case InstanceRole::kDecode: {
+      auto decode = std::make_unique<DecodeScheduler>(config);
+      decode_scheduler_ = decode.get();
+      scheduler_ = std::move(decode);
+      break;
+    }
+  }
+}
 
 Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<LlamaModel> model,
                                                const EngineOptions& options) {
@@ -30,10 +53,10 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<LlamaModel> model
   config.max_model_len = options.max_model_len > 0 ? options.max_model_len : mc.max_position_embeddings;
   config.eos_token_id = mc.eos_token_id;
   PODSERVE_RETURN_IF_ERROR(config.validate());
-  return std::unique_ptr<Engine>(new Engine(std::move(model), config));
+  return std::unique_ptr<Engine>(new Engine(std::move(model), config, options.role));
 }
 
-Status Engine::submit(GenerationRequest request) {
+Status Engine::check_tokens(const GenerationRequest& request, TokenId first_token) const {
   const std::int32_t vocab = model_->config().vocab_size;
   for (TokenId token : request.prompt) {
     if (token < 0 || token >= vocab) {
@@ -41,22 +64,36 @@ Status Engine::submit(GenerationRequest request) {
                                           request.id, token, vocab));
     }
   }
-  return scheduler_.add(std::move(request));
+  if (first_token != TokenOutput::kNoToken && (first_token < 0 || first_token >= vocab)) {
+    return invalid_argument(fmt::format("request {}: first token {} outside the vocabulary of {}",
+                                        request.id, first_token, vocab));
+  }
+  return Status::Ok();
+}
+
+Status Engine::submit(GenerationRequest request) {
+  if (role_ == InstanceRole::kDecode) {
+    return invalid_argument(fmt::format(
+        "request {}: a decode instance takes requests through reserve/activate", request.id));
+  }
+  PODSERVE_RETURN_IF_ERROR(check_tokens(request, TokenOutput::kNoToken));
+  return scheduler_->add(std::move(request));
 }
 
 void Engine::cancel(RequestId id) {
-  if (auto out = scheduler_.abort(id)) pending_aborts_.push_back(*out);
+  if (auto out = scheduler_->abort(id)) pending_aborts_.push_back(*out);
 }
 
-bool Engine::has_work() const { return scheduler_.has_unfinished() || !pending_aborts_.empty(); }
+bool Engine::has_work() const { return scheduler_->has_unfinished() || !pending_aborts_.empty(); }
 
-Result<StepResult> Engine::step(const PlanCallback& before_forward) {
+Result<StepResult> Engine::step(const PlanCallback& before_forward,
+                                const LayerCallback& after_layer) {
   const auto start = std::chrono::steady_clock::now();
   StepResult result;
   result.outputs = std::move(pending_aborts_);
   pending_aborts_.clear();
 
-  BatchPlan plan = scheduler_.schedule();
+  BatchPlan plan = scheduler_->schedule();
   result.stats.iteration = plan.iteration;
   if (plan.empty()) {
     result.stats.iteration_seconds = seconds_since(start);
@@ -68,14 +105,14 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward) {
   if (before_forward) PODSERVE_RETURN_IF_ERROR(before_forward(plan));
 
   const auto forward_start = std::chrono::steady_clock::now();
-  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan));
+  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan, after_layer));
   result.stats.forward_seconds = seconds_since(forward_start);
 
   const auto vocab = static_cast<std::size_t>(model_->config().vocab_size);
   std::vector<TokenId> sampled;
   for (const SequenceWork& work : plan.sequences) {
     if (!work.sample) continue;
-    const Sequence* seq = scheduler_.find(work.seq_id);
+    const Sequence* seq = scheduler_->find(work.seq_id);
     const std::span<const float> row(logits.data() + sampled.size() * vocab, vocab);
     const TokenId token = sample_token(row, seq->request.sampling, seq->num_generated);
     if (token < 0) {
@@ -83,16 +120,53 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward) {
     }
     sampled.push_back(token);
   }
-  PODSERVE_ASSIGN_OR_RETURN(std::vector<TokenOutput> outputs, scheduler_.on_step_done(plan, sampled));
+  PODSERVE_ASSIGN_OR_RETURN(std::vector<TokenOutput> outputs, scheduler_->on_step_done(plan, sampled));
   result.outputs.insert(result.outputs.end(), outputs.begin(), outputs.end());
+  if (prefill_scheduler_ != nullptr) result.prefill_completions = prefill_scheduler_->take_completions();
   result.stats.iteration_seconds = seconds_since(start);
   return result;
 }
 
-Status Engine::execute_peer(const BatchPlan& plan) {
-  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan));
+Status Engine::execute_peer(const BatchPlan& plan, const LayerCallback& after_layer) {
+  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan, after_layer));
   (void)logits;
   return Status::Ok();
+}
+
+std::vector<std::int32_t> Engine::retained_pages(RequestId id) const {
+  return prefill_scheduler_ != nullptr ? prefill_scheduler_->retained_pages(id)
+                                       : std::vector<std::int32_t>{};
+}
+
+Status Engine::release_retained(RequestId id) {
+  if (prefill_scheduler_ == nullptr) return wrong_role("release_retained", InstanceRole::kPrefill);
+  return prefill_scheduler_->release_retained(id);
+}
+
+Result<std::vector<std::int32_t>> Engine::reserve(RequestId id, std::int32_t prompt_tokens) {
+  if (decode_scheduler_ == nullptr) return wrong_role("reserve", InstanceRole::kDecode);
+  return decode_scheduler_->reserve(id, prompt_tokens);
+}
+
+Status Engine::activate_prefilled(GenerationRequest request, TokenId first_token) {
+  if (decode_scheduler_ == nullptr) return wrong_role("activate_prefilled", InstanceRole::kDecode);
+  PODSERVE_RETURN_IF_ERROR(check_tokens(request, first_token));
+  return decode_scheduler_->activate_prefilled(std::move(request), first_token);
+}
+
+Status Engine::activate_fallback(GenerationRequest request, TokenId first_token) {
+  if (decode_scheduler_ == nullptr) return wrong_role("activate_fallback", InstanceRole::kDecode);
+  PODSERVE_RETURN_IF_ERROR(check_tokens(request, first_token));
+  return decode_scheduler_->activate_fallback(std::move(request), first_token);
+}
+
+Status Engine::release_reservation(RequestId id) {
+  if (decode_scheduler_ == nullptr) return wrong_role("release_reservation", InstanceRole::kDecode);
+  return decode_scheduler_->release_reservation(id);
+}
+
+bool Engine::is_reserved(RequestId id) const {
+  return decode_scheduler_ != nullptr && decode_scheduler_->is_reserved(id);
 }
 
 }  // namespace podserve

@@ -180,7 +180,8 @@ Status LlamaModel::validate_plan(const BatchPlan& plan) const {
   return Status::Ok();
 }
 
-Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan) {
+Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
+                                               const LayerCallback& after_layer) {
   PODSERVE_RETURN_IF_ERROR(validate_plan(plan));
   const std::int32_t num_tokens = plan.total_new_tokens();
   if (num_tokens == 0) return std::vector<float>{};
@@ -215,8 +216,12 @@ Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan) {
 
   const TensorView residual = view2(ws_.residual, dtype_, num_tokens, config_.hidden_size);  // [T, H]
   PODSERVE_RETURN_IF_ERROR(backend_.embedding(embedding_.view, ws_.token_ids.view(DType::kI32, {num_tokens}), residual));
-  for (Layer& layer : layers_) {
-    PODSERVE_RETURN_IF_ERROR(run_layer(layer, num_tokens, attention_sequences));
+  for (std::size_t l = 0; l < layers_.size(); ++l) {
+    PODSERVE_RETURN_IF_ERROR(run_layer(layers_[l], num_tokens, attention_sequences));
+    if (after_layer) {
+      PODSERVE_RETURN_IF_ERROR(backend_.synchronize());
+      PODSERVE_RETURN_IF_ERROR(after_layer(static_cast<std::int32_t>(l)));
+    }
   }
   if (num_sampled == 0) return std::vector<float>{};
 

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -41,10 +42,16 @@ class LlamaModel {
                                                     Backend& backend, Communicator& comm,
                                                     const ModelOptions& options);
 
+  // Called after layer `layer` ran: its K/V of every token of the plan are in the cache (the
+  // backend's work up to that point is complete), so they can be shipped while later layers
+  // compute. An error Status stops the forward pass and is returned by forward().
+  using LayerCallback = std::function<Status(std::int32_t layer)>;
+
   // Runs every layer for all new tokens of `plan` and returns host fp32 logits
   // [num_sampled, vocab_size] (the full vocabulary on every rank), one row per sequence with
-  // sample == true, in plan order. An empty plan returns no rows and makes no collective call.
-  Result<std::vector<float>> forward(const BatchPlan& plan);
+  // sample == true, in plan order. An empty plan returns no rows, makes no collective call and
+  // calls no callback.
+  Result<std::vector<float>> forward(const BatchPlan& plan, const LayerCallback& after_layer = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }

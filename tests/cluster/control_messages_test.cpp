@@ -44,13 +44,49 @@ TEST(ControlMessages, OutputsAndLoadRoundTrip) {
 }
 
 TEST(ControlMessages, EveryTypeRoundTrips) {
-  const std::vector<ControlMessage> all = {SubmitMessage{}, CancelMessage{5}, OutputsMessage{},
-                                           LoadMessage{}, ShutdownMessage{}, ShutdownDoneMessage{}};
+  const std::vector<ControlMessage> all = {
+      SubmitMessage{}, CancelMessage{5}, OutputsMessage{}, LoadMessage{}, ShutdownMessage{},
+      ShutdownDoneMessage{}, DisaggregatedSubmitMessage{}, PrefillRequestMessage{},
+      PrefillResultMessage{}, KvPartDoneMessage{}};
   for (const auto& m : all) {
     auto back = decode_control(encode_control(m));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(back->index(), m.index());
   }
+}
+
+TEST(ControlMessages, DisaggregationMessagesRoundTrip) {
+  PrefillRequestMessage request;
+  request.request.id = 9;
+  request.request.prompt = {1, 2, 3};
+  request.decode_instance = 2;
+  request.dest_pages = {7, 3, 5};
+  auto back = decode_control(encode_control(request));
+  ASSERT_TRUE(back.ok());
+  const auto& got = std::get<PrefillRequestMessage>(*back);
+  EXPECT_EQ(got.request.prompt, request.request.prompt);
+  EXPECT_EQ(got.decode_instance, 2);
+  EXPECT_EQ(got.dest_pages, request.dest_pages);
+
+  PrefillResultMessage result{9, PrefillResultMessage::Outcome::kShipping, 77, true, 2};
+  auto result_back = decode_control(encode_control(result));
+  ASSERT_TRUE(result_back.ok());
+  const auto& r = std::get<PrefillResultMessage>(*result_back);
+  EXPECT_EQ(r.first_token, 77);
+  EXPECT_TRUE(r.request_finished);
+  EXPECT_EQ(r.num_parts, 2);
+
+  auto part = decode_control(encode_control(KvPartDoneMessage{9, 1, false}));
+  ASSERT_TRUE(part.ok());
+  EXPECT_EQ(std::get<KvPartDoneMessage>(*part).part, 1);
+  EXPECT_FALSE(std::get<KvPartDoneMessage>(*part).ok);
+
+  DisaggregatedSubmitMessage submit;
+  submit.request.id = 4;
+  submit.prefill_instance = 3;
+  auto submit_back = decode_control(encode_control(submit));
+  ASSERT_TRUE(submit_back.ok());
+  EXPECT_EQ(std::get<DisaggregatedSubmitMessage>(*submit_back).prefill_instance, 3);
 }
 
 TEST(ControlMessages, RejectsCorruptTruncatedAndOtherVersions) {

@@ -13,6 +13,7 @@ BatchPlan sample_plan() {
   plan.iteration = 42;
   plan.sequences.push_back({7, 33, {5}, {3, 9, 1}, false, true});
   plan.sequences.push_back({8, 16, {1, 2, 3, 4}, {0, 2}, true, false});
+  plan.shipments.push_back({7, 1, 30, {3, 9}, {11, 12}});
   return plan;
 }
 
@@ -29,6 +30,10 @@ TEST(BatchPlan, SerializationRoundTripsExactly) {
   EXPECT_FALSE(back->sequences[0].is_prefill);
   EXPECT_EQ(back->sequences[1].new_tokens, (std::vector<TokenId>{1, 2, 3, 4}));
   EXPECT_TRUE(back->sequences[1].is_prefill);
+  ASSERT_EQ(back->shipments.size(), 1u);
+  EXPECT_EQ(back->shipments[0].decode_instance, 1);
+  EXPECT_EQ(back->shipments[0].num_tokens, 30);
+  EXPECT_EQ(back->shipments[0].dest_pages, (std::vector<std::int32_t>{11, 12}));
   EXPECT_EQ(back->total_new_tokens(), 5);
   EXPECT_EQ(back->num_prefill_tokens(), 4);
   EXPECT_EQ(back->num_decode_tokens(), 1);

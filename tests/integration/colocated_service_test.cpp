@@ -4,11 +4,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -149,8 +144,11 @@ TEST_F(ColocatedService, ServesSixtyFourConcurrentRequestsStreamingAndNot) {
 }
 
 TEST_F(ColocatedService, GreedyOutputIsIdenticalOnEveryInstanceAndTpDegree) {
-  // least_outstanding_tokens alternates between the idle instances (TP=2 and TP=1) when the
-  // requests run concurrently; the instance that served is reported in the response.
+  // least_outstanding_tokens spreads concurrent requests over both idle instances (TP=2 on
+  // ranks 1-2, TP=1 on rank 3); both must run iterations during this test.
+  const int tp2_leader = service_->metrics_port_base() + 1, tp1_leader = service_->metrics_port_base() + 3;
+  const double tp2_before = scrape_sum(tp2_leader, "podserve_iteration_seconds_count");
+  const double tp1_before = scrape_sum(tp1_leader, "podserve_iteration_seconds_count");
   const std::string prompt = "The quick brown fox jumps over the lazy dog";
   std::vector<std::vector<int>> outputs(6);
   std::vector<std::thread> clients;
@@ -167,6 +165,8 @@ TEST_F(ColocatedService, GreedyOutputIsIdenticalOnEveryInstanceAndTpDegree) {
   for (auto& t : clients) t.join();
   for (int i = 1; i < 6; ++i) EXPECT_EQ(outputs[i], outputs[0]) << "request " << i;
   EXPECT_EQ(outputs[0].size(), 20u);
+  EXPECT_GT(scrape_sum(tp2_leader, "podserve_iteration_seconds_count"), tp2_before) << "TP=2 instance idle";
+  EXPECT_GT(scrape_sum(tp1_leader, "podserve_iteration_seconds_count"), tp1_before) << "TP=1 instance idle";
 }
 
 TEST_F(ColocatedService, MalformedRequestsGet400AndServiceKeepsServing) {
@@ -207,49 +207,16 @@ TEST_F(ColocatedService, MalformedRequestsGet400AndServiceKeepsServing) {
   generated_tokens_ += 3;
 }
 
-// Sends a streaming request over a raw socket, reads until the first token chunk arrives, and
-// hangs up: the router must abort the request on its instance and free its pages.
+// A streaming client hangs up after its first token: the router must abort the request on its
+// instance and free its pages.
 TEST_F(ColocatedService, ClientDisconnectMidStreamAbortsTheRequestAndFreesItsPages) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(service_->http_port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string body =
-      json{{"prompt", "hang up on me"}, {"max_tokens", 3000}, {"ignore_eos", true}, {"stream", true}}.dump();
-  const std::string request = fmt::format(
-      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-      "Content-Length: {}\r\n\r\n{}",
-      body.size(), body);
-  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
-  std::string received;
-  char buffer[4096];
-  while (received.find("data: {") == std::string::npos) {
-    const auto n = recv(fd, buffer, sizeof(buffer), 0);
-    ASSERT_GT(n, 0) << received;
-    received.append(buffer, static_cast<std::size_t>(n));
-  }
-  close(fd);
+  ASSERT_TRUE(stream_then_hang_up(
+      service_->http_port(),
+      json{{"prompt", "hang up on me"}, {"max_tokens", 3000}, {"ignore_eos", true}, {"stream", true}}.dump()));
   ++completed_requests_;  // counted by the router as finished with reason "abort"
 
   // Every instance rank's KV cache drains back to empty once the abort has landed.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  bool all_free = false;
-  while (!all_free && std::chrono::steady_clock::now() < deadline) {
-    all_free = true;
-    for (int rank = 1; rank < kWorldSize; ++rank) {
-      httplib::Client c(service_->host(), service_->metrics_port_base() + rank);
-      auto res = c.Get("/metrics");
-      ASSERT_TRUE(res && res->status == 200);
-      std::smatch m;
-      const std::regex usage(R"(podserve_kv_cache_usage_ratio\{[^}]*\} ([0-9.e+-]+))");
-      if (std::regex_search(res->body, m, usage) && std::stod(m[1]) != 0.0) all_free = false;
-    }
-    if (!all_free) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  EXPECT_TRUE(all_free) << "KV pages still in use after the client hung up";
+  EXPECT_TRUE(wait_all_pages_free(*service_, kWorldSize, 60)) << "KV pages still in use after the client hung up";
   auto res = post({{"prompt", "still serving"}, {"max_tokens", 2}, {"ignore_eos", true}});
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
@@ -282,6 +249,14 @@ TEST_F(ColocatedService, EveryRankExportsMetricsAndCountersMatchRequestsServed) 
 TEST_F(ColocatedService, PrometheusScrapesEveryRankAndAnswersTtftQuantile) {
   const char* prometheus_bin = "/usr/bin/prometheus";
   if (!std::filesystem::exists(prometheus_bin)) GTEST_SKIP() << "prometheus not installed (deploy/setup.sh installs it)";
+  const auto serve_some = [&] {
+    for (const bool stream : {false, true, false}) {
+      auto res = post({{"prompt", "scrape me"}, {"max_tokens", 4}, {"ignore_eos", true}, {"stream", stream}});
+      ASSERT_TRUE(res && res->status == 200);
+      ++completed_requests_;
+    }
+  };
+  serve_some();
   const int port = find_free_port_range(1);
   const std::string dir = service_->dir() + "/prometheus";
   std::filesystem::create_directories(dir);
@@ -308,7 +283,10 @@ scrape_configs:
   while (std::chrono::steady_clock::now() < deadline) {
     up = query("sum(up{job=\"podserve\"})");
     ttft = query("histogram_quantile(0.9, sum by (le) (podserve_time_to_first_token_seconds_bucket))");
-    if (!up.empty() && up[0]["value"][1] == std::to_string(kWorldSize) && !ttft.empty()) break;
+    if (!up.empty() && up[0]["value"][1] == std::to_string(kWorldSize) && !ttft.empty() &&
+        ttft[0]["value"][1] != "NaN") {
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
   ASSERT_FALSE(up.empty()) << "Prometheus never answered";
@@ -317,6 +295,30 @@ scrape_configs:
   const double p90 = std::stod(ttft[0]["value"][1].get<std::string>());
   EXPECT_GT(p90, 0.0);
   EXPECT_LT(p90, 120.0);
+
+  // Every query of the Grafana dashboard is valid PromQL on this server, and the router and
+  // instance panels show data once a few scrapes have seen traffic.
+  for (int round = 0; round < 4; ++round) {
+    serve_some();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  const auto dashboard = json::parse(std::ifstream(PODSERVE_SOURCE_DIR "/deploy/grafana/podserve-ab.json"));
+  int queries = 0, with_data = 0;
+  for (const auto& panel : dashboard.at("panels")) {
+    if (!panel.contains("targets")) continue;
+    for (const auto& target : panel["targets"]) {
+      std::string expr = target.at("expr").get<std::string>();
+      expr = std::regex_replace(expr, std::regex(R"(\$__rate_interval)"), "1m");
+      expr = std::regex_replace(expr, std::regex(R"(\$mode)"), ".*");
+      auto res = api.Get("/api/v1/query", httplib::Params{{"query", expr}}, httplib::Headers{});
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, 200) << panel["title"] << ": " << expr << "\n" << res->body;
+      ++queries;
+      if (res->status == 200 && !json::parse(res->body)["data"]["result"].empty()) ++with_data;
+    }
+  }
+  EXPECT_GE(queries, 20);
+  EXPECT_GE(with_data, 10) << "dashboard queries with data";
   prometheus.kill_group(SIGTERM);
   prometheus.wait(20);
 }

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -98,7 +99,61 @@ void ChildProcess::kill_group(int signal_number) {
   if (pid_ > 0) ::kill(-pid_, signal_number);
 }
 
-ServiceUnderTest::ServiceUnderTest(const std::string& name, const std::string& yaml_body) {
+double scrape_sum(int port, const std::string& metric) {
+  httplib::Client client("127.0.0.1", port);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return -1;
+  const std::regex line("(^|\n)" + metric + R"((\{[^}]*\})? ([0-9.e+-]+))");
+  double total = 0;
+  for (std::sregex_iterator it(res->body.begin(), res->body.end(), line), end; it != end; ++it)
+    total += std::stod((*it)[3]);
+  return total;
+}
+
+bool stream_then_hang_up(int port, const std::string& json_body) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return false;
+  }
+  const std::string request = fmt::format(
+      "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Content-Length: {}\r\n\r\n{}",
+      json_body.size(), json_body);
+  bool got_token = send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size());
+  std::string received;
+  char buffer[4096];
+  while (got_token && received.find("data: {") == std::string::npos) {
+    const auto n = recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) got_token = false;
+    else received.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  return got_token;
+}
+
+bool wait_all_pages_free(const ServiceUnderTest& service, int world_size, int timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all_free = true;
+    for (int rank = 1; rank < world_size && all_free; ++rank) {
+      const int port = service.metrics_port_base() + rank;
+      all_free = scrape_sum(port, "podserve_kv_cache_usage_ratio") == 0.0 &&
+                 scrape_sum(port, "podserve_requests_waiting_for_kv") == 0.0;
+    }
+    if (all_free) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+ServiceUnderTest::ServiceUnderTest(const std::string& name, const std::string& yaml_body, std::string env)
+    : env_(std::move(env)) {
   std::string pattern = (std::filesystem::temp_directory_path() / ("podserve-" + name + "-XXXXXX")).string();
   dir_ = mkdtemp(pattern.data());
   http_port_ = find_free_port_range(1);
@@ -114,7 +169,7 @@ ServiceUnderTest::~ServiceUnderTest() {
 }
 
 bool ServiceUnderTest::start(int ready_timeout_s) {
-  const std::string command = fmt::format("PODSERVE_BIN={} {} {} --pid-file {}/router.pid",
+  const std::string command = fmt::format("{} PODSERVE_BIN={} {} {} --pid-file {}/router.pid", env_,
                                           PODSERVE_BIN_PATH, PODSERVE_MPIRUN_SCRIPT, config_path_, dir_);
   if (!mpirun_.start(command, dir_ + "/service.log")) return false;
   httplib::Client client(host(), http_port_);

@@ -13,6 +13,15 @@ namespace podserve::testing {
 // A free TCP port on 127.0.0.1 with the next `count - 1` ports free too.
 int find_free_port_range(int count);
 
+// Sum of every sample of `metric` (all label sets) on the /metrics of 127.0.0.1:port; -1 when
+// the scrape fails.
+double scrape_sum(int port, const std::string& metric);
+
+// Sends `json_body` as a streaming completion over a raw socket, reads until the first token
+// event arrives, then closes the connection (a client that goes away mid-stream). False when
+// no token event came.
+bool stream_then_hang_up(int port, const std::string& json_body);
+
 class ChildProcess {
  public:
   ChildProcess() = default;
@@ -31,10 +40,16 @@ class ChildProcess {
   pid_t pid_ = -1;
 };
 
+class ServiceUnderTest;
+
+// Waits until every instance rank reports an empty KV cache and no request waiting for KV.
+bool wait_all_pages_free(const ServiceUnderTest& service, int world_size, int timeout_s);
+
 class ServiceUnderTest {
  public:
   // yaml_body: the config without router.listen / metrics (filled with free ports).
-  ServiceUnderTest(const std::string& name, const std::string& yaml_body);
+  // env: assignments prefixed to the launch command (e.g. "UCX_TLS=tcp,self").
+  ServiceUnderTest(const std::string& name, const std::string& yaml_body, std::string env = "");
   ~ServiceUnderTest();
 
   bool start(int ready_timeout_s = 90);
@@ -51,6 +66,7 @@ class ServiceUnderTest {
  private:
   std::string dir_;
   std::string config_path_;
+  std::string env_;
   int http_port_ = 0;
   int metrics_port_base_ = 0;
   ChildProcess mpirun_;

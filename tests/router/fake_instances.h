@@ -2,7 +2,8 @@
 // A generator thread emits one token per running request every `token_interval` and finishes
 // it after max_tokens (reason length); a prompt starting with kStopPromptToken finishes after
 // two tokens with EOS (reason stop). pause() holds every request without output until resume().
-// Records which instance got each request and every cancel.
+// Records which instance got each request and every cancel. A disaggregated request's first
+// token comes from its prefill instance, the rest from its decode instance.
 #pragma once
 
 #include <chrono>
@@ -59,7 +60,16 @@ class FakeInstances : public InstanceChannel {
     {
       std::lock_guard lock(mutex_);
       submitted_.push_back({instance, request});
-      running_.push_back({instance, std::move(request), 0});
+      running_.push_back({instance, -1, std::move(request), 0});
+    }
+    changed_.notify_all();
+  }
+  void submit_disaggregated(int prefill_instance, int decode_instance,
+                            GenerationRequest request) override {
+    {
+      std::lock_guard lock(mutex_);
+      submitted_.push_back({prefill_instance, request, decode_instance});
+      running_.push_back({prefill_instance, decode_instance, std::move(request), 0});
     }
     changed_.notify_all();
   }
@@ -73,8 +83,9 @@ class FakeInstances : public InstanceChannel {
   }
 
   struct Submitted {
-    int instance;
+    int instance;  // colocated, or the prefill instance
     GenerationRequest request;
+    int decode_instance = -1;
   };
   std::vector<Submitted> submitted() const {
     std::lock_guard lock(mutex_);
@@ -100,6 +111,7 @@ class FakeInstances : public InstanceChannel {
  private:
   struct Running {
     int instance;
+    int decode_instance;
     GenerationRequest request;
     std::int32_t generated;
   };
@@ -123,7 +135,8 @@ class FakeInstances : public InstanceChannel {
           output.finished = true;
           output.reason = stops ? FinishReason::kStop : FinishReason::kLength;
         }
-        outputs[r.instance].push_back(output);
+        const bool from_decode = r.decode_instance >= 0 && output.index > 0;
+        outputs[from_decode ? r.decode_instance : r.instance].push_back(output);
       }
       std::erase_if(running_, [](const Running& r) {
         return (r.request.prompt.front() == kStopPromptToken && r.generated >= 2) ||

@@ -97,5 +97,28 @@ TEST(LoadBalancerTest, NoCandidateIsNullopt) {
   }
 }
 
+TEST(LoadBalancerTest, DecodeSideBalancesDecodeInstancesWithItsOwnCharges) {
+  const std::vector<InstanceInfo> instances = {{.id = 0, .role = InstanceRole::kPrefill},
+                                               {.id = 1, .role = InstanceRole::kDecode},
+                                               {.id = 2, .role = InstanceRole::kDecode}};
+  LoadBalancer decode(RouterPolicy::kLeastOutstandingTokens, instances, 16,
+                      LoadBalancer::kDecodeRoles);
+  EXPECT_EQ(decode.num_candidates(), 2u);
+  EXPECT_EQ(*decode.assign_charging(/*outstanding_tokens=*/50, /*kv_tokens=*/100), 1);
+  EXPECT_EQ(decode.outstanding_tokens(1), 50);
+  EXPECT_EQ(*decode.assign_charging(10, 100), 2);
+  EXPECT_EQ(*decode.assign_charging(10, 100), 2);  // 20 < 50
+  decode.release(1, 50);
+  EXPECT_EQ(decode.outstanding_tokens(1), 0);
+  EXPECT_EQ(*decode.assign_charging(10, 100), 1);
+  decode.update_load(1, InstanceLoad{.free_pages = 10, .total_pages = 20});
+  LoadBalancer kv(RouterPolicy::kKvLoadAware, instances, 16, LoadBalancer::kDecodeRoles);
+  kv.update_load(1, InstanceLoad{.free_pages = 20, .total_pages = 20});
+  kv.update_load(2, InstanceLoad{.free_pages = 20, .total_pages = 20});
+  ASSERT_EQ(*kv.assign_charging(1, 160), 1);  // 10 pages assigned since the report
+  EXPECT_DOUBLE_EQ(kv.kv_usage_estimate(1), 0.5);
+  EXPECT_EQ(*kv.assign_charging(1, 16), 2);
+}
+
 }  // namespace
 }  // namespace podserve

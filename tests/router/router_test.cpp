@@ -5,6 +5,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <set>
 #include <thread>
 
 #include "fake_instances.h"
@@ -60,7 +61,28 @@ class RouterTest : public ::testing::Test {
  protected:
   void start(int num_instances = 2, RouterPolicy policy = RouterPolicy::kRoundRobin,
              int max_queue = 64, std::chrono::milliseconds token_interval = 2ms) {
+    std::vector<InstanceInfo> instances;
+    for (int i = 0; i < num_instances; ++i) {
+      instances.push_back({.id = i, .role = InstanceRole::kColocated, .tp = 1,
+                           .leader_rank = 1 + i});
+    }
+    start_with(std::move(instances), SchedulerMode::kColocated, policy, max_queue, token_interval);
+  }
+  // Disaggregated: instances 0..num_prefill-1 prefill, the next num_decode decode.
+  void start_disaggregated(int num_prefill, int num_decode, RouterPolicy policy) {
+    std::vector<InstanceInfo> instances;
+    for (int i = 0; i < num_prefill + num_decode; ++i) {
+      instances.push_back({.id = i,
+                           .role = i < num_prefill ? InstanceRole::kPrefill : InstanceRole::kDecode,
+                           .tp = 1,
+                           .leader_rank = 1 + i});
+    }
+    start_with(std::move(instances), SchedulerMode::kDisaggregated, policy, 64, 2ms);
+  }
+  void start_with(std::vector<InstanceInfo> instances, SchedulerMode mode, RouterPolicy policy,
+                  int max_queue, std::chrono::milliseconds token_interval) {
     model_ = *model_preset("tiny");
+    config_.scheduler.mode = mode;
     config_.router.listen = "127.0.0.1:0";
     config_.router.policy = policy;
     config_.router.max_queue = max_queue;
@@ -68,11 +90,6 @@ class RouterTest : public ::testing::Test {
     config_.router.max_tokens_limit = 128;
     config_.router.drain_timeout_s = 5;
     config_.model.max_model_len = 256;
-    std::vector<InstanceInfo> instances;
-    for (int i = 0; i < num_instances; ++i) {
-      instances.push_back({.id = i, .role = InstanceRole::kColocated, .tp = 1,
-                           .leader_rank = 1 + i});
-    }
     fake_ = std::make_unique<FakeInstances>(instances, model_.eos_token_id, token_interval);
     metrics_ = std::make_unique<RouterMetrics>(make_router_metrics(
         registry_, {.mode = "colocated", .instance = "router", .role = "router", .rank = 0}));
@@ -372,6 +389,80 @@ TEST_F(RouterTest, StopAbortsRequestsInFlight) {
   waiting.join();
   EXPECT_EQ(fake_->cancelled().size(), 1u);
   EXPECT_EQ(metrics_->requests_finished(FinishReason::kAbort).Value(), 1);
+}
+
+TEST_F(RouterTest, DisaggregatedRequestsGetAPairAndTokensFromBoth) {
+  start_disaggregated(/*num_prefill=*/2, /*num_decode=*/2, RouterPolicy::kLeastOutstandingTokens);
+  for (int i = 0; i < 4; ++i) {
+    const auto response = post({{"prompt", "hello"}, {"max_tokens", 5}});
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->status, 200) << response->body;
+    const json body = json::parse(response->body);
+    EXPECT_EQ(body["choices"][0]["finish_reason"], "length");
+    std::vector<TokenId> expected;
+    for (int index = 0; index < 5; ++index) {
+      expected.push_back(FakeInstances::token_at(model_.bos_token_id, index));  // prompt: BOS first
+    }
+    EXPECT_EQ(body["choices"][0]["token_ids"].get<std::vector<TokenId>>(), expected);
+  }
+  std::set<int> prefill_used, decode_used;
+  for (const auto& submitted : fake_->submitted()) {
+    EXPECT_GE(submitted.instance, 0);
+    EXPECT_LT(submitted.instance, 2);
+    EXPECT_GE(submitted.decode_instance, 2);
+    EXPECT_LT(submitted.decode_instance, 4);
+    prefill_used.insert(submitted.instance);
+    decode_used.insert(submitted.decode_instance);
+  }
+  EXPECT_EQ(prefill_used.size(), 2u);  // idle ties spread over each side
+  EXPECT_EQ(decode_used.size(), 2u);
+}
+
+TEST_F(RouterTest, DisaggregatedOutputsAreDeliveredInIndexOrder) {
+  start_disaggregated(1, 1, RouterPolicy::kLeastOutstandingTokens);
+  fake_->pause();
+  std::thread client_thread([&] {
+    const auto response = post({{"prompt", "abc"}, {"max_tokens", 3}});
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->status, 200) << response->body;
+    const json body = json::parse(response->body);
+    EXPECT_EQ(body["choices"][0]["token_ids"].get<std::vector<TokenId>>(),
+              (std::vector<TokenId>{70, 71, 72}));
+    EXPECT_EQ(body["usage"]["completion_tokens"], 3);
+  });
+  ASSERT_TRUE(fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
+  const RequestId id = fake_->submitted()[0].request.id;
+  // The decode instance's tokens overtake the prefill instance's first token.
+  const std::vector<TokenOutput> from_decode = {
+      {.id = id, .token = 71, .index = 1},
+      {.id = id, .token = 72, .index = 2, .finished = true, .reason = FinishReason::kLength}};
+  router_->on_outputs(1, from_decode);
+  EXPECT_EQ(router_->in_flight(), 1u);
+  const std::vector<TokenOutput> from_prefill = {{.id = id, .token = 70, .index = 0}};
+  router_->on_outputs(0, from_prefill);
+  client_thread.join();
+  EXPECT_TRUE(eventually([&] { return router_->in_flight() == 0; }));
+  EXPECT_EQ(metrics_->requests_running.Value(), 0);
+  EXPECT_EQ(metrics_->requests_waiting.Value(), 0);
+}
+
+TEST_F(RouterTest, DisaggregatedCancelReachesBothInstances) {
+  start_disaggregated(2, 1, RouterPolicy::kRoundRobin);
+  fake_->pause();
+  std::thread client_thread([&] {
+    const auto response = post({{"prompt", "abc"}, {"max_tokens", 50}});
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 503);  // aborted by stop()
+  });
+  ASSERT_TRUE(fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
+  const auto submitted = fake_->submitted()[0];
+  router_->stop();
+  client_thread.join();
+  const auto cancelled = fake_->cancelled();
+  ASSERT_EQ(cancelled.size(), 2u);
+  EXPECT_EQ(cancelled[0], std::make_pair(submitted.instance, submitted.request.id));
+  EXPECT_EQ(cancelled[1], std::make_pair(submitted.decode_instance, submitted.request.id));
+  EXPECT_EQ(submitted.decode_instance, 2);
 }
 
 }  // namespace

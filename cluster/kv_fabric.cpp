@@ -1,0 +1,238 @@
+#include "cluster/kv_fabric.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "cluster/mpi_check.h"
+#include "core/wire.h"
+#include "kvtransfer/ucx_transport.h"
+
+namespace podserve {
+namespace {
+
+bool spans_hosts(const Topology& topology) {
+  for (const auto& endpoint : topology.endpoints())
+    if (endpoint.host != topology.endpoints().front().host) return true;
+  return false;
+}
+
+bool in_fabric(const Topology& topology, const ServiceConfig& config) {
+  return config.scheduler.mode == SchedulerMode::kDisaggregated && !topology.is_router();
+}
+
+// Every rank's blob (empty for ranks outside the fabric), gathered on every rank.
+Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(const std::vector<std::uint8_t>& mine) {
+  int world = 0;
+  PODSERVE_MPI(MPI_Comm_size(MPI_COMM_WORLD, &world));
+  int my_size = static_cast<int>(mine.size());
+  std::vector<int> sizes(world), offsets(world);
+  PODSERVE_MPI(MPI_Allgather(&my_size, 1, MPI_INT, sizes.data(), 1, MPI_INT, MPI_COMM_WORLD));
+  int total = 0;
+  for (int r = 0; r < world; ++r) {
+    offsets[r] = total;
+    total += sizes[r];
+  }
+  std::vector<std::uint8_t> all(static_cast<std::size_t>(total));
+  PODSERVE_MPI(MPI_Allgatherv(mine.data(), my_size, MPI_BYTE, all.data(), sizes.data(),
+                              offsets.data(), MPI_BYTE, MPI_COMM_WORLD));
+  std::vector<std::vector<std::uint8_t>> blobs(world);
+  for (int r = 0; r < world; ++r) blobs[r].assign(all.begin() + offsets[r], all.begin() + offsets[r] + sizes[r]);
+  return blobs;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<KvFabric>> KvFabric::create(const Topology& topology,
+                                                   const ServiceConfig& config, LlamaModel* model) {
+  if (config.scheduler.mode != SchedulerMode::kDisaggregated) return std::unique_ptr<KvFabric>{};
+  std::unique_ptr<KvFabric> fabric;
+  std::vector<std::uint8_t> blob;
+  if (in_fabric(topology, config)) {
+    fabric.reset(new KvFabric());
+    fabric->model_ = model;
+    UcxOptions options;
+    options.faults.drop_probability = config.kv_transfer.inject_drop_rate;
+    options.faults.stall_probability = config.kv_transfer.inject_stall_rate;
+    options.faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
+    options.peer_error_handling = config.kv_transfer.peer_error_handling == "on" ||
+                                  (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
+    PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_ucx_transport(options));
+    WireWriter w;
+    const auto address = fabric->transport_->local_address();
+    w.put_vector(std::span<const std::uint8_t>(address));
+    const int layers = model->config().num_layers;
+    w.put<std::int32_t>(layers);
+    for (int layer = 0; layer < layers; ++layer) {
+      const auto view = model->kv_cache(layer);
+      const std::size_t bytes = view.page_elements() * view.num_pages * dtype_size(view.dtype);
+      PODSERVE_ASSIGN_OR_RETURN(const int region,
+                                fabric->transport_->register_region(view.data, bytes, MemoryKind::kHost));
+      fabric->local_regions_.push_back(region);
+      PODSERVE_ASSIGN_OR_RETURN(const auto descriptor, fabric->transport_->region_descriptor(region));
+      w.put_vector(std::span<const std::uint8_t>(descriptor.descriptor));
+    }
+    blob = w.take();
+  }
+  PODSERVE_ASSIGN_OR_RETURN(const auto blobs, all_gather_blobs(blob));
+  if (!fabric) return fabric;
+
+  // Prefill ranks connect to every decode rank and learn its layer regions.
+  if (topology.instance().role != InstanceRole::kPrefill) return fabric;
+  for (const auto& instance : topology.instances()) {
+    if (instance.role != InstanceRole::kDecode) continue;
+    for (int rank = instance.first_rank; rank < instance.first_rank + instance.tp; ++rank) {
+      WireReader r(blobs[rank]);
+      std::vector<std::uint8_t> address;
+      std::int32_t layers = 0;
+      PODSERVE_RETURN_IF_ERROR(r.get_vector(address));
+      PODSERVE_RETURN_IF_ERROR(r.get(layers));
+      PODSERVE_RETURN_IF_ERROR(fabric->transport_->connect(rank, address));
+      for (int layer = 0; layer < layers; ++layer) {
+        RemoteRegion region;
+        PODSERVE_RETURN_IF_ERROR(r.get_vector(region.descriptor));
+        PODSERVE_ASSIGN_OR_RETURN(const int handle, fabric->transport_->add_remote_region(rank, region));
+        fabric->remote_regions_[{rank, layer}] = handle;
+      }
+    }
+  }
+  spdlog::info("KV fabric ready: {} connected to {} decode ranks over {}", topology.role_name(),
+               fabric->remote_regions_.size() / std::max(1, model->config().num_layers),
+               fabric->transport_->name());
+  return fabric;
+}
+
+KvShipper::KvShipper(KvFabric& fabric, const Topology& topology, const ServiceConfig& config,
+                     const ModelConfig& model)
+    : fabric_(fabric),
+      topology_(topology),
+      model_(model),
+      page_size_(config.kv_cache.page_size),
+      element_bytes_(dtype_size(fabric.model().kv_cache(0).dtype)),
+      timeout_(config.kv_transfer.timeout_ms),
+      retries_(config.kv_transfer.retries) {}
+
+std::vector<PutSegment> KvShipper::segments_for(const KvShipment& shipment, int dest_tp_rank,
+                                                int dest_tp) const {
+  const std::int64_t kv_heads = model_.num_kv_heads, head_dim = model_.head_dim;
+  const std::int64_t src_tp = topology_.instance().tp, src_rank = topology_.tp_rank();
+  const std::int64_t src_heads = kv_heads / src_tp, dst_heads = kv_heads / dest_tp;
+  const std::int64_t lo = std::max(src_rank * src_heads, dest_tp_rank * dst_heads);
+  const std::int64_t hi = std::min((src_rank + 1) * src_heads, (dest_tp_rank + 1) * dst_heads);
+  std::vector<PutSegment> segments;
+  if (lo >= hi) return segments;
+  const std::size_t pages = std::min(shipment.source_pages.size(), shipment.dest_pages.size());
+  const std::uint64_t es = element_bytes_;
+  // Page layout [2, page_size, heads, head_dim]: whole pages when both sides hold the same heads.
+  if (lo == src_rank * src_heads && hi - lo == src_heads && src_heads == dst_heads) {
+    const std::uint64_t page_bytes = 2ull * page_size_ * src_heads * head_dim * es;
+    for (std::size_t p = 0; p < pages; ++p) {
+      segments.push_back({static_cast<std::uint64_t>(shipment.source_pages[p]) * page_bytes,
+                          static_cast<std::uint64_t>(shipment.dest_pages[p]) * page_bytes, page_bytes});
+    }
+    return segments;
+  }
+  // Otherwise one run of (hi - lo) heads per (page, K/V, slot).
+  const std::uint64_t run_bytes = static_cast<std::uint64_t>(hi - lo) * head_dim * es;
+  for (std::size_t p = 0; p < pages; ++p) {
+    for (std::int64_t kv = 0; kv < 2; ++kv) {
+      for (std::int64_t slot = 0; slot < page_size_; ++slot) {
+        const std::int64_t src_row = (shipment.source_pages[p] * 2 + kv) * page_size_ + slot;
+        const std::int64_t dst_row = (shipment.dest_pages[p] * 2 + kv) * page_size_ + slot;
+        segments.push_back(
+            {static_cast<std::uint64_t>((src_row * src_heads + (lo - src_rank * src_heads)) * head_dim) * es,
+             static_cast<std::uint64_t>((dst_row * dst_heads + (lo - dest_tp_rank * dst_heads)) * head_dim) * es,
+             run_bytes});
+      }
+    }
+  }
+  return segments;
+}
+
+Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> layer) {
+  const auto& dest = topology_.instances().at(shipment.decode_instance);
+  auto [it, inserted] = shipments_.try_emplace(shipment.seq_id);
+  auto& state = it->second;
+  if (inserted) state.start = std::chrono::steady_clock::now();
+  const std::int32_t first = layer.value_or(0);
+  const std::int32_t last = layer ? *layer + 1 : model_.num_layers;
+  for (int dest_tp_rank = 0; dest_tp_rank < dest.tp; ++dest_tp_rank) {
+    auto segments = segments_for(shipment, dest_tp_rank, dest.tp);
+    if (segments.empty()) continue;
+    std::uint64_t bytes = 0;
+    for (const auto& s : segments) bytes += s.bytes;
+    for (std::int32_t l = first; l < last; ++l) {
+      Transfer t;
+      t.local_region = fabric_.local_region(l);
+      t.remote_region = fabric_.remote_region(dest.first_rank + dest_tp_rank, l);
+      t.segments = segments;
+      t.bytes = bytes;
+      PODSERVE_ASSIGN_OR_RETURN(t.transfer_id, fabric_.transport().post_put(t.local_region, t.remote_region,
+                                                                            t.segments, timeout_));
+      state.transfers.push_back(std::move(t));
+    }
+  }
+  state.layers_posted += last - first;
+  return Status::Ok();
+}
+
+std::vector<KvShipper::Finished> KvShipper::poll() {
+  std::vector<Finished> finished;
+  if (shipments_.empty()) return finished;
+  auto& transport = fabric_.transport();
+  transport.progress();
+  for (auto it = shipments_.begin(); it != shipments_.end();) {
+    auto& shipment = it->second;
+    bool all_final = shipment.layers_posted >= model_.num_layers;
+    for (auto& t : shipment.transfers) {
+      if (t.state != TransferState::kPending) continue;
+      const auto state = transport.poll(t.transfer_id);
+      if (state == TransferState::kPending) {
+        all_final = false;
+        continue;
+      }
+      transport.release(t.transfer_id);
+      if (state == TransferState::kDone) {
+        t.state = state;
+        continue;
+      }
+      ++shipment.failed_attempts;
+      if (t.attempts <= retries_ && !shipment.failed) {
+        auto reposted = transport.post_put(t.local_region, t.remote_region, t.segments, timeout_);
+        if (reposted.ok()) {
+          ++t.attempts;
+          t.transfer_id = *reposted;
+          all_final = false;
+          continue;
+        }
+        spdlog::warn("KV transfer for request {} could not be reposted: {}", it->first,
+                     reposted.status().to_string());
+      }
+      t.state = state;
+      shipment.failed = true;
+    }
+    if (shipment.failed) {
+      // Fence the rest: nothing of a failed shipment may land after it is reported.
+      for (auto& t : shipment.transfers) {
+        if (t.state == TransferState::kPending) transport.cancel(t.transfer_id);
+      }
+    }
+    if (!all_final) {
+      ++it;
+      continue;
+    }
+    Finished f;
+    f.id = it->first;
+    f.ok = !shipment.failed;
+    f.failed_attempts = shipment.failed_attempts;
+    f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - shipment.start).count();
+    for (const auto& t : shipment.transfers)
+      if (t.state == TransferState::kDone) f.bytes += t.bytes;
+    finished.push_back(f);
+    it = shipments_.erase(it);
+  }
+  return finished;
+}
+
+}  // namespace podserve

@@ -1,0 +1,115 @@
+// Disaggregated mode's KV data path (DESIGN sections 2 and 4). At start-up every rank of a
+// prefill or decode instance joins the fabric: it registers its KV cache (one region per layer)
+// with the KV transport, and every rank's transport address and region descriptors are
+// exchanged over MPI, after which prefill ranks hold a connection and remote regions for every
+// decode rank. A prefill rank then ships its share of a request's KV pages (its KV heads) to
+// the decode ranks that hold those heads, as one-sided puts into the pages the decode instance
+// reserved — so prefill TP 2 -> decode TP 1 merges heads and 1 -> 2 splits them.
+//
+// KvShipper tracks each shipment (all layers at once, or layer by layer), retries a failed or
+// timed-out transfer `retries` times, and reports a shipment final only when every one of its
+// transfers completed or was fenced (cancelled, so no byte of it lands later).
+// Used by one thread per rank (the rank's loop); progress() must be called regularly on every
+// fabric rank (decode ranks too: some transports need the target to progress).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "cluster/topology.h"
+#include "core/batch_plan.h"
+#include "core/config.h"
+#include "core/model_config.h"
+#include "kvtransfer/transport.h"
+#include "worker/model.h"
+
+namespace podserve {
+
+class KvFabric {
+ public:
+  // Collective over MPI_COMM_WORLD: every rank calls it (the router and ranks outside the
+  // fabric with model == nullptr). Returns nullptr on ranks outside the fabric.
+  static Result<std::unique_ptr<KvFabric>> create(const Topology& topology,
+                                                  const ServiceConfig& config, LlamaModel* model);
+
+  KvTransport& transport() { return *transport_; }
+  void progress() { transport_->progress(); }
+
+  // Layout facts a shipper needs.
+  struct RankLayout {
+    int world_rank = 0;
+    int tp_rank = 0;
+    int tp = 1;
+  };
+  const LlamaModel& model() const { return *model_; }
+  // Remote region handle of `world_rank`'s layer `layer`.
+  int remote_region(int world_rank, int layer) const { return remote_regions_.at({world_rank, layer}); }
+  int local_region(int layer) const { return local_regions_.at(layer); }
+
+ private:
+  KvFabric() = default;
+
+  std::unique_ptr<KvTransport> transport_;
+  LlamaModel* model_ = nullptr;
+  std::vector<int> local_regions_;                    // per layer
+  std::map<std::pair<int, int>, int> remote_regions_;  // (world rank, layer) -> handle
+};
+
+// One prefill rank's shipments.
+class KvShipper {
+ public:
+  KvShipper(KvFabric& fabric, const Topology& topology, const ServiceConfig& config,
+            const ModelConfig& model);
+
+  // Posts this rank's share of `shipment` for one layer, or for every layer (nullopt).
+  Status post(const KvShipment& shipment, std::optional<std::int32_t> layer);
+
+  struct Finished {
+    RequestId id = 0;
+    bool ok = true;
+    std::uint64_t bytes = 0;
+    double seconds = 0.0;         // first post -> final
+    std::int32_t failed_attempts = 0;
+  };
+  // Progresses the transport, retries failures, and returns the shipments that became final.
+  std::vector<Finished> poll();
+  bool idle() const { return shipments_.empty(); }
+
+ private:
+  struct Transfer {
+    int local_region = 0;
+    int remote_region = 0;
+    std::vector<PutSegment> segments;
+    std::uint64_t bytes = 0;
+    std::uint64_t transfer_id = 0;
+    std::int32_t attempts = 1;
+    TransferState state = TransferState::kPending;
+  };
+  struct Shipment {
+    std::vector<Transfer> transfers;
+    std::int32_t layers_posted = 0;
+    std::int32_t failed_attempts = 0;
+    bool failed = false;
+    std::chrono::steady_clock::time_point start;
+  };
+
+  // The segments moving this rank's heads of `layer` into decode rank `dest_tp_rank` of a
+  // decode instance with `dest_tp` ranks; empty when they share no head.
+  std::vector<PutSegment> segments_for(const KvShipment& shipment, int dest_tp_rank, int dest_tp) const;
+
+  KvFabric& fabric_;
+  const Topology& topology_;
+  const ModelConfig& model_;
+  std::int32_t page_size_;
+  std::size_t element_bytes_;
+  std::chrono::milliseconds timeout_;
+  std::int32_t retries_;
+  std::unordered_map<RequestId, Shipment> shipments_;
+};
+
+}  // namespace podserve

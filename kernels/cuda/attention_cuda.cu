@@ -1,0 +1,295 @@
+// Kernels and launchers of hybrid attention (see attention_cuda.h). The kernels are thin
+// wrappers over the device bodies in attention_device.cuh: the standalone prefill and decode
+// kernels, the decode merge, and the POD kernel in its 2- and 4-CTAs-per-SM variants.
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "kernels/cuda/attention_cuda.h"
+#include "kernels/cuda/attention_device.cuh"
+#include "kernels/cuda/cuda_check.h"
+
+namespace podserve::cuda {
+namespace {
+
+using device::KernelArgs;
+
+// Tile configuration per CTAs-per-SM target. 2 CTAs/SM: 128-row x 64-key prefill tiles (two
+// 16-row tiles per warp share every K/V fragment), 3-stage decode pipelines. 4 CTAs/SM (128
+// registers a thread): 64-row x 32-key prefill tiles, single-stage decode warps (16 warps per SM
+// keep the loads in flight). Q is read from shared memory in both.
+// kM = row tiles of 16 per warp (plan.prefill_rows_per_cta / 64); with one, Q fits in registers.
+template <int D, int kCtasPerSm, int kM>
+struct TileConfig;
+template <int D, int kM>
+struct TileConfig<D, 2, kM> {
+  static constexpr int kPrefillKeys = 64;
+  static constexpr int kPrefillM = kM;
+  static constexpr bool kQInRegs = kM == 1;
+  static constexpr int kDecodeStages = 3;
+};
+template <int D>
+struct TileConfig<D, 4, 1> {
+  static constexpr int kPrefillKeys = 32;
+  static constexpr int kPrefillM = 1;
+  static constexpr bool kQInRegs = false;
+  static constexpr int kDecodeStages = 1;
+};
+
+template <int D, int kCtasPerSm, int kM>
+constexpr int prefill_smem() {
+  using Cfg = TileConfig<D, kCtasPerSm, kM>;
+  return device::prefill_smem_bytes<D, Cfg::kPrefillKeys, Cfg::kPrefillM>();
+}
+template <int D, int kCtasPerSm, int kM>
+constexpr int decode_smem() {
+  return kWarpsPerCta * device::decode_warp_smem_bytes<D, TileConfig<D, kCtasPerSm, kM>::kDecodeStages>();
+}
+template <int D, int kCtasPerSm, int kM>
+constexpr int pod_smem() {
+  return prefill_smem<D, kCtasPerSm, kM>() > decode_smem<D, kCtasPerSm, kM>() ? prefill_smem<D, kCtasPerSm, kM>()
+                                                                              : decode_smem<D, kCtasPerSm, kM>();
+}
+
+// Standalone prefill, 64-key tiles, 2 CTAs/SM; kM row tiles of 16 per warp (the plan's
+// prefill_rows_per_cta / 64). With one row tile Q fits in registers.
+template <int D, int kM>
+__global__ void __launch_bounds__(kThreadsPerCta, 2) prefill_kernel(const KernelArgs args) {
+  extern __shared__ __align__(128) char smem[];
+  device::prefill_tile<D, 64, kM, kM == 1>(args, static_cast<int>(blockIdx.x), smem);
+}
+template <int D, int kM>
+constexpr int standalone_prefill_smem() {
+  return device::prefill_smem_bytes<D, 64, kM>();
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreadsPerCta, 2) decode_kernel(const KernelArgs args) {
+  extern __shared__ __align__(128) char smem[];
+  using Cfg = TileConfig<D, 2, 1>;
+  const int warp = static_cast<int>(threadIdx.x >> 5);
+  const int item = static_cast<int>(blockIdx.x) * kWarpsPerCta + warp;
+  if (item >= args.num_decode_items) return;
+  device::decode_item<D, Cfg::kDecodeStages>(
+      args, item, smem + warp * device::decode_warp_smem_bytes<D, Cfg::kDecodeStages>());
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreadsPerCta) merge_kernel(const KernelArgs args) {
+  device::merge_item<D>(args, static_cast<int>(blockIdx.x));
+}
+
+// POD: grid = prefill CTAs + decode CTAs. Each CTA takes a ticket from the counter of the SM it
+// landed on; the first two tickets of an SM are one prefill and one decode, later ones alternate
+// in proportion to the two CTA counts, so every SM holds both kinds from the start. Logical ids come from two global counters; a CTA whose side has run out
+// binds to the other side (the total is the grid, so one side always has an id left).
+template <int D, int kCtasPerSm, int kM>
+__global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const KernelArgs args) {
+  extern __shared__ __align__(128) char smem[];
+  __shared__ int role_and_id;  // >= 0: prefill id; < 0: -(decode id) - 1
+  using Cfg = TileConfig<D, kCtasPerSm, kM>;
+  if (threadIdx.x == 0) {
+    const unsigned slot = device::sm_id() % kPodCounterSlots;
+    const long long ticket = atomicAdd(&args.sm_tickets[slot], 1);
+    const long long total = static_cast<long long>(args.num_prefill_ctas) + args.num_decode_ctas;
+    // Tickets 0 and 1 of every SM: one prefill (the longest tiles come first, so the critical
+    // path starts at once) and one decode; later tickets alternate in proportion to the counts.
+    bool prefill = ticket == 0 ? true
+                   : ticket == 1
+                       ? false
+                       : ((ticket - 1) * args.num_prefill_ctas) / total > ((ticket - 2) * args.num_prefill_ctas) / total;
+    int id;
+    if (prefill) {
+      id = atomicAdd(&args.next_ids[0], 1);
+      if (id >= args.num_prefill_ctas) {
+        prefill = false;
+        id = atomicAdd(&args.next_ids[1], 1);
+      }
+    } else {
+      id = atomicAdd(&args.next_ids[1], 1);
+      if (id >= args.num_decode_ctas) {
+        prefill = true;
+        id = atomicAdd(&args.next_ids[0], 1);
+      }
+    }
+    role_and_id = prefill ? id : -id - 1;
+  }
+  __syncthreads();
+  const int role = role_and_id;
+  if (role >= 0) {
+    device::prefill_tile<D, Cfg::kPrefillKeys, Cfg::kPrefillM, Cfg::kQInRegs>(args, role, smem);
+  } else {
+    const int warp = static_cast<int>(threadIdx.x >> 5);
+    const int item = (-role - 1) * kWarpsPerCta + warp;
+    if (item >= args.num_decode_items) return;
+    device::decode_item<D, Cfg::kDecodeStages>(
+        args, item, smem + warp * device::decode_warp_smem_bytes<D, Cfg::kDecodeStages>());
+  }
+}
+
+// Every launch goes through here: raises the dynamic shared-memory limit, launches, and checks
+// the launch error.
+template <typename Kernel>
+Status launch(Kernel kernel, int grid, int smem_bytes, cudaStream_t stream, const KernelArgs& args) {
+  if (grid <= 0) return Status::Ok();
+  PODSERVE_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  kernel<<<grid, kThreadsPerCta, smem_bytes, stream>>>(args);
+  PODSERVE_CHECK(cudaGetLastError());
+  return Status::Ok();
+}
+
+Status validate(const HybridAttentionParams& p, const HybridAttentionPlan& plan, const void* workspace) {
+  if (p.head_dim != plan.head_dim) return invalid_argument("attention: head_dim differs from the plan");
+  if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 ||
+      p.num_q_heads / p.num_kv_heads != plan.group_size)
+    return invalid_argument("attention: head counts differ from the plan");
+  if (p.page_size != kDecodeKeysPerStage) return invalid_argument("attention: page_size must be 16");
+  if (workspace == nullptr) return invalid_argument("attention: null workspace");
+  const bool any = p.num_prefill_seqs + p.num_decode_seqs > 0;
+  if (any && (p.q == nullptr || p.out == nullptr || p.kv == nullptr || p.query_offsets == nullptr ||
+              p.num_new_tokens == nullptr || p.num_cached_tokens == nullptr ||
+              p.page_table_offsets == nullptr || p.page_table == nullptr))
+    return invalid_argument("attention: null device pointer in params");
+  return Status::Ok();
+}
+
+KernelArgs make_args(const HybridAttentionParams& p, const HybridAttentionPlan& plan, void* workspace) {
+  auto* base = static_cast<char*>(workspace);
+  KernelArgs args{};
+  args.params = p;
+  args.prefill_items = reinterpret_cast<const PrefillWorkItem*>(base + plan.prefill_items_offset);
+  args.decode_items = reinterpret_cast<const DecodeWorkItem*>(base + plan.decode_items_offset);
+  args.merge_items = reinterpret_cast<const DecodeMergeItem*>(base + plan.merge_items_offset);
+  args.partial_out = reinterpret_cast<float*>(base + plan.partial_out_offset);
+  args.partial_lse = reinterpret_cast<float*>(base + plan.partial_lse_offset);
+  args.sm_tickets = reinterpret_cast<int*>(base);
+  args.next_ids = reinterpret_cast<int*>(base) + kPodCounterSlots;
+  args.num_prefill_ctas = plan.prefill_ctas;
+  args.num_decode_ctas = plan.decode_ctas;
+  args.num_decode_items = static_cast<int>(plan.decode_items.size());
+  args.num_merge_items = static_cast<int>(plan.merge_items.size());
+  args.scale_log2 = p.scale * device::kLog2e;
+  return args;
+}
+
+// Runtime head_dim -> template constant; unsupported values are errors.
+template <typename F>
+Status dispatch_head_dim(int head_dim, F&& f) {
+  switch (head_dim) {
+    case 64: return f(std::integral_constant<int, 64>{});
+    case 128: return f(std::integral_constant<int, 128>{});
+    default: return invalid_argument("attention: head_dim " + std::to_string(head_dim) + " unsupported");
+  }
+}
+
+template <int D>
+Status launch_prefill(const KernelArgs& args, const HybridAttentionPlan& plan, cudaStream_t stream) {
+  switch (plan.prefill_rows_per_cta) {
+    case 128: return launch(prefill_kernel<D, 2>, args.num_prefill_ctas, standalone_prefill_smem<D, 2>(), stream, args);
+    case 64: return launch(prefill_kernel<D, 1>, args.num_prefill_ctas, standalone_prefill_smem<D, 1>(), stream, args);
+    default: return invalid_argument("attention: prefill_rows_per_cta must be 64 or 128");
+  }
+}
+
+template <int D>
+Status launch_decode(const KernelArgs& args, cudaStream_t stream) {
+  PODSERVE_RETURN_IF_ERROR(launch(decode_kernel<D>, args.num_decode_ctas, decode_smem<D, 2, 1>(), stream, args));
+  return launch(merge_kernel<D>, args.num_merge_items, 0, stream, args);
+}
+
+}  // namespace
+
+Status upload_plan(const HybridAttentionPlan& plan, void* workspace, void* stream) {
+  if (workspace == nullptr) return invalid_argument("upload_plan: null workspace");
+  if (plan.static_image.empty()) return Status::Ok();
+  PODSERVE_CHECK(cudaMemcpyAsync(static_cast<char*>(workspace) + plan.counters_bytes, plan.static_image.data(),
+                                 plan.static_image.size(), cudaMemcpyHostToDevice,
+                                 static_cast<cudaStream_t>(stream)));
+  return Status::Ok();
+}
+
+Status run_prefill(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
+                   void* stream) {
+  PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
+  const KernelArgs args = make_args(params, plan, workspace);
+  return dispatch_head_dim(params.head_dim, [&](auto d) {
+    return launch_prefill<decltype(d)::value>(args, plan, static_cast<cudaStream_t>(stream));
+  });
+}
+
+Status run_decode(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
+                  void* stream) {
+  PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
+  const KernelArgs args = make_args(params, plan, workspace);
+  return dispatch_head_dim(params.head_dim, [&](auto d) {
+    return launch_decode<decltype(d)::value>(args, static_cast<cudaStream_t>(stream));
+  });
+}
+
+Status run_serial(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
+                  void* stream) {
+  PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
+  const KernelArgs args = make_args(params, plan, workspace);
+  auto s = static_cast<cudaStream_t>(stream);
+  return dispatch_head_dim(params.head_dim, [&](auto d) -> Status {
+    PODSERVE_RETURN_IF_ERROR(launch_prefill<decltype(d)::value>(args, plan, s));
+    return launch_decode<decltype(d)::value>(args, s);
+  });
+}
+
+Status run_streams(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
+                   void* stream, void* side_stream) {
+  PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
+  if (side_stream == nullptr || side_stream == stream)
+    return invalid_argument("run_streams: side_stream must be a second, non-null stream");
+  const KernelArgs args = make_args(params, plan, workspace);
+  auto main = static_cast<cudaStream_t>(stream);
+  auto side = static_cast<cudaStream_t>(side_stream);
+  cudaEvent_t fork = nullptr;
+  cudaEvent_t join = nullptr;
+  PODSERVE_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  cudaError_t created = cudaEventCreateWithFlags(&join, cudaEventDisableTiming);
+  if (created != cudaSuccess) {
+    cudaEventDestroy(fork);
+    PODSERVE_CHECK(created);
+  }
+  Status status = [&]() -> Status {
+    PODSERVE_CHECK(cudaEventRecord(fork, main));
+    PODSERVE_CHECK(cudaStreamWaitEvent(side, fork, 0));
+    PODSERVE_RETURN_IF_ERROR(dispatch_head_dim(params.head_dim, [&](auto d) -> Status {
+      PODSERVE_RETURN_IF_ERROR(launch_prefill<decltype(d)::value>(args, plan, main));
+      return launch_decode<decltype(d)::value>(args, side);
+    }));
+    PODSERVE_CHECK(cudaEventRecord(join, side));
+    PODSERVE_CHECK(cudaStreamWaitEvent(main, join, 0));
+    return Status::Ok();
+  }();
+  cudaEventDestroy(fork);  // released once the pending work completes
+  cudaEventDestroy(join);
+  return status;
+}
+
+Status run_pod(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
+               void* stream) {
+  PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
+  const KernelArgs args = make_args(params, plan, workspace);
+  auto s = static_cast<cudaStream_t>(stream);
+  PODSERVE_CHECK(cudaMemsetAsync(workspace, 0, plan.counters_bytes, s));
+  const int grid = plan.prefill_ctas + plan.decode_ctas;
+  return dispatch_head_dim(params.head_dim, [&](auto d) -> Status {
+    constexpr int kD = decltype(d)::value;
+    const int variant = plan.pod_ctas_per_sm * 1000 + plan.prefill_rows_per_cta;
+    switch (variant) {
+      case 2128: PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 2, 2>, grid, pod_smem<kD, 2, 2>(), s, args)); break;
+      case 2064: PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 2, 1>, grid, pod_smem<kD, 2, 1>(), s, args)); break;
+      case 4064: PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 4, 1>, grid, pod_smem<kD, 4, 1>(), s, args)); break;
+      default:
+        return invalid_argument("run_pod: unsupported (pod_ctas_per_sm, prefill_rows_per_cta) = (" +
+                                std::to_string(plan.pod_ctas_per_sm) + ", " +
+                                std::to_string(plan.prefill_rows_per_cta) + ")");
+    }
+    return launch(merge_kernel<kD>, args.num_merge_items, 0, s, args);
+  });
+}
+
+}  // namespace podserve::cuda

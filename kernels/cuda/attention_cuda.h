@@ -1,0 +1,153 @@
+// CUDA attention for hybrid batches (prefill chunks + decode tokens) over the paged KV cache:
+// the POD fused kernel (arXiv 2410.18038) and its serial / two-stream baselines.
+//
+// Contract:
+// - Plan on the host, run on the device. plan_hybrid_attention() is pure C++ (no CUDA): it
+//   partitions the work (prefill tiles, decode KV splits, CTA counts, POD's CTAs-per-SM) and
+//   builds the static part of the workspace in host memory. upload_plan() copies that part into
+//   a device workspace of plan.workspace_bytes (async on `stream`; the plan must outlive it).
+//   The run_* launchers take only device pointers and reset POD's scheduling counters with a
+//   cudaMemsetAsync of their own, so they can be captured in a CUDA graph and replayed.
+// - bf16 in and out, fp32 accumulation. Sequences [0, num_prefill_seqs) are prefill chunks,
+//   [num_prefill_seqs, num_prefill_seqs + num_decode_seqs) are decode tokens (1 new token each).
+//   Each sequence's new tokens are aligned bottom-right: new token i sees keys [0, P + i].
+//   The new tokens' K/V must already be in the cache.
+// - Supported: head_dim 64 or 128, page_size 16, num_q_heads / num_kv_heads in [1, 16].
+//   Anything else is an error (kInvalidArgument), never a silent fallback.
+// - Streams are cudaStream_t passed as void*; nullptr is the legacy default stream.
+// - Not thread-safe per workspace: one run at a time may use a workspace.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+
+namespace podserve::cuda {
+
+// Device pointers and dimensions of one hybrid attention call.
+struct HybridAttentionParams {
+  const void* q = nullptr;   // [T, Hq, D] bf16
+  void* out = nullptr;       // [T, Hq, D] bf16
+  const void* kv = nullptr;  // [num_pages, 2, page_size, Hkv, D] bf16; dim 1: 0 = K, 1 = V
+  std::int32_t num_pages = 0;
+  std::int32_t page_size = 16;
+  std::int32_t num_q_heads = 0;
+  std::int32_t num_kv_heads = 0;
+  std::int32_t head_dim = 0;
+  // Per sequence, device int32 arrays of num_prefill_seqs + num_decode_seqs entries.
+  const std::int32_t* query_offsets = nullptr;       // first row of the sequence in q / out
+  const std::int32_t* num_new_tokens = nullptr;      // C (1 for decode)
+  const std::int32_t* num_cached_tokens = nullptr;   // P
+  const std::int32_t* page_table_offsets = nullptr;  // first entry of the sequence in page_table
+  const std::int32_t* page_table = nullptr;          // flat; pages covering [0, P + C)
+  std::int32_t num_prefill_seqs = 0;
+  std::int32_t num_decode_seqs = 0;
+  float scale = 0.0f;  // softmax scale, usually 1/sqrt(D)
+};
+
+// What the host knows about the batch when planning (host memory).
+struct HybridAttentionShape {
+  std::int32_t num_q_heads = 0;
+  std::int32_t num_kv_heads = 0;
+  std::int32_t head_dim = 0;
+  std::int32_t page_size = 16;
+  std::span<const std::int32_t> prefill_new_tokens;     // C per prefill sequence
+  std::span<const std::int32_t> prefill_cached_tokens;  // P per prefill sequence
+  std::span<const std::int32_t> decode_cached_tokens;   // P per decode sequence (context = P + 1)
+};
+
+// Properties of the card the plan targets (read with cudaGetDeviceProperties by the caller).
+struct DeviceShape {
+  std::int32_t num_sms = 132;
+};
+
+// Work partitioning constants shared by the plan and the kernels.
+inline constexpr int kThreadsPerCta = 128;        // 4 warps, every kernel
+inline constexpr int kWarpsPerCta = 4;
+inline constexpr int kDecodeKeysPerStage = 16;    // one page
+inline constexpr int kMinDecodeSplitKeys = 256;   // smallest KV split of one decode item
+inline constexpr int kPodCounterSlots = 1024;     // per-SM ticket counters (>= any %smid)
+
+// Prefill tile: query rows [row_tile * R, +R) of one sequence's (token, head-in-group) rows (row
+// = token * group + head-in-group; R = plan.prefill_rows_per_cta), for one KV head. Stored as int4
+// in the workspace.
+struct PrefillWorkItem {
+  std::int32_t seq = 0;
+  std::int32_t row_tile = 0;
+  std::int32_t kv_head = 0;
+  std::int32_t kv_len = 0;  // keys the tile reads: P + last token of the tile + 1
+};
+
+// Decode work item: keys [kv_begin, kv_end) of one decode sequence and KV head, for the whole
+// GQA group; its partial (lse, out) lands at its own index in the workspace.
+struct DecodeWorkItem {
+  std::int32_t seq = 0;  // index into the full sequence arrays (num_prefill_seqs + i)
+  std::int32_t kv_head = 0;
+  std::int32_t kv_begin = 0;
+  std::int32_t kv_end = 0;
+};
+
+// Merge of one (decode sequence, KV head): items [first_item, first_item + num_splits).
+struct DecodeMergeItem {
+  std::int32_t seq = 0;
+  std::int32_t kv_head = 0;
+  std::int32_t first_item = 0;
+  std::int32_t num_splits = 0;
+};
+
+struct HybridAttentionPlan {
+  std::int32_t head_dim = 0;
+  std::int32_t group_size = 0;  // Hq / Hkv
+  std::vector<PrefillWorkItem> prefill_items;  // longest KV first
+  std::vector<DecodeWorkItem> decode_items;    // grouped by (seq, kv_head), splits consecutive
+  std::vector<DecodeMergeItem> merge_items;
+  std::int32_t decode_split_keys = 0;  // KV keys per decode item (last split of a pair: fewer)
+  std::int32_t prefill_ctas = 0;  // = prefill_items.size()
+  std::int32_t decode_ctas = 0;   // ceil(decode_items / kWarpsPerCta): one warp per item
+  std::int32_t pod_ctas_per_sm = 2;  // 2 (measured best) or 4 (forced); see attention_plan.cpp
+  // Query rows per prefill CTA: 128 (4 warps x 2 row tiles of 16) or 64 (one row tile a warp:
+  // twice the CTAs for small prefills; the only choice with 4 CTAs per SM). The standalone
+  // prefill kernel follows the plan, so serial, streams and POD compute the same tiles.
+  std::int32_t prefill_rows_per_cta = 128;
+  double prefill_flops = 0;       // 4 * D * Hq * sum(C*P + C(C+1)/2)
+  double decode_kv_bytes = 0;     // 2 * Hkv * D * L * 2 per decode sequence
+  // Workspace layout (byte offsets, 256-aligned). [0, counters_bytes) is reset by every run.
+  std::size_t counters_bytes = 0;      // int32 sm_tickets[kPodCounterSlots], int32 next_id[2]
+  std::size_t prefill_items_offset = 0;
+  std::size_t decode_items_offset = 0;
+  std::size_t merge_items_offset = 0;
+  std::size_t partial_out_offset = 0;  // float [decode_items, group, D]
+  std::size_t partial_lse_offset = 0;  // float [decode_items, group] (log2 domain)
+  std::size_t workspace_bytes = 0;
+  std::vector<std::byte> static_image;  // bytes [counters_bytes, partial_out_offset)
+};
+
+// Partitions the batch. Pure C++; validates the shape (kInvalidArgument on unsupported values).
+// force_ctas_per_sm: 0 = the plan's choice (2), else 2 or 4.
+Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& shape,
+                                                  const DeviceShape& device,
+                                                  int force_ctas_per_sm = 0);
+
+// Copies the plan's static image into `workspace` (device, plan.workspace_bytes). Async.
+Status upload_plan(const HybridAttentionPlan& plan, void* workspace, void* stream);
+
+// Prefill sequences only.
+Status run_prefill(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                   void* workspace, void* stream);
+// Decode sequences only (split-KV kernel, then the merge).
+Status run_decode(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                  void* workspace, void* stream);
+// Prefill launch, then decode launch, on one stream.
+Status run_serial(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                  void* workspace, void* stream);
+// Prefill on `stream`, decode on `side_stream`, joined back into `stream` with events.
+Status run_streams(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                   void* workspace, void* stream, void* side_stream);
+// One fused POD launch (SM-aware scheduling), then the decode merge.
+Status run_pod(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+               void* workspace, void* stream);
+
+}  // namespace podserve::cuda

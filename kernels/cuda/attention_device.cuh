@@ -1,0 +1,489 @@
+// Internal to kernels/cuda: the device bodies of hybrid attention. One body per kind of work
+// (a prefill tile of 4 warps, a one-warp decode item, a merge of decode splits); the standalone
+// kernels and the POD kernel in attention_cuda.cu are thin wrappers over them.
+//
+// Tiles live in shared memory row-major [rows][D] bf16 with the 16-byte chunk c of row r stored
+// at chunk c ^ (r & 7) (conflict-free ldmatrix). Matrix products are mma.sync m16n8k16 bf16 with
+// fp32 accumulators; softmax runs in the log2 domain (scores pre-multiplied by scale * log2 e).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/cuda/attention_cuda.h"
+
+namespace podserve::cuda::device {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kNegInf = -__builtin_huge_valf();
+
+// Everything a kernel needs: the caller's params and the plan's workspace, as device pointers.
+struct KernelArgs {
+  HybridAttentionParams params;
+  const PrefillWorkItem* prefill_items;  // [prefill_ctas]
+  const DecodeWorkItem* decode_items;    // [num_decode_items]
+  const DecodeMergeItem* merge_items;    // [num_merge_items]
+  float* partial_out;                    // [num_decode_items, group, D]
+  float* partial_lse;                    // [num_decode_items, group]
+  int* sm_tickets;                       // [kPodCounterSlots]
+  int* next_ids;                         // [2]: next prefill CTA id, next decode CTA id
+  int num_prefill_ctas;
+  int num_decode_ctas;
+  int num_decode_items;
+  int num_merge_items;
+  float scale_log2;                      // scale * log2(e)
+};
+
+__device__ __forceinline__ std::uint32_t smem_addr(const void* ptr) {
+  return static_cast<std::uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a swizzled [rows][D] bf16 tile.
+template <int D>
+__device__ __forceinline__ std::uint32_t swizzle(int row, int chunk) {
+  return static_cast<std::uint32_t>(row * D * 2 + ((chunk ^ (row & 7)) << 4));
+}
+
+// 16-byte async copy global -> shared; copies zeros when !valid (src must still be mapped).
+__device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += a * b for one m16n8k16 tile.
+__device__ __forceinline__ void mma_16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
+                                          std::uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<std::uint32_t*>(&v);
+}
+
+__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x & 31); }
+
+// Online-softmax state of one warp's 16 query rows. A thread holds rows lane/4 and lane/4 + 8
+// (index 0 and 1), columns 2 * (lane % 4) + {0, 1} of every 8-wide tile; l is a per-thread
+// partial sum, reduced over the 4 threads of a row at the end.
+template <int D>
+struct WarpSoftmaxState {
+  float o[D / 8][4];
+  float m[2];
+  float l[2];
+
+  __device__ __forceinline__ void init() {
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    m[0] = m[1] = kNegInf;
+    l[0] = l[1] = 0.0f;
+  }
+  // Sum of l over the 4 threads sharing a row.
+  __device__ __forceinline__ void reduce_l() {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+  }
+};
+
+// One warp attends its kM x 16 query rows to KT keys held in shared memory (swizzled [KT][D]
+// tiles sK, sV); each K/V fragment loaded from shared memory feeds all kM row tiles. Q comes from
+// registers (kQInRegs) or from a swizzled [*, D] shared tile at rows q_row0 + 16 * mt. Key
+// key0 + j is masked for a row when need_mask and key >= the row's limit.
+template <int D, int KT, int kM, bool kQInRegs>
+__device__ __forceinline__ void attend_tile(WarpSoftmaxState<D> (&st)[kM],
+                                            const std::uint32_t (&q_frag)[kM][D / 16][4], std::uint32_t q_smem,
+                                            int q_row0, std::uint32_t k_smem, std::uint32_t v_smem, int key0,
+                                            const int (&limit)[kM][2], bool need_mask, float scale_log2) {
+  const int lane = lane_id();
+  float s[kM][KT / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int i = 0; i < KT / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+
+  // S = Q K^T
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    std::uint32_t a[kM][4];
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt) {
+      if constexpr (kQInRegs) {
+        a[mt][0] = q_frag[mt][kk][0]; a[mt][1] = q_frag[mt][kk][1];
+        a[mt][2] = q_frag[mt][kk][2]; a[mt][3] = q_frag[mt][kk][3];
+      } else {
+        const int row = q_row0 + 16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4(a[mt], q_smem + swizzle<D>(row, 2 * kk + (lane >> 4)));
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < KT / 16; ++j) {
+      std::uint32_t b[4];
+      const int key = 16 * j + (lane & 7) + (lane >> 4) * 8;
+      ldmatrix_x4(b, k_smem + swizzle<D>(key, 2 * kk + ((lane >> 3) & 1)));
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt) {
+        mma_16816(s[mt][2 * j], a[mt], b[0], b[1]);
+        mma_16816(s[mt][2 * j + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+
+  // Scale, mask, online softmax.
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt) {
+    float tile_max[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int nt = 0; nt < KT / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v = s[mt][nt][e] * scale_log2;
+        if (need_mask) {
+          const int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+          if (key >= limit[mt][e >> 1]) v = kNegInf;
+        }
+        s[mt][nt][e] = v;
+        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
+      }
+    }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float m_new = fmaxf(st[mt].m[r], tile_max[r]);
+      m_use[r] = m_new == kNegInf ? 0.0f : m_new;  // a row with no key yet: keep p = 0, no NaN
+      alpha[r] = exp2f(st[mt].m[r] - m_use[r]);
+      st[mt].m[r] = m_new;
+    }
+    float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int nt = 0; nt < KT / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[mt][nt][e] - m_use[e >> 1]);
+        s[mt][nt][e] = p;
+        row_sum[e >> 1] += p;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) st[mt].l[r] = st[mt].l[r] * alpha[r] + row_sum[r];
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      st[mt].o[dt][0] *= alpha[0]; st[mt].o[dt][1] *= alpha[0];
+      st[mt].o[dt][2] *= alpha[1]; st[mt].o[dt][3] *= alpha[1];
+    }
+  }
+
+  // O += P V
+#pragma unroll
+  for (int kk = 0; kk < KT / 16; ++kk) {
+    std::uint32_t a[kM][4];
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt) {
+      a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    }
+    const int key = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8;
+#pragma unroll
+    for (int dt = 0; dt < D / 16; ++dt) {
+      std::uint32_t b[4];
+      ldmatrix_x4_trans(b, v_smem + swizzle<D>(key, 2 * dt + (lane >> 4)));
+#pragma unroll
+      for (int mt = 0; mt < kM; ++mt) {
+        mma_16816(st[mt].o[2 * dt], a[mt], b[0], b[1]);
+        mma_16816(st[mt].o[2 * dt + 1], a[mt], b[2], b[3]);
+      }
+    }
+  }
+}
+
+// Address of K (kv = 0) or V (kv = 1) for `key` of a sequence, chunk `chunk` (8 elements).
+template <int D>
+__device__ __forceinline__ const __nv_bfloat16* kv_address(const HybridAttentionParams& p,
+                                                          const std::int32_t* page_table, int key,
+                                                          int kv_head, int kv, int chunk) {
+  const std::int64_t page = page_table[key >> 4];
+  const std::int64_t row = (page * 2 + kv) * kDecodeKeysPerStage + (key & 15);
+  return static_cast<const __nv_bfloat16*>(p.kv) + (row * p.num_kv_heads + kv_head) * D + chunk * 8;
+}
+
+// Shared memory of one prefill CTA: Q [kM * 64][D] + 2 buffers of K and V [KT][D].
+template <int D, int KT, int kM>
+constexpr int prefill_smem_bytes() {
+  return (kM * 16 * kWarpsPerCta * D + 2 * 2 * KT * D) * 2;
+}
+
+// One prefill tile (4 warps, all of the CTA): kM * 64 (token, head-in-group) query rows of one
+// sequence and KV head (each warp kM * 16 consecutive rows), against keys [0, kv_len), causal
+// bottom-right.
+template <int D, int KT, int kM, bool kQInRegs>
+__device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_index, char* smem) {
+  constexpr int kRows = kM * 16 * kWarpsPerCta;
+  const HybridAttentionParams& p = args.params;
+  const PrefillWorkItem item = args.prefill_items[item_index];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5;
+  const int lane = tid & 31;
+  const int group = p.num_q_heads / p.num_kv_heads;
+  const int num_new = p.num_new_tokens[item.seq];
+  const int num_cached = p.num_cached_tokens[item.seq];
+  const int query_offset = p.query_offsets[item.seq];
+  const std::int32_t* page_table = p.page_table + p.page_table_offsets[item.seq];
+  const int rows = num_new * group;
+  const int row0 = item.row_tile * kRows;
+  const int kv_len = item.kv_len;
+  const auto* q = static_cast<const __nv_bfloat16*>(p.q);
+
+  const std::uint32_t q_smem = smem_addr(smem);
+  const std::uint32_t k_smem = q_smem + kRows * D * 2;
+  const std::uint32_t v_smem = k_smem + 2 * KT * D * 2;
+  constexpr int kChunks = D / 8;
+
+  for (int idx = tid; idx < kRows * kChunks; idx += kThreadsPerCta) {
+    const int r = idx / kChunks;
+    const int c = idx % kChunks;
+    const int row = row0 + r;
+    const bool valid = row < rows;
+    const int token = valid ? row / group : 0;
+    const int head = item.kv_head * group + (valid ? row % group : 0);
+    const __nv_bfloat16* src = q + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D + c * 8;
+    cp_async16(q_smem + swizzle<D>(r, c), src, valid);
+  }
+  cp_async_commit();
+
+  auto load_kv = [&](int tile, int buffer) {
+    const std::uint32_t k_dst = k_smem + buffer * KT * D * 2;
+    const std::uint32_t v_dst = v_smem + buffer * KT * D * 2;
+    for (int idx = tid; idx < KT * kChunks; idx += kThreadsPerCta) {
+      const int r = idx / kChunks;
+      const int c = idx % kChunks;
+      const int key = tile * KT + r;
+      const bool valid = key < kv_len;
+      const int safe_key = valid ? key : 0;
+      cp_async16(k_dst + swizzle<D>(r, c), kv_address<D>(p, page_table, safe_key, item.kv_head, 0, c), valid);
+      cp_async16(v_dst + swizzle<D>(r, c), kv_address<D>(p, page_table, safe_key, item.kv_head, 1, c), valid);
+    }
+  };
+
+  const int num_tiles = (kv_len + KT - 1) / KT;
+  load_kv(0, 0);
+  cp_async_commit();
+  cp_async_wait<1>();
+  __syncthreads();
+
+  const int warp_row0 = warp * 16 * kM;
+  std::uint32_t q_frag[kM][D / 16][4];
+  if constexpr (kQInRegs) {
+#pragma unroll
+    for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const int row = warp_row0 + 16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8;
+        ldmatrix_x4(q_frag[mt][kk], q_smem + swizzle<D>(row, 2 * kk + (lane >> 4)));
+      }
+  }
+  int limit[kM][2];
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + warp_row0 + 16 * mt + 8 * r + (lane >> 2);
+      limit[mt][r] = row < rows ? num_cached + row / group + 1 : 0;
+    }
+  const int tile_min_limit = num_cached + row0 / group + 1;
+
+  WarpSoftmaxState<D> st[kM];
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt) st[mt].init();
+  for (int t = 0; t < num_tiles; ++t) {
+    if (t + 1 < num_tiles) {
+      load_kv(t + 1, (t + 1) & 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const bool need_mask = (t + 1) * KT > tile_min_limit;
+    attend_tile<D, KT, kM, kQInRegs>(st, q_frag, q_smem, warp_row0, k_smem + (t & 1) * KT * D * 2,
+                                     v_smem + (t & 1) * KT * D * 2, t * KT, limit, need_mask, args.scale_log2);
+    __syncthreads();
+  }
+
+  auto* out = static_cast<__nv_bfloat16*>(p.out);
+#pragma unroll
+  for (int mt = 0; mt < kM; ++mt) {
+    st[mt].reduce_l();
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + warp_row0 + 16 * mt + 8 * r + (lane >> 2);
+      if (row >= rows) continue;
+      const float inv_l = 1.0f / st[mt].l[r];
+      const int token = row / group;
+      const int head = item.kv_head * group + row % group;
+      __nv_bfloat16* dst =
+          out + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D + (lane & 3) * 2;
+#pragma unroll
+      for (int dt = 0; dt < D / 8; ++dt) {
+        *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) =
+            __floats2bfloat162_rn(st[mt].o[dt][2 * r] * inv_l, st[mt].o[dt][2 * r + 1] * inv_l);
+      }
+    }
+  }
+}
+
+// Shared memory of one decode warp: kStages stages of one page of K and V [16][D].
+template <int D, int kStages>
+constexpr int decode_warp_smem_bytes() {
+  return kStages * 2 * kDecodeKeysPerStage * D * 2;
+}
+
+// One decode work item on one warp (a "virtual CTA"): the GQA group of one KV head (padded to 16
+// query rows) against keys [kv_begin, kv_end); writes the normalized partial output and its
+// log2-sum-exp to the workspace for the merge.
+template <int D, int kStages>
+__device__ __forceinline__ void decode_item(const KernelArgs& args, int item_index, char* warp_smem) {
+  const HybridAttentionParams& p = args.params;
+  const DecodeWorkItem item = args.decode_items[item_index];
+  const int lane = lane_id();
+  const int group = p.num_q_heads / p.num_kv_heads;
+  const int query_row = p.query_offsets[item.seq];
+  const std::int32_t* page_table = p.page_table + p.page_table_offsets[item.seq];
+  const auto* q = static_cast<const __nv_bfloat16*>(p.q) +
+                  (static_cast<std::int64_t>(query_row) * p.num_q_heads + item.kv_head * group) * D;
+  constexpr int kChunks = D / 8;
+  constexpr int kStageBytes = 2 * kDecodeKeysPerStage * D * 2;
+  const std::uint32_t smem = smem_addr(warp_smem);
+
+  auto load_stage = [&](int tile, int slot) {
+    const int key0 = item.kv_begin + tile * kDecodeKeysPerStage;  // page aligned
+    const std::int64_t page = page_table[key0 >> 4];
+    const auto* page_base = static_cast<const __nv_bfloat16*>(p.kv) +
+                            page * 2 * kDecodeKeysPerStage * p.num_kv_heads * D + item.kv_head * D;
+    const std::uint32_t k_dst = smem + slot * kStageBytes;
+    const std::uint32_t v_dst = k_dst + kDecodeKeysPerStage * D * 2;
+#pragma unroll
+    for (int i = 0; i < kDecodeKeysPerStage * kChunks / 32; ++i) {
+      const int idx = lane + 32 * i;
+      const int r = idx / kChunks;
+      const int c = idx % kChunks;
+      const bool valid = key0 + r < item.kv_end;
+      const __nv_bfloat16* k_src = page_base + static_cast<std::int64_t>(r) * p.num_kv_heads * D + c * 8;
+      const __nv_bfloat16* v_src = k_src + static_cast<std::int64_t>(kDecodeKeysPerStage) * p.num_kv_heads * D;
+      cp_async16(k_dst + swizzle<D>(r, c), k_src, valid);
+      cp_async16(v_dst + swizzle<D>(r, c), v_src, valid);
+    }
+  };
+
+  const int num_tiles = (item.kv_end - item.kv_begin + kDecodeKeysPerStage - 1) / kDecodeKeysPerStage;
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  // Q fragments straight from global memory (read once per item); rows >= group are zero.
+  std::uint32_t q_frag[1][D / 16][4];
+  const int r0 = lane >> 2;
+  const int r1 = r0 + 8;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const int col = kk * 16 + (lane & 3) * 2;
+    q_frag[0][kk][0] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col) : 0u;
+    q_frag[0][kk][1] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col) : 0u;
+    q_frag[0][kk][2] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col + 8) : 0u;
+    q_frag[0][kk][3] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col + 8) : 0u;
+  }
+  const int limit[1][2] = {{item.kv_end, item.kv_end}};
+
+  WarpSoftmaxState<D> state[1];
+  WarpSoftmaxState<D>& st = state[0];
+  st.init();
+  for (int t = 0; t < num_tiles; ++t) {
+    const int next = t + kStages - 1;
+    if (next < num_tiles) load_stage(next, next % kStages);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncwarp();
+    const int key0 = item.kv_begin + t * kDecodeKeysPerStage;
+    const std::uint32_t k_src = smem + (t % kStages) * kStageBytes;
+    attend_tile<D, kDecodeKeysPerStage, 1, true>(state, q_frag, 0u, 0, k_src, k_src + kDecodeKeysPerStage * D * 2,
+                                                 key0, limit, key0 + kDecodeKeysPerStage > item.kv_end,
+                                                 args.scale_log2);
+    __syncwarp();
+  }
+  cp_async_wait<0>();
+
+  st.reduce_l();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = r == 0 ? r0 : r1;
+    if (row >= group) continue;
+    const float inv_l = 1.0f / st.l[r];
+    float* dst = args.partial_out + (static_cast<std::int64_t>(item_index) * group + row) * D + (lane & 3) * 2;
+#pragma unroll
+    for (int dt = 0; dt < D / 8; ++dt) {
+      *reinterpret_cast<float2*>(dst + dt * 8) = make_float2(st.o[dt][2 * r] * inv_l, st.o[dt][2 * r + 1] * inv_l);
+    }
+    if ((lane & 3) == 0) args.partial_lse[item_index * group + row] = st.m[r] + log2f(st.l[r]);
+  }
+}
+
+// Combines the split partial states of one (decode sequence, KV head) into bf16 outputs.
+template <int D>
+__device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_index) {
+  const HybridAttentionParams& p = args.params;
+  const DecodeMergeItem item = args.merge_items[merge_index];
+  const int group = p.num_q_heads / p.num_kv_heads;
+  auto* out = static_cast<__nv_bfloat16*>(p.out) +
+              (static_cast<std::int64_t>(p.query_offsets[item.seq]) * p.num_q_heads + item.kv_head * group) * D;
+  for (int e = static_cast<int>(threadIdx.x); e < group * D; e += kThreadsPerCta) {
+    const int g = e / D;
+    const int d = e % D;
+    float max_lse = kNegInf;
+    for (int s = 0; s < item.num_splits; ++s)
+      max_lse = fmaxf(max_lse, args.partial_lse[(item.first_item + s) * group + g]);
+    float weight_sum = 0.0f;
+    float acc = 0.0f;
+    for (int s = 0; s < item.num_splits; ++s) {
+      const int split = item.first_item + s;
+      const float w = exp2f(args.partial_lse[split * group + g] - max_lse);
+      weight_sum += w;
+      acc += w * args.partial_out[(static_cast<std::int64_t>(split) * group + g) * D + d];
+    }
+    out[e] = __float2bfloat16_rn(acc / weight_sum);
+  }
+}
+
+__device__ __forceinline__ unsigned sm_id() {
+  unsigned id;
+  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(id));
+  return id;
+}
+
+}  // namespace podserve::cuda::device

@@ -1,0 +1,173 @@
+// Host-side planning for hybrid attention: pure C++, no CUDA (see attention_cuda.h).
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "kernels/cuda/attention_cuda.h"
+
+namespace podserve::cuda {
+namespace {
+
+std::size_t align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+template <typename T>
+void append_bytes(std::vector<std::byte>& image, std::size_t offset, const std::vector<T>& items) {
+  if (items.empty()) return;
+  std::memcpy(image.data() + offset, items.data(), items.size() * sizeof(T));
+}
+
+Status validate(const HybridAttentionShape& shape, const DeviceShape& device) {
+  if (shape.head_dim != 64 && shape.head_dim != 128)
+    return invalid_argument("attention: head_dim " + std::to_string(shape.head_dim) +
+                            " unsupported (64 or 128)");
+  if (shape.page_size != kDecodeKeysPerStage)
+    return invalid_argument("attention: page_size " + std::to_string(shape.page_size) +
+                            " unsupported (16)");
+  if (shape.num_kv_heads <= 0 || shape.num_q_heads <= 0 ||
+      shape.num_q_heads % shape.num_kv_heads != 0)
+    return invalid_argument("attention: num_q_heads must be a positive multiple of num_kv_heads");
+  if (shape.num_q_heads / shape.num_kv_heads > 16)
+    return invalid_argument("attention: GQA group larger than 16 unsupported");
+  if (shape.prefill_new_tokens.size() != shape.prefill_cached_tokens.size())
+    return invalid_argument("attention: prefill_new_tokens and prefill_cached_tokens differ in size");
+  for (std::size_t i = 0; i < shape.prefill_new_tokens.size(); ++i) {
+    if (shape.prefill_new_tokens[i] < 1 || shape.prefill_cached_tokens[i] < 0)
+      return invalid_argument("attention: prefill sequence " + std::to_string(i) +
+                              " needs C >= 1 and P >= 0");
+  }
+  for (std::size_t i = 0; i < shape.decode_cached_tokens.size(); ++i) {
+    if (shape.decode_cached_tokens[i] < 0)
+      return invalid_argument("attention: decode sequence " + std::to_string(i) + " has P < 0");
+  }
+  if (device.num_sms <= 0 || device.num_sms > kPodCounterSlots)
+    return invalid_argument("attention: num_sms out of range");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& shape,
+                                                  const DeviceShape& device,
+                                                  int force_ctas_per_sm) {
+  PODSERVE_RETURN_IF_ERROR(validate(shape, device));
+  if (force_ctas_per_sm != 0 && force_ctas_per_sm != 2 && force_ctas_per_sm != 4)
+    return invalid_argument("attention: force_ctas_per_sm must be 0, 2 or 4");
+
+  HybridAttentionPlan plan;
+  const int group = shape.num_q_heads / shape.num_kv_heads;
+  const int hkv = shape.num_kv_heads;
+  const int d = shape.head_dim;
+  plan.head_dim = d;
+  plan.group_size = group;
+
+  const int num_prefill = static_cast<int>(shape.prefill_new_tokens.size());
+  for (int s = 0; s < num_prefill; ++s) {
+    const std::int64_t c = shape.prefill_new_tokens[s];
+    const std::int64_t p = shape.prefill_cached_tokens[s];
+    plan.prefill_flops += 4.0 * d * shape.num_q_heads * (c * p + c * (c + 1) / 2.0);
+  }
+  // Decode: split each (sequence, KV head) into page-aligned KV chunks: the smallest split (at
+  // least kMinDecodeSplitKeys) whose item count stays within two waves of one-warp items (8 warps
+  // per SM for the standalone kernel), so the last wave is not a sliver (measured: 2176 items on
+  // 132 SMs, just over two waves, read at 2.7 TB/s).
+  const int num_decode = static_cast<int>(shape.decode_cached_tokens.size());
+  std::int64_t max_len = 1;
+  for (int i = 0; i < num_decode; ++i) {
+    const std::int64_t len = shape.decode_cached_tokens[i] + 1;
+    max_len = std::max(max_len, len);
+    plan.decode_kv_bytes += 2.0 * hkv * d * len * 2.0;
+  }
+  const std::int64_t target_items = static_cast<std::int64_t>(device.num_sms) * 8 * 2;
+  auto items_for = [&](std::int64_t split) {
+    std::int64_t items = 0;
+    for (int i = 0; i < num_decode; ++i) items += (shape.decode_cached_tokens[i] + split) / split * hkv;
+    return items;
+  };
+  const std::int64_t stage = kDecodeKeysPerStage;
+  std::int64_t lo_stages = kMinDecodeSplitKeys / stage;
+  std::int64_t hi_stages = std::max(lo_stages, (max_len + stage - 1) / stage);
+  if (items_for(hi_stages * stage) <= target_items) {
+    while (lo_stages < hi_stages) {  // smallest split within the target
+      const std::int64_t mid = (lo_stages + hi_stages) / 2;
+      if (items_for(mid * stage) <= target_items) hi_stages = mid; else lo_stages = mid + 1;
+    }
+  }
+  const std::int64_t split_keys = hi_stages * stage;  // one split per pair when none fits
+  plan.decode_split_keys = static_cast<std::int32_t>(split_keys);
+  for (int i = 0; i < num_decode; ++i) {
+    const int seq = num_prefill + i;
+    const std::int64_t len = shape.decode_cached_tokens[i] + 1;
+    const int splits = static_cast<int>((len + split_keys - 1) / split_keys);
+    for (int h = 0; h < hkv; ++h) {
+      plan.merge_items.push_back(
+          {seq, h, static_cast<std::int32_t>(plan.decode_items.size()), splits});
+      for (int sp = 0; sp < splits; ++sp) {
+        const auto begin = static_cast<std::int32_t>(sp * split_keys);
+        const auto end = static_cast<std::int32_t>(std::min<std::int64_t>(len, (sp + 1) * split_keys));
+        plan.decode_items.push_back({seq, h, begin, end});
+      }
+    }
+  }
+
+  // CTAs per SM for POD. The first heuristic (4 when decode's roofline time exceeds prefill's,
+  // else 2) picked the slower variant: on H100 the 2-CTA variant (128- or 64-row prefill tiles,
+  // 3-stage decode pipelines) beat the 4-CTA variant (64-row x 32-key prefill tiles under a
+  // 128-register cap, single-stage decode warps) in 161 of the 162 sweep configurations (geomean
+  // 1.33x), across decode:prefill time ratios from 0.1 to 100 (docs/perf.md). So the plan picks 2;
+  // 4 stays available through force_ctas_per_sm for experiments on other cards.
+  plan.pod_ctas_per_sm = force_ctas_per_sm != 0 ? force_ctas_per_sm : 2;
+  // Prefill rows per CTA: 128 (two 16-row tiles per warp share each K/V fragment: fewer shared
+  // memory reads per FLOP) when that still fills a wave of 2 CTAs per SM; else 64 rows, which
+  // doubles the CTAs (measured: C=512 after P=12K runs 0.47 ms with 64-row tiles, 0.61 ms with
+  // 128). The 4-CTA variant holds only 64-row tiles.
+  std::int64_t tiles_at_128 = 0;
+  for (int s = 0; s < num_prefill; ++s)
+    tiles_at_128 += (static_cast<std::int64_t>(shape.prefill_new_tokens[s]) * group + 127) / 128 * hkv;
+  plan.prefill_rows_per_cta =
+      plan.pod_ctas_per_sm == 2 && tiles_at_128 >= 2 * static_cast<std::int64_t>(device.num_sms) ? 128 : 64;
+
+  // Prefill: tiles of prefill_rows_per_cta (token, head-in-group) rows per KV head; heaviest
+  // (longest KV) first so the tail of the launch is made of short tiles.
+  const int tile_rows = plan.prefill_rows_per_cta;
+  for (int s = 0; s < num_prefill; ++s) {
+    const std::int64_t c = shape.prefill_new_tokens[s];
+    const std::int64_t p = shape.prefill_cached_tokens[s];
+    const std::int64_t rows = c * group;
+    const int tiles = static_cast<int>((rows + tile_rows - 1) / tile_rows);
+    for (int t = 0; t < tiles; ++t) {
+      const std::int64_t last_row = std::min<std::int64_t>(rows, (t + 1) * tile_rows) - 1;
+      const int kv_len = static_cast<int>(p + last_row / group + 1);
+      for (int h = 0; h < hkv; ++h) plan.prefill_items.push_back({s, t, h, kv_len});
+    }
+  }
+  std::stable_sort(plan.prefill_items.begin(), plan.prefill_items.end(),
+                   [](const PrefillWorkItem& a, const PrefillWorkItem& b) { return a.kv_len > b.kv_len; });
+
+  plan.prefill_ctas = static_cast<std::int32_t>(plan.prefill_items.size());
+  plan.decode_ctas =
+      static_cast<std::int32_t>((plan.decode_items.size() + kWarpsPerCta - 1) / kWarpsPerCta);
+
+  // Workspace layout.
+  std::size_t offset = 0;
+  plan.counters_bytes = align256(sizeof(std::int32_t) * (kPodCounterSlots + 2));
+  offset = plan.counters_bytes;
+  plan.prefill_items_offset = offset;
+  offset = align256(offset + plan.prefill_items.size() * sizeof(PrefillWorkItem));
+  plan.decode_items_offset = offset;
+  offset = align256(offset + plan.decode_items.size() * sizeof(DecodeWorkItem));
+  plan.merge_items_offset = offset;
+  offset = align256(offset + plan.merge_items.size() * sizeof(DecodeMergeItem));
+  plan.partial_out_offset = offset;
+  offset = align256(offset + plan.decode_items.size() * group * d * sizeof(float));
+  plan.partial_lse_offset = offset;
+  offset = align256(offset + plan.decode_items.size() * group * sizeof(float));
+  plan.workspace_bytes = offset;
+
+  plan.static_image.assign(plan.partial_out_offset - plan.counters_bytes, std::byte{0});
+  append_bytes(plan.static_image, plan.prefill_items_offset - plan.counters_bytes, plan.prefill_items);
+  append_bytes(plan.static_image, plan.decode_items_offset - plan.counters_bytes, plan.decode_items);
+  append_bytes(plan.static_image, plan.merge_items_offset - plan.counters_bytes, plan.merge_items);
+  return plan;
+}
+
+}  // namespace podserve::cuda

@@ -1,0 +1,56 @@
+// Shared pieces of podserve-kvtransfer-bench: options, result rows, timing helpers, output.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace podserve::bench {
+
+struct BenchOptions {
+  std::string backend = "ucx";
+  std::uint64_t min_bytes = 4096;
+  std::uint64_t max_bytes = 64ull << 20;
+  std::uint64_t page_bytes = 16384;  // scattered mode: one segment per page, random order
+  int iterations = 50;               // samples per size (capped by a per-size byte budget)
+  std::string csv_path;
+  std::string target_memory = "transport";  // rank 1's buffer: "transport" or "user"
+  bool peer_error_handling = true;          // UcxOptions::peer_error_handling
+};
+
+struct BenchRow {
+  std::string backend;  // "ucx" / "nccl"
+  std::string path;     // UCX_TLS/target memory, or "gpu0->gpu1"
+  std::string mode;     // "contiguous" / "scattered"
+  std::uint64_t bytes = 0;
+  std::uint64_t segments = 0;
+  double latency_us = 0.0;     // median of the samples
+  double bandwidth_gbs = 0.0;  // bytes / median time
+  double peak_gbs = 0.0;       // the same bytes by the baseline copy (memcpy / cudaMemcpyPeer)
+};
+
+using Clock = std::chrono::steady_clock;
+
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+inline double median(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples.empty() ? 0.0 : samples[samples.size() / 2];
+}
+
+// Samples per size: `iterations`, fewer for large messages (at most ~1 GiB moved per size, at
+// least 5 samples).
+inline int samples_for(const BenchOptions& options, std::uint64_t bytes) {
+  const std::uint64_t budget = (1ull << 30) / std::max<std::uint64_t>(bytes, 1);
+  return static_cast<int>(
+      std::clamp<std::uint64_t>(budget, 5, static_cast<std::uint64_t>(options.iterations)));
+}
+
+// Prints the table and writes the CSV (when a path is set). Returns false when the CSV fails.
+bool report(const BenchOptions& options, const std::vector<BenchRow>& rows);
+
+}  // namespace podserve::bench

@@ -1,0 +1,34 @@
+#include "kvtransfer/transport.h"
+
+namespace podserve {
+
+std::string_view to_string(TransferState state) {
+  switch (state) {
+    case TransferState::kPending: return "pending";
+    case TransferState::kDone: return "done";
+    case TransferState::kFailed: return "failed";
+    case TransferState::kTimedOut: return "timed_out";
+    case TransferState::kCancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::vector<PutSegment> coalesce_segments(std::span<const PutSegment> segments) {
+  std::vector<PutSegment> merged;
+  merged.reserve(segments.size());
+  for (const PutSegment& segment : segments) {
+    if (segment.bytes == 0) continue;
+    if (!merged.empty()) {
+      PutSegment& last = merged.back();
+      if (last.local_offset + last.bytes == segment.local_offset &&
+          last.remote_offset + last.bytes == segment.remote_offset) {
+        last.bytes += segment.bytes;
+        continue;
+      }
+    }
+    merged.push_back(segment);
+  }
+  return merged;
+}
+
+}  // namespace podserve

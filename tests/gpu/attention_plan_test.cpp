@@ -1,0 +1,176 @@
+// CPU unit tests of plan_hybrid_attention: coverage of the work lists, workspace layout,
+// the CTAs-per-SM heuristic and validation. No GPU needed.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+#include <tuple>
+#include <vector>
+
+#include "kernels/cuda/attention_cuda.h"
+
+namespace podserve::cuda {
+namespace {
+
+HybridAttentionShape make_shape(int hq, int hkv, int d, const std::vector<int>& new_tokens,
+                                const std::vector<int>& cached, const std::vector<int>& decode_cached) {
+  HybridAttentionShape shape;
+  shape.num_q_heads = hq;
+  shape.num_kv_heads = hkv;
+  shape.head_dim = d;
+  shape.prefill_new_tokens = new_tokens;
+  shape.prefill_cached_tokens = cached;
+  shape.decode_cached_tokens = decode_cached;
+  return shape;
+}
+
+TEST(AttentionPlan, RejectsUnsupportedShapes) {
+  const std::vector<int> c{4}, p{0}, dec{3};
+  EXPECT_EQ(plan_hybrid_attention(make_shape(8, 8, 96, c, p, dec), {}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(plan_hybrid_attention(make_shape(12, 8, 128, c, p, dec), {}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(plan_hybrid_attention(make_shape(64, 2, 128, c, p, dec), {}).status().code(),
+            StatusCode::kInvalidArgument);
+  auto shape = make_shape(8, 8, 128, c, p, dec);
+  shape.page_size = 32;
+  EXPECT_EQ(plan_hybrid_attention(shape, {}).status().code(), StatusCode::kInvalidArgument);
+  const std::vector<int> zero{0};
+  EXPECT_EQ(plan_hybrid_attention(make_shape(8, 8, 128, zero, p, dec), {}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(plan_hybrid_attention(make_shape(8, 8, 128, c, p, dec), {}, 3).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_TRUE(plan_hybrid_attention(make_shape(8, 8, 128, c, p, dec), {}).ok());
+}
+
+// Every (sequence, row tile, KV head) exactly once, KV length right, heaviest first; every
+// (decode sequence, KV head) split into contiguous page-aligned ranges covering [0, P + 1).
+TEST(AttentionPlan, WorkListsCoverTheBatchExactly) {
+  std::mt19937 rng(1234);
+  for (int trial = 0; trial < 50; ++trial) {
+    const int hkv = std::vector<int>{1, 2, 4, 8}[rng() % 4];
+    const int group = std::vector<int>{1, 4, 8}[rng() % 3];
+    const int d = rng() % 2 ? 64 : 128;
+    std::vector<int> c, p, dec;
+    for (int i = 0, n = static_cast<int>(rng() % 6); i < n; ++i) {
+      c.push_back(1 + static_cast<int>(rng() % 3000));
+      p.push_back(static_cast<int>(rng() % 20000));
+    }
+    for (int i = 0, n = static_cast<int>(rng() % 300); i < n; ++i) dec.push_back(static_cast<int>(rng() % 40000));
+    const DeviceShape device{static_cast<int>(16 + rng() % 200)};
+    auto plan_or = plan_hybrid_attention(make_shape(hkv * group, hkv, d, c, p, dec), device);
+    ASSERT_TRUE(plan_or.ok()) << plan_or.status().to_string();
+    const HybridAttentionPlan& plan = *plan_or;
+
+    std::set<std::tuple<int, int, int>> seen;
+    for (std::size_t i = 0; i < plan.prefill_items.size(); ++i) {
+      const auto& it = plan.prefill_items[i];
+      ASSERT_TRUE(seen.insert({it.seq, it.row_tile, it.kv_head}).second);
+      const long rows = static_cast<long>(c[it.seq]) * group;
+      const long tile_rows = plan.prefill_rows_per_cta;
+      const long last_row = std::min<long>(rows, (it.row_tile + 1) * tile_rows) - 1;
+      EXPECT_EQ(it.kv_len, p[it.seq] + last_row / group + 1);
+      if (i > 0) {
+        EXPECT_GE(plan.prefill_items[i - 1].kv_len, it.kv_len);
+      }
+    }
+    std::size_t expected_tiles = 0;
+    const std::size_t tile_rows = plan.prefill_rows_per_cta;
+    EXPECT_TRUE(tile_rows == 64 || (tile_rows == 128 && plan.pod_ctas_per_sm == 2));
+    for (std::size_t s = 0; s < c.size(); ++s) expected_tiles += (static_cast<std::size_t>(c[s]) * group + tile_rows - 1) / tile_rows * hkv;
+    EXPECT_EQ(plan.prefill_items.size(), expected_tiles);
+    EXPECT_EQ(plan.prefill_ctas, static_cast<int>(plan.prefill_items.size()));
+
+    ASSERT_EQ(plan.merge_items.size(), dec.size() * hkv);
+    int next_item = 0;
+    for (const auto& m : plan.merge_items) {
+      EXPECT_EQ(m.first_item, next_item);
+      ASSERT_GE(m.num_splits, 1);
+      const int len = dec[m.seq - static_cast<int>(c.size())] + 1;
+      int expect_begin = 0;
+      for (int s = 0; s < m.num_splits; ++s) {
+        const auto& it = plan.decode_items[m.first_item + s];
+        EXPECT_EQ(it.seq, m.seq);
+        EXPECT_EQ(it.kv_head, m.kv_head);
+        EXPECT_EQ(it.kv_begin, expect_begin);
+        EXPECT_EQ(it.kv_begin % 16, 0);
+        EXPECT_GT(it.kv_end, it.kv_begin);
+        expect_begin = it.kv_end;
+      }
+      EXPECT_EQ(expect_begin, len);
+      next_item += m.num_splits;
+    }
+    EXPECT_EQ(next_item, static_cast<int>(plan.decode_items.size()));
+    // The smallest page-aligned split (>= the minimum) within two waves of one-warp items.
+    if (!dec.empty()) {
+      auto items_for = [&](long split) {
+        long n = 0;
+        for (int ctx : dec) n += (ctx + split) / split * hkv;
+        return n;
+      };
+      const long target = static_cast<long>(device.num_sms) * 16;
+      const long split = plan.decode_split_keys;
+      EXPECT_EQ(split % 16, 0);
+      EXPECT_GE(split, kMinDecodeSplitKeys);
+      EXPECT_EQ(items_for(split), static_cast<long>(plan.decode_items.size()));
+      if (items_for(split) > target) {
+        for (const auto& m : plan.merge_items) EXPECT_EQ(m.num_splits, 1);
+      } else if (split > kMinDecodeSplitKeys) {
+        EXPECT_GT(items_for(split - 16), target);
+      }
+    }
+    // Layout: increasing, 256-aligned, static image spans the item lists.
+    const std::vector<std::size_t> offsets{plan.counters_bytes, plan.prefill_items_offset, plan.decode_items_offset,
+                                           plan.merge_items_offset, plan.partial_out_offset,
+                                           plan.partial_lse_offset, plan.workspace_bytes};
+    for (std::size_t i = 0; i < offsets.size(); ++i) {
+      EXPECT_EQ(offsets[i] % 256, 0u);
+      if (i > 0) {
+        EXPECT_LE(offsets[i - 1], offsets[i]);
+      }
+    }
+    EXPECT_GE(plan.counters_bytes, sizeof(int) * (kPodCounterSlots + 2));
+    EXPECT_EQ(plan.static_image.size(), plan.partial_out_offset - plan.counters_bytes);
+    EXPECT_GE(plan.partial_lse_offset - plan.partial_out_offset,
+              plan.decode_items.size() * group * d * sizeof(float));
+  }
+}
+
+TEST(AttentionPlan, FlopsAndBytesFollowTheFormulas) {
+  const std::vector<int> c{2048}, p{12288}, dec{16383, 4095};
+  auto plan = plan_hybrid_attention(make_shape(32, 8, 128, c, p, dec), {132});
+  ASSERT_TRUE(plan.ok());
+  EXPECT_DOUBLE_EQ(plan->prefill_flops, 4.0 * 128 * 32 * (2048.0 * 12288 + 2048.0 * 2049 / 2));
+  EXPECT_DOUBLE_EQ(plan->decode_kv_bytes, 2.0 * 8 * 128 * (16384 + 4096) * 2);
+}
+
+TEST(AttentionPlan, CtasPerSmAndTileRowsHeuristic) {
+  const std::vector<int> big_c{2048}, big_p{12288}, none{};
+  std::vector<int> many_decodes(128, 16383);
+  // Hybrid batches pair prefill with decode: 2 CTAs per SM, 128-row tiles when they fill a wave.
+  auto big = plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, many_decodes), {132});
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(big->pod_ctas_per_sm, 2);
+  EXPECT_EQ(big->prefill_rows_per_cta, 128);  // 2048 * 4 / 128 * 8 = 512 tiles >= 264
+  const std::vector<int> small_c{512}, small_p{0};
+  auto small = plan_hybrid_attention(make_shape(32, 8, 128, small_c, small_p, many_decodes), {132});
+  ASSERT_TRUE(small.ok());
+  EXPECT_EQ(small->pod_ctas_per_sm, 2);
+  EXPECT_EQ(small->prefill_rows_per_cta, 64);  // 128 tiles of 128 rows < 264
+  // Decode-only batches too: the 4-CTA variant lost everywhere it was measured.
+  auto decode_only = plan_hybrid_attention(make_shape(32, 8, 128, none, none, many_decodes), {132});
+  ASSERT_TRUE(decode_only.ok());
+  EXPECT_EQ(decode_only->pod_ctas_per_sm, 2);
+  auto forced = plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, many_decodes), {132}, 4);
+  ASSERT_TRUE(forced.ok());
+  EXPECT_EQ(forced->pod_ctas_per_sm, 4);
+  EXPECT_EQ(forced->prefill_rows_per_cta, 64);
+  auto empty = plan_hybrid_attention(make_shape(32, 8, 128, none, none, none), {132});
+  ASSERT_TRUE(empty.ok());
+  EXPECT_EQ(empty->prefill_ctas + empty->decode_ctas, 0);
+}
+
+}  // namespace
+}  // namespace podserve::cuda

@@ -1,0 +1,331 @@
+// A prefill engine and a decode engine in one process (CPU backend, tiny preset, TP=1), with
+// this test playing the cluster: the decode engine reserves pages, the prefill engine computes
+// the prompt and the first token, the KV pages are copied by hand (P page i -> D page j, per
+// layer, through kv_cache(layer) views), and the decode engine continues. Greedy outputs must
+// equal a colocated engine's, token for token; cancels in every state leave no page used.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+
+#include "kernels/cpu_backend.h"
+#include "test_communicators.h"
+#include "worker/engine.h"
+
+namespace podserve {
+namespace {
+
+struct Served {
+  std::map<RequestId, std::vector<TokenId>> tokens;
+  std::map<RequestId, FinishReason> reasons;
+};
+
+// Outputs of one request arrive in index order from `first_index` on (0 for P or the whole
+// pair, 1 for D alone).
+void record(Served& served, std::span<const TokenOutput> outputs, std::int32_t first_index = 0) {
+  for (const TokenOutput& out : outputs) {
+    auto& tokens = served.tokens[out.id];
+    if (out.token != TokenOutput::kNoToken) {
+      EXPECT_EQ(out.index, first_index + static_cast<std::int32_t>(tokens.size())) << "request " << out.id;
+      tokens.push_back(out.token);
+    }
+    if (out.finished) {
+      EXPECT_FALSE(served.reasons.contains(out.id)) << "finished twice";
+      served.reasons[out.id] = out.reason;
+    }
+  }
+}
+
+enum class KvPath { kWhole, kLayerwise, kFallback };
+
+class DisaggregatedEngineTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Engine> make_engine(InstanceRole role, std::int32_t num_pages,
+                                      std::int32_t token_budget) {
+    auto config = model_preset("tiny");
+    EXPECT_TRUE(config.ok());
+    RandomWeightSource weights(5);
+    ModelOptions options;
+    options.num_pages = num_pages;
+    options.page_size = 4;
+    auto model = LlamaModel::create(*config, weights, *backend_, comm_, options);
+    EXPECT_TRUE(model.ok()) << model.status().to_string();
+    EngineOptions engine_options;
+    engine_options.role = role;
+    engine_options.token_budget = token_budget;
+    engine_options.max_running = 8;
+    engine_options.max_model_len = 64;
+    auto engine = Engine::create(std::move(model).value(), engine_options);
+    EXPECT_TRUE(engine.ok()) << engine.status().to_string();
+    return std::move(engine).value();
+  }
+
+  static GenerationRequest request(RequestId id, std::int32_t prompt_len, std::int32_t max_tokens) {
+    GenerationRequest r;
+    r.id = id;
+    for (std::int32_t i = 0; i < prompt_len; ++i)
+      r.prompt.push_back(static_cast<TokenId>((id * 37 + static_cast<RequestId>(i) * 11) % 256));
+    r.sampling.max_tokens = max_tokens;
+    r.sampling.temperature = 0.0f;
+    r.sampling.ignore_eos = true;
+    return r;
+  }
+
+  static Served serve_colocated(Engine& engine, const std::vector<GenerationRequest>& requests) {
+    Served served;
+    for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
+    for (int steps = 0; engine.has_work() && steps < 2000; ++steps) {
+      auto result = engine.step(nullptr);
+      EXPECT_TRUE(result.ok()) << result.status().to_string();
+      if (!result.ok()) break;
+      record(served, result->outputs);
+    }
+    return served;
+  }
+
+  // Layer `layer`'s K/V of P's pages -> D's pages (CPU backend: device memory is host memory).
+  static void copy_layer(Engine& prefill, std::span<const std::int32_t> prefill_pages,
+                         Engine& decode, std::span<const std::int32_t> decode_pages,
+                         std::int32_t layer) {
+    ASSERT_EQ(prefill_pages.size(), decode_pages.size());
+    const KvCacheView source = prefill.model().kv_cache(layer);
+    const KvCacheView target = decode.model().kv_cache(layer);
+    const std::size_t page_bytes = source.page_elements() * dtype_size(source.dtype);
+    ASSERT_EQ(page_bytes, target.page_elements() * dtype_size(target.dtype));
+    for (std::size_t i = 0; i < prefill_pages.size(); ++i) {
+      std::memcpy(static_cast<std::uint8_t*>(target.data) + static_cast<std::size_t>(decode_pages[i]) * page_bytes,
+                  static_cast<const std::uint8_t*>(source.data) + static_cast<std::size_t>(prefill_pages[i]) * page_bytes,
+                  page_bytes);
+    }
+  }
+
+  // Plays the cluster for `requests` on (prefill, decode) with the given KV path.
+  Served serve_disaggregated(Engine& prefill, Engine& decode,
+                             const std::vector<GenerationRequest>& requests, KvPath path) {
+    Served served;
+    std::map<RequestId, GenerationRequest> by_id;
+    std::map<RequestId, std::vector<std::int32_t>> reserved;
+    for (const auto& r : requests) {
+      auto pages = decode.reserve(r.id, static_cast<std::int32_t>(r.prompt.size()));
+      EXPECT_TRUE(pages.ok()) << pages.status().to_string();
+      reserved[r.id] = *pages;
+      by_id[r.id] = r;
+      EXPECT_TRUE(prefill.submit(r).ok());
+    }
+    const std::int32_t num_layers = prefill.model().config().num_layers;
+    for (int steps = 0; (prefill.has_work() || decode.has_work()) && steps < 2000; ++steps) {
+      // Layer-wise: the sequences completing in this plan ship layer l right after it ran.
+      std::vector<RequestId> completing;
+      std::int32_t layers_seen = 0;
+      auto prefill_step = prefill.step(
+          [&](BatchPlan& plan) {
+            EXPECT_EQ(plan.num_decode_tokens(), 0);
+            for (const SequenceWork& w : plan.sequences) {
+              if (w.sample) completing.push_back(w.seq_id);
+            }
+            return Status::Ok();
+          },
+          [&](std::int32_t layer) {
+            EXPECT_EQ(layer, layers_seen++);
+            if (path != KvPath::kLayerwise) return Status::Ok();
+            for (RequestId id : completing) {
+              const Sequence* seq = prefill.scheduler().find(id);
+              EXPECT_NE(seq, nullptr);
+              const auto pages = prefill.scheduler().block_manager().page_table(id);
+              copy_layer(prefill, pages, decode, reserved.at(id), layer);
+            }
+            return Status::Ok();
+          });
+      EXPECT_TRUE(prefill_step.ok()) << prefill_step.status().to_string();
+      if (!prefill_step.ok()) break;
+      EXPECT_EQ(layers_seen, prefill_step->stats.num_sequences > 0 ? num_layers : 0);
+      record(served, prefill_step->outputs);
+      for (const PrefillCompletion& done : prefill_step->prefill_completions) {
+        const GenerationRequest& r = by_id.at(done.id);
+        if (done.request_finished) {
+          EXPECT_TRUE(decode.release_reservation(done.id).ok());
+        } else if (path == KvPath::kFallback) {
+          EXPECT_TRUE(decode.activate_fallback(r, done.first_token).ok());
+        } else {
+          if (path == KvPath::kWhole) {
+            for (std::int32_t layer = 0; layer < num_layers; ++layer)
+              copy_layer(prefill, done.pages, decode, reserved.at(done.id), layer);
+          }
+          EXPECT_TRUE(decode.activate_prefilled(r, done.first_token).ok());
+        }
+        EXPECT_TRUE(prefill.release_retained(done.id).ok());
+      }
+      auto decode_step = decode.step([&](BatchPlan& plan) {
+        if (path != KvPath::kFallback) {
+          EXPECT_EQ(plan.num_prefill_tokens(), 0);
+        }
+        return Status::Ok();
+      });
+      EXPECT_TRUE(decode_step.ok()) << decode_step.status().to_string();
+      if (!decode_step.ok()) break;
+      EXPECT_TRUE(decode_step->prefill_completions.empty());
+      record(served, decode_step->outputs);
+    }
+    return served;
+  }
+
+  std::vector<GenerationRequest> workload() const {
+    std::vector<GenerationRequest> requests;
+    for (RequestId id = 1; id <= 6; ++id)
+      requests.push_back(request(id, 3 + static_cast<std::int32_t>(id) * 4, 2 + static_cast<std::int32_t>(id)));
+    requests.push_back(request(7, 9, 1));  // finished by its first token
+    return requests;
+  }
+
+  void expect_same_as_colocated(KvPath path) {
+    const std::vector<GenerationRequest> requests = workload();
+    auto colocated = make_engine(InstanceRole::kColocated, 256, 32);
+    const Served expected = serve_colocated(*colocated, requests);
+    auto prefill = make_engine(InstanceRole::kPrefill, 96, 16);  // small budget: chunked prompts
+    auto decode = make_engine(InstanceRole::kDecode, 128, 32);
+    // Occupy a few of D's pages so P's and D's page ids differ.
+    ASSERT_TRUE(decode->reserve(1000, 10).ok());
+    const Served got = serve_disaggregated(*prefill, *decode, requests, path);
+    for (const auto& r : requests) {
+      ASSERT_EQ(expected.tokens.at(r.id).size(), static_cast<std::size_t>(r.sampling.max_tokens));
+      EXPECT_EQ(got.tokens.at(r.id), expected.tokens.at(r.id)) << "request " << r.id;
+      EXPECT_EQ(got.reasons.at(r.id), FinishReason::kLength) << "request " << r.id;
+    }
+    EXPECT_TRUE(decode->release_reservation(1000).ok());
+    EXPECT_EQ(prefill->scheduler().block_manager().used_pages(), 0);
+    EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
+  }
+
+  std::unique_ptr<Backend> backend_ = make_cpu_backend();
+  testing_support::SingleRankCommunicator comm_;
+};
+
+TEST_F(DisaggregatedEngineTest, ShippedPagesContinueLikeColocated) {
+  expect_same_as_colocated(KvPath::kWhole);
+}
+
+TEST_F(DisaggregatedEngineTest, LayerwiseShippedPagesContinueLikeColocated) {
+  expect_same_as_colocated(KvPath::kLayerwise);
+}
+
+TEST_F(DisaggregatedEngineTest, FallbackPrefillContinuesLikeColocated) {
+  expect_same_as_colocated(KvPath::kFallback);
+}
+
+TEST_F(DisaggregatedEngineTest, WithoutShippedPagesTheContinuationDiffers) {
+  // The check that the KV copy matters: activating with garbage in the reserved pages must
+  // change the greedy continuation of at least one request.
+  const std::vector<GenerationRequest> requests = workload();
+  auto colocated = make_engine(InstanceRole::kColocated, 256, 32);
+  const Served expected = serve_colocated(*colocated, requests);
+  auto prefill = make_engine(InstanceRole::kPrefill, 96, 16);
+  auto decode = make_engine(InstanceRole::kDecode, 128, 32);
+  Served got;
+  for (const auto& r : requests) {
+    ASSERT_TRUE(decode->reserve(r.id, static_cast<std::int32_t>(r.prompt.size())).ok());
+    ASSERT_TRUE(prefill->submit(r).ok());
+  }
+  while (prefill->has_work() || decode->has_work()) {
+    auto p = prefill->step(nullptr);
+    ASSERT_TRUE(p.ok());
+    record(got, p->outputs);
+    for (const PrefillCompletion& done : p->prefill_completions) {
+      const GenerationRequest& r = requests[done.id - 1];
+      EXPECT_TRUE(decode->activate_prefilled(r, done.first_token).ok());
+      EXPECT_TRUE(prefill->release_retained(done.id).ok());
+    }
+    auto d = decode->step(nullptr);
+    ASSERT_TRUE(d.ok());
+    record(got, d->outputs);
+  }
+  int differing = 0;
+  for (const auto& r : requests) differing += got.tokens.at(r.id) != expected.tokens.at(r.id);
+  EXPECT_GT(differing, 0);
+  EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
+}
+
+TEST_F(DisaggregatedEngineTest, RoleMismatchedCallsAreRejected) {
+  auto colocated = make_engine(InstanceRole::kColocated, 64, 16);
+  auto decode = make_engine(InstanceRole::kDecode, 64, 16);
+  EXPECT_FALSE(colocated->reserve(1, 4).ok());
+  EXPECT_FALSE(colocated->release_retained(1).ok());
+  EXPECT_FALSE(colocated->is_reserved(1));
+  EXPECT_TRUE(colocated->retained_pages(1).empty());
+  EXPECT_FALSE(decode->submit(request(1, 4, 4)).ok());
+  ASSERT_TRUE(decode->reserve(1, 4).ok());
+  EXPECT_FALSE(decode->activate_prefilled(request(1, 4, 4), 512).ok());  // outside the vocabulary
+  EXPECT_TRUE(decode->is_reserved(1));
+  EXPECT_TRUE(decode->release_reservation(1).ok());
+}
+
+TEST_F(DisaggregatedEngineTest, CancelsInEveryStateLeaveNoPageUsed) {
+  auto prefill = make_engine(InstanceRole::kPrefill, 64, 8);
+  auto decode = make_engine(InstanceRole::kDecode, 64, 16);
+  // 1: cancelled while waiting on P. 2: cancelled mid-prefill (prompt chunked over 3 steps).
+  // 3: cancelled after its first token, transfer in flight. 4: cancelled while decoding on D.
+  std::map<RequestId, GenerationRequest> requests;
+  for (RequestId id = 1; id <= 4; ++id) {
+    requests[id] = request(id, id == 2 ? 20 : 6, 8);
+    ASSERT_TRUE(decode->reserve(id, static_cast<std::int32_t>(requests[id].prompt.size())).ok());
+  }
+  for (RequestId id : {2, 3, 4, 1}) ASSERT_TRUE(prefill->submit(requests[id]).ok());
+
+  Served from_prefill, from_decode;  // each side reports its own abort
+  std::vector<PrefillCompletion> in_flight;
+  auto step_both = [&] {
+    auto p = prefill->step(nullptr);
+    ASSERT_TRUE(p.ok());
+    record(from_prefill, p->outputs);
+    for (const PrefillCompletion& done : p->prefill_completions) in_flight.push_back(done);
+    auto d = decode->step(nullptr);
+    ASSERT_TRUE(d.ok());
+    record(from_decode, d->outputs, /*first_index=*/1);
+  };
+  auto cancel_both = [&](RequestId id) {
+    prefill->cancel(id);
+    decode->cancel(id);
+  };
+
+  step_both();  // P: 8 tokens of request 2
+  ASSERT_NE(prefill->scheduler().find(1), nullptr);
+  cancel_both(1);
+  cancel_both(2);
+  step_both();  // aborts reported; reservations 1 and 2 stay fenced
+  for (RequestId id : {1, 2}) {
+    EXPECT_EQ(from_prefill.reasons.at(id), FinishReason::kAbort);
+    EXPECT_EQ(from_decode.reasons.at(id), FinishReason::kAbort);
+  }
+  EXPECT_TRUE(decode->is_reserved(1));
+  EXPECT_TRUE(decode->is_reserved(2));
+  // P's final word for 1 and 2 (aborted): the cluster releases D's reservations.
+  EXPECT_TRUE(decode->release_reservation(1).ok());
+  EXPECT_TRUE(decode->release_reservation(2).ok());
+
+  while (in_flight.size() < 2) step_both();  // 3 and 4 prefilled
+  cancel_both(3);  // P already done: keeps its retained pages; D fences the reservation
+  EXPECT_FALSE(prefill->retained_pages(3).empty());
+  EXPECT_TRUE(decode->is_reserved(3));
+  for (const PrefillCompletion& done : in_flight) {
+    // The transfers end: activation of the cancelled 3 only releases it.
+    EXPECT_TRUE(decode->activate_prefilled(requests.at(done.id), done.first_token).ok());
+    EXPECT_TRUE(prefill->release_retained(done.id).ok());
+  }
+  EXPECT_FALSE(decode->is_reserved(3));
+  EXPECT_EQ(decode->scheduler().find(3), nullptr);
+  step_both();
+  ASSERT_NE(decode->scheduler().find(4), nullptr);
+  cancel_both(4);
+  step_both();
+  EXPECT_EQ(from_decode.reasons.at(3), FinishReason::kAbort);
+  EXPECT_EQ(from_decode.reasons.at(4), FinishReason::kAbort);
+  EXPECT_FALSE(from_prefill.reasons.contains(3));  // P had finished its part
+  EXPECT_EQ(from_decode.tokens.at(4).size(), 1u);  // index 0 came from P; D sampled index 1
+  EXPECT_EQ(from_prefill.tokens.at(4).size(), 1u);
+  EXPECT_FALSE(prefill->has_work());
+  EXPECT_FALSE(decode->has_work());
+  EXPECT_EQ(prefill->scheduler().block_manager().used_pages(), 0);
+  EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
+}
+
+}  // namespace
+}  // namespace podserve
