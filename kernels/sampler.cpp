@@ -5,15 +5,10 @@
 #include <numeric>
 #include <vector>
 
+#include "core/hash.h"
+
 namespace podserve {
 namespace {
-
-std::uint64_t splitmix64(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 TokenId argmax(std::span<const float> logits) {
   TokenId best = -1;

@@ -8,8 +8,7 @@
 #include <cstring>
 #include <map>
 
-#include "kernels/cpu_backend.h"
-#include "test_communicators.h"
+#include "tiny_engine_fixture.h"
 #include "worker/engine.h"
 
 namespace podserve {
@@ -38,38 +37,8 @@ void record(Served& served, std::span<const TokenOutput> outputs, std::int32_t f
 
 enum class KvPath { kWhole, kLayerwise, kFallback };
 
-class DisaggregatedEngineTest : public ::testing::Test {
+class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
  protected:
-  std::unique_ptr<Engine> make_engine(InstanceRole role, std::int32_t num_pages,
-                                      std::int32_t token_budget) {
-    auto config = model_preset("tiny");
-    EXPECT_TRUE(config.ok());
-    RandomWeightSource weights(5);
-    ModelOptions options;
-    options.num_pages = num_pages;
-    options.page_size = 4;
-    auto model = LlamaModel::create(*config, weights, *backend_, comm_, options);
-    EXPECT_TRUE(model.ok()) << model.status().to_string();
-    EngineOptions engine_options;
-    engine_options.role = role;
-    engine_options.token_budget = token_budget;
-    engine_options.max_running = 8;
-    engine_options.max_model_len = 64;
-    auto engine = Engine::create(std::move(model).value(), engine_options);
-    EXPECT_TRUE(engine.ok()) << engine.status().to_string();
-    return std::move(engine).value();
-  }
-
-  static GenerationRequest request(RequestId id, std::int32_t prompt_len, std::int32_t max_tokens) {
-    GenerationRequest r;
-    r.id = id;
-    for (std::int32_t i = 0; i < prompt_len; ++i)
-      r.prompt.push_back(static_cast<TokenId>((id * 37 + static_cast<RequestId>(i) * 11) % 256));
-    r.sampling.max_tokens = max_tokens;
-    r.sampling.temperature = 0.0f;
-    r.sampling.ignore_eos = true;
-    return r;
-  }
 
   static Served serve_colocated(Engine& engine, const std::vector<GenerationRequest>& requests) {
     Served served;
@@ -196,8 +165,6 @@ class DisaggregatedEngineTest : public ::testing::Test {
     EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
   }
 
-  std::unique_ptr<Backend> backend_ = make_cpu_backend();
-  testing_support::SingleRankCommunicator comm_;
 };
 
 TEST_F(DisaggregatedEngineTest, ShippedPagesContinueLikeColocated) {

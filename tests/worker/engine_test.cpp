@@ -6,8 +6,7 @@
 
 #include <map>
 
-#include "kernels/cpu_backend.h"
-#include "test_communicators.h"
+#include "tiny_engine_fixture.h"
 
 namespace podserve {
 namespace {
@@ -19,36 +18,8 @@ struct Served {
   std::int32_t used_pages_at_end = -1;
 };
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public testing_support::TinyEngineTest {
  protected:
-  std::unique_ptr<Engine> make_engine(std::int32_t num_pages, std::int32_t token_budget) {
-    auto config = model_preset("tiny");
-    EXPECT_TRUE(config.ok());
-    RandomWeightSource weights(5);
-    ModelOptions options;
-    options.num_pages = num_pages;
-    options.page_size = 4;
-    auto model = LlamaModel::create(*config, weights, *backend_, comm_, options);
-    EXPECT_TRUE(model.ok()) << model.status().to_string();
-    EngineOptions engine_options;
-    engine_options.token_budget = token_budget;
-    engine_options.max_running = 8;
-    engine_options.max_model_len = 64;
-    auto engine = Engine::create(std::move(model).value(), engine_options);
-    EXPECT_TRUE(engine.ok()) << engine.status().to_string();
-    return std::move(engine).value();
-  }
-
-  static GenerationRequest request(RequestId id, std::int32_t prompt_len, std::int32_t max_tokens) {
-    GenerationRequest r;
-    r.id = id;
-    for (std::int32_t i = 0; i < prompt_len; ++i)
-      r.prompt.push_back(static_cast<TokenId>((id * 37 + static_cast<RequestId>(i) * 11) % 256));
-    r.sampling.max_tokens = max_tokens;
-    r.sampling.temperature = 0.0f;
-    r.sampling.ignore_eos = true;
-    return r;
-  }
 
   Served serve(Engine& engine, const std::vector<GenerationRequest>& requests) {
     Served served;
@@ -84,12 +55,10 @@ class EngineTest : public ::testing::Test {
     return served;
   }
 
-  std::unique_ptr<Backend> backend_ = make_cpu_backend();
-  testing_support::SingleRankCommunicator comm_;
 };
 
 TEST_F(EngineTest, ServesEightRequestsWithExactTokenCounts) {
-  auto engine = make_engine(256, 32);
+  auto engine = make_engine(InstanceRole::kColocated, 256, 32);
   std::vector<GenerationRequest> requests;
   for (RequestId id = 1; id <= 8; ++id) requests.push_back(request(id, 5 + static_cast<std::int32_t>(id) * 3, 3 + static_cast<std::int32_t>(id)));
   const Served served = serve(*engine, requests);
@@ -106,20 +75,20 @@ TEST_F(EngineTest, ServesEightRequestsWithExactTokenCounts) {
 
 TEST_F(EngineTest, GreedyOutputIndependentOfBatchAndPreemption) {
   const GenerationRequest probe = request(100, 21, 12);
-  auto alone_engine = make_engine(256, 32);
+  auto alone_engine = make_engine(InstanceRole::kColocated, 256, 32);
   const Served alone = serve(*alone_engine, {probe});
   ASSERT_EQ(alone.tokens.at(probe.id).size(), 12u);
 
   std::vector<GenerationRequest> busy;
   for (RequestId id = 1; id <= 7; ++id) busy.push_back(request(id, 9 + static_cast<std::int32_t>(id) * 2, 10));
   busy.insert(busy.begin() + 3, probe);
-  auto busy_engine = make_engine(256, 16);  // small budget: the probe's prompt is chunked
+  auto busy_engine = make_engine(InstanceRole::kColocated, 256, 16);  // small budget: the probe's prompt is chunked
   const Served batched = serve(*busy_engine, busy);
   EXPECT_EQ(batched.tokens.at(probe.id), alone.tokens.at(probe.id));
 
   // 16 pages of 4 tokens: far less than the batch needs, so sequences are preempted and
   // recomputed; the output must not change.
-  auto tight_engine = make_engine(16, 16);
+  auto tight_engine = make_engine(InstanceRole::kColocated, 16, 16);
   const Served tight = serve(*tight_engine, busy);
   EXPECT_GT(tight.preemptions, 0) << "the pool was meant to force preemption";
   EXPECT_EQ(tight.tokens.at(probe.id), alone.tokens.at(probe.id));
@@ -131,7 +100,7 @@ TEST_F(EngineTest, GreedyOutputIndependentOfBatchAndPreemption) {
 }
 
 TEST_F(EngineTest, CancelReportsAbortAndFreesPages) {
-  auto engine = make_engine(64, 8);
+  auto engine = make_engine(InstanceRole::kColocated, 64, 8);
   ASSERT_TRUE(engine->submit(request(1, 20, 8)).ok());
   ASSERT_TRUE(engine->submit(request(2, 6, 8)).ok());
   EXPECT_FALSE(engine->submit(request(2, 6, 8)).ok());  // duplicate id
@@ -155,15 +124,15 @@ TEST_F(EngineTest, CancelReportsAbortAndFreesPages) {
 }
 
 TEST_F(EngineTest, CallbackErrorStopsTheStep) {
-  auto engine = make_engine(64, 8);
+  auto engine = make_engine(InstanceRole::kColocated, 64, 8);
   ASSERT_TRUE(engine->submit(request(1, 4, 2)).ok());
   auto result = engine->step([](const BatchPlan&) { return unavailable("peer gone"); });
   EXPECT_EQ(result.status().code(), StatusCode::kUnavailable);
 }
 
 TEST_F(EngineTest, PeerExecutesTheLeadersPlan) {
-  auto leader = make_engine(64, 32);
-  auto peer = make_engine(64, 32);
+  auto leader = make_engine(InstanceRole::kColocated, 64, 32);
+  auto peer = make_engine(InstanceRole::kColocated, 64, 32);
   ASSERT_TRUE(leader->submit(request(1, 10, 3)).ok());
   while (leader->has_work()) {
     auto result = leader->step([&](const BatchPlan& plan) {
