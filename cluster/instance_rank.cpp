@@ -58,6 +58,7 @@ void publish_load(const InstanceLoad& load, InstanceMetrics& metrics) {
 void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) {
   metrics.kv_transfer_bytes.Increment(static_cast<double>(done.bytes));
   metrics.kv_transfer_seconds.Observe(done.seconds);
+  metrics.kv_transfer_tail_seconds.Observe(done.tail_seconds);
   metrics.kv_transfer_failures.Increment(done.failed_attempts);
 }
 
@@ -98,7 +99,7 @@ class Leader {
         PODSERVE_RETURN_IF_ERROR(iterate());
       }
       PODSERVE_RETURN_IF_ERROR(poll_shipments(active));
-      if (fabric_ != nullptr) fabric_->progress();
+      if (fabric_ != nullptr && fabric_->progress()) active = true;
       PODSERVE_RETURN_IF_ERROR(report_load_if_changed());
       PODSERVE_ASSIGN_OR_RETURN(const auto pending_sends, control_.progress());
       if (active || pending_sends > 0) {
@@ -301,17 +302,6 @@ class Leader {
     const bool layerwise = role_ == InstanceRole::kPrefill && config_.kv_transfer.layerwise;
     PODSERVE_ASSIGN_OR_RETURN(auto step, layerwise ? engine_.step(before_forward, after_layer)
                                                    : engine_.step(before_forward, {}));
-    if (role_ == InstanceRole::kPrefill && !layerwise) {
-      for (const auto& shipment : shipped_plan.shipments) PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, std::nullopt));
-    }
-    for (const auto& completion : step.prefill_completions) {
-      auto target = targets_.find(completion.id);
-      if (target == targets_.end()) continue;
-      PrefillResultMessage result{completion.id, PrefillResultMessage::Outcome::kShipping,
-                                  completion.first_token, completion.request_finished,
-                                  topology_.instance().tp};
-      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance), result));
-    }
     if (role_ == InstanceRole::kPrefill) {
       // Aborted before its first token: nothing was shipped; D frees its reservation.
       for (const auto& output : step.outputs) {
@@ -325,12 +315,24 @@ class Leader {
         targets_.erase(target);
       }
     }
+    // Tokens leave first: time to first token does not wait for the KV shipment.
     message.outputs = std::move(step.outputs);
     message.load = engine_.load();
     record_step(step.stats);
     if (!message.outputs.empty() || !message.scheduled.empty()) {
       reported_load_ = message.load;
       PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, message));
+    }
+    if (role_ == InstanceRole::kPrefill && !layerwise) {
+      for (const auto& shipment : shipped_plan.shipments) PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, std::nullopt));
+    }
+    for (const auto& completion : step.prefill_completions) {
+      auto target = targets_.find(completion.id);
+      if (target == targets_.end()) continue;
+      PrefillResultMessage result{completion.id, PrefillResultMessage::Outcome::kShipping,
+                                  completion.first_token, completion.request_finished,
+                                  topology_.instance().tp};
+      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance), result));
     }
     return Status::Ok();
   }
@@ -454,7 +456,7 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
         PODSERVE_RETURN_IF_ERROR(control.send(leader, part));
       }
     }
-    if (fabric != nullptr) fabric->progress();
+    if (fabric != nullptr && fabric->progress()) active = true;
     PODSERVE_ASSIGN_OR_RETURN(const auto pending_sends, control.progress());
     if (active || pending_sends > 0) {
       backoff.reset();
@@ -490,6 +492,10 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
         model, tp, static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20,
         options.page_size, backend->compute_dtype());
   }
+  // The KV fabric (disaggregated mode) comes first: on a host backend the KV cache lives in
+  // transport memory, which shared-memory peers write in one copy.
+  PODSERVE_ASSIGN_OR_RETURN(auto fabric, KvFabric::open(topology, config));
+  if (fabric && backend_kind == BackendKind::kCpu) options.kv_cache_allocator = fabric->kv_cache_allocator();
   PODSERVE_ASSIGN_OR_RETURN(auto weights, open_weight_source(config.model.weights, config.model.seed));
   const auto load_start = std::chrono::steady_clock::now();
   PODSERVE_ASSIGN_OR_RETURN(auto llama, LlamaModel::create(model, *weights, *backend, communicator, options));
@@ -508,7 +514,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   LlamaModel& model_ref = *llama;
   PODSERVE_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(llama), engine_options));
   // Collective over every rank (the router joins with nothing to offer).
-  PODSERVE_ASSIGN_OR_RETURN(auto fabric, KvFabric::create(topology, config, &model_ref));
+  PODSERVE_RETURN_IF_ERROR(KvFabric::exchange(fabric.get(), topology, config, &model_ref));
 
   Status status;
   if (topology.is_leader()) {

@@ -44,21 +44,35 @@ Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(const std::vecto
 
 }  // namespace
 
-Result<std::unique_ptr<KvFabric>> KvFabric::create(const Topology& topology,
-                                                   const ServiceConfig& config, LlamaModel* model) {
-  if (config.scheduler.mode != SchedulerMode::kDisaggregated) return std::unique_ptr<KvFabric>{};
-  std::unique_ptr<KvFabric> fabric;
+Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
+                                                 const ServiceConfig& config) {
+  if (!in_fabric(topology, config)) return std::unique_ptr<KvFabric>{};
+  std::unique_ptr<KvFabric> fabric(new KvFabric());
+  UcxOptions options;
+  options.faults.drop_probability = config.kv_transfer.inject_drop_rate;
+  options.faults.stall_probability = config.kv_transfer.inject_stall_rate;
+  options.faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
+  options.peer_error_handling = config.kv_transfer.peer_error_handling == "on" ||
+                                (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
+  PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_ucx_transport(options));
+  return fabric;
+}
+
+std::function<Result<DeviceBuffer>(std::size_t)> KvFabric::kv_cache_allocator() {
+  return [this](std::size_t bytes) -> Result<DeviceBuffer> {
+    PODSERVE_ASSIGN_OR_RETURN(const auto region, transport_->allocate_region(bytes));
+    allocated_regions_[region.base] = region.id;
+    // The transport owns and frees the memory.
+    return DeviceBuffer(region.base, bytes, [](void*) {});
+  };
+}
+
+Status KvFabric::exchange(KvFabric* fabric, const Topology& topology, const ServiceConfig& config,
+                          LlamaModel* model) {
+  if (config.scheduler.mode != SchedulerMode::kDisaggregated) return Status::Ok();
   std::vector<std::uint8_t> blob;
-  if (in_fabric(topology, config)) {
-    fabric.reset(new KvFabric());
+  if (fabric != nullptr) {
     fabric->model_ = model;
-    UcxOptions options;
-    options.faults.drop_probability = config.kv_transfer.inject_drop_rate;
-    options.faults.stall_probability = config.kv_transfer.inject_stall_rate;
-    options.faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
-    options.peer_error_handling = config.kv_transfer.peer_error_handling == "on" ||
-                                  (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
-    PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_ucx_transport(options));
     WireWriter w;
     const auto address = fabric->transport_->local_address();
     w.put_vector(std::span<const std::uint8_t>(address));
@@ -66,9 +80,13 @@ Result<std::unique_ptr<KvFabric>> KvFabric::create(const Topology& topology,
     w.put<std::int32_t>(layers);
     for (int layer = 0; layer < layers; ++layer) {
       const auto view = model->kv_cache(layer);
-      const std::size_t bytes = view.page_elements() * view.num_pages * dtype_size(view.dtype);
-      PODSERVE_ASSIGN_OR_RETURN(const int region,
-                                fabric->transport_->register_region(view.data, bytes, MemoryKind::kHost));
+      int region = 0;
+      if (auto allocated = fabric->allocated_regions_.find(view.data); allocated != fabric->allocated_regions_.end()) {
+        region = allocated->second;
+      } else {
+        const std::size_t bytes = view.page_elements() * view.num_pages * dtype_size(view.dtype);
+        PODSERVE_ASSIGN_OR_RETURN(region, fabric->transport_->register_region(view.data, bytes, MemoryKind::kHost));
+      }
       fabric->local_regions_.push_back(region);
       PODSERVE_ASSIGN_OR_RETURN(const auto descriptor, fabric->transport_->region_descriptor(region));
       w.put_vector(std::span<const std::uint8_t>(descriptor.descriptor));
@@ -76,10 +94,9 @@ Result<std::unique_ptr<KvFabric>> KvFabric::create(const Topology& topology,
     blob = w.take();
   }
   PODSERVE_ASSIGN_OR_RETURN(const auto blobs, all_gather_blobs(blob));
-  if (!fabric) return fabric;
+  if (fabric == nullptr || topology.instance().role != InstanceRole::kPrefill) return Status::Ok();
 
   // Prefill ranks connect to every decode rank and learn its layer regions.
-  if (topology.instance().role != InstanceRole::kPrefill) return fabric;
   for (const auto& instance : topology.instances()) {
     if (instance.role != InstanceRole::kDecode) continue;
     for (int rank = instance.first_rank; rank < instance.first_rank + instance.tp; ++rank) {
@@ -100,7 +117,7 @@ Result<std::unique_ptr<KvFabric>> KvFabric::create(const Topology& topology,
   spdlog::info("KV fabric ready: {} connected to {} decode ranks over {}", topology.role_name(),
                fabric->remote_regions_.size() / std::max(1, model->config().num_layers),
                fabric->transport_->name());
-  return fabric;
+  return Status::Ok();
 }
 
 KvShipper::KvShipper(KvFabric& fabric, const Topology& topology, const ServiceConfig& config,
@@ -154,7 +171,9 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
   const auto& dest = topology_.instances().at(shipment.decode_instance);
   auto [it, inserted] = shipments_.try_emplace(shipment.seq_id);
   auto& state = it->second;
-  if (inserted) state.start = std::chrono::steady_clock::now();
+  const auto now = std::chrono::steady_clock::now();
+  if (inserted) state.start = now;
+  state.last_post = now;  // the compute this post waited for is done
   const std::int32_t first = layer.value_or(0);
   const std::int32_t last = layer ? *layer + 1 : model_.num_layers;
   for (int dest_tp_rank = 0; dest_tp_rank < dest.tp; ++dest_tp_rank) {
@@ -226,7 +245,9 @@ std::vector<KvShipper::Finished> KvShipper::poll() {
     f.id = it->first;
     f.ok = !shipment.failed;
     f.failed_attempts = shipment.failed_attempts;
-    f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - shipment.start).count();
+    const auto now = std::chrono::steady_clock::now();
+    f.seconds = std::chrono::duration<double>(now - shipment.start).count();
+    f.tail_seconds = std::chrono::duration<double>(now - shipment.last_post).count();
     for (const auto& t : shipment.transfers)
       if (t.state == TransferState::kDone) f.bytes += t.bytes;
     finished.push_back(f);

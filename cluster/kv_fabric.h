@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -32,13 +33,23 @@ namespace podserve {
 
 class KvFabric {
  public:
-  // Collective over MPI_COMM_WORLD: every rank calls it (the router and ranks outside the
-  // fabric with model == nullptr). Returns nullptr on ranks outside the fabric.
-  static Result<std::unique_ptr<KvFabric>> create(const Topology& topology,
-                                                  const ServiceConfig& config, LlamaModel* model);
+  // Local: this rank's transport, or nullptr on ranks outside the fabric (the router, and
+  // every rank in colocated mode). Create it before the model, so the model can place its KV
+  // cache in transport memory (kv_cache_allocator), and destroy it after the model.
+  static Result<std::unique_ptr<KvFabric>> open(const Topology& topology, const ServiceConfig& config);
+  // Collective over MPI_COMM_WORLD in disaggregated mode (every rank calls it; ranks outside
+  // the fabric pass nullptrs): registers the model's KV layers, exchanges addresses and region
+  // descriptors, and connects prefill ranks to every decode rank.
+  static Status exchange(KvFabric* fabric, const Topology& topology, const ServiceConfig& config,
+                         LlamaModel* model);
+
+  // For ModelOptions::kv_cache_allocator on host backends: KV layers in transport-owned memory,
+  // which peers write in one copy over shared memory. Must outlive nothing of the fabric.
+  std::function<Result<DeviceBuffer>(std::size_t)> kv_cache_allocator();
 
   KvTransport& transport() { return *transport_; }
-  void progress() { transport_->progress(); }
+  // True when the transport moved anything.
+  bool progress() { return transport_->progress(); }
 
   // Layout facts a shipper needs.
   struct RankLayout {
@@ -56,6 +67,7 @@ class KvFabric {
 
   std::unique_ptr<KvTransport> transport_;
   LlamaModel* model_ = nullptr;
+  std::map<void*, int> allocated_regions_;            // base -> region id (transport memory)
   std::vector<int> local_regions_;                    // per layer
   std::map<std::pair<int, int>, int> remote_regions_;  // (world rank, layer) -> handle
 };
@@ -74,6 +86,8 @@ class KvShipper {
     bool ok = true;
     std::uint64_t bytes = 0;
     double seconds = 0.0;         // first post -> final
+    double tail_seconds = 0.0;    // start of the last post (the compute it waited for is done)
+                                  // -> final: the transfer time not hidden behind compute
     std::int32_t failed_attempts = 0;
   };
   // Progresses the transport, retries failures, and returns the shipments that became final.
@@ -96,6 +110,7 @@ class KvShipper {
     std::int32_t failed_attempts = 0;
     bool failed = false;
     std::chrono::steady_clock::time_point start;
+    std::chrono::steady_clock::time_point last_post;
   };
 
   // The segments moving this rank's heads of `layer` into decode rank `dest_tp_rank` of a

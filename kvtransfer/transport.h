@@ -109,7 +109,9 @@ class KvTransport {
                                          std::chrono::milliseconds timeout) = 0;
 
   // Drives communication and enforces deadlines and fences of every transfer. Never blocks.
-  virtual void progress() = 0;
+  // True when it moved anything (a caller's idle loop should not sleep then: a target that
+  // applies incoming puts in its progress would otherwise throttle the sender).
+  virtual bool progress() = 0;
   // Progresses and returns the transfer's state. Unknown ids read as kFailed.
   virtual TransferState poll(std::uint64_t transfer_id) = 0;
   // Abandons a pending transfer: it reads kPending until its fence completed, then kCancelled

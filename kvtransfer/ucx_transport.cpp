@@ -338,8 +338,8 @@ class UcxTransportImpl final : public UcxTransport {
     return id;
   }
 
-  void progress() override {
-    drive_worker();
+  bool progress() override {
+    const bool moved = drive_worker() > 0;
     const auto now = Clock::now();
     for (auto it = transfers_.begin(); it != transfers_.end();) {
       update(it->second, now);
@@ -349,6 +349,7 @@ class UcxTransportImpl final : public UcxTransport {
         ++it;
       }
     }
+    return moved;
   }
 
   TransferState poll(std::uint64_t transfer_id) override {
@@ -455,10 +456,11 @@ class UcxTransportImpl final : public UcxTransport {
     return id;
   }
 
-  void drive_worker() {
-    for (int round = 0; round < kMaxProgressRounds && ucp_worker_progress(worker_.get()) != 0;
-         ++round) {
-    }
+  // Returns the number of rounds that made progress.
+  int drive_worker() {
+    int rounds = 0;
+    while (rounds < kMaxProgressRounds && ucp_worker_progress(worker_.get()) != 0) ++rounds;
+    return rounds;
   }
 
   // The usable endpoint to `peer_id`, reconnecting when the last one was force-closed or failed.

@@ -156,6 +156,10 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
   auto& transfer_seconds = histogram_family(
       registry, identity, "podserve_kv_transfer_seconds",
       "Post of a request's first KV page transfer to completion of its last one.");
+  auto& transfer_tail = histogram_family(
+      registry, identity, "podserve_kv_transfer_tail_seconds",
+      "End of a request's prefill forward pass to completion of its KV transfer: the transfer "
+      "time not hidden behind compute (layer-wise shipping shrinks it).");
   auto& transfer_failures = counter_family(registry, identity,
                                            "podserve_kv_transfer_failures_total",
                                            "KV transfers that failed or timed out.");
@@ -175,6 +179,7 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
       .attention_seconds = attention.Add({}, kernel_latency_buckets()),
       .kv_transfer_bytes = transfer_bytes.Add({}),
       .kv_transfer_seconds = transfer_seconds.Add({}, request_latency_buckets()),
+      .kv_transfer_tail_seconds = transfer_tail.Add({}, kernel_latency_buckets()),
       .kv_transfer_failures = transfer_failures.Add({}),
       .kv_transfer_fallbacks = transfer_fallbacks.Add({}),
       .requests_waiting_for_kv = waiting_for_kv.Add({}),

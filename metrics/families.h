@@ -74,6 +74,7 @@ struct InstanceMetrics {
   prometheus::Histogram& attention_seconds;      // podserve_attention_seconds, per forward pass
   prometheus::Counter& kv_transfer_bytes;        // podserve_kv_transfer_bytes_total
   prometheus::Histogram& kv_transfer_seconds;    // podserve_kv_transfer_seconds, per request
+  prometheus::Histogram& kv_transfer_tail_seconds;  // podserve_kv_transfer_tail_seconds
   prometheus::Counter& kv_transfer_failures;     // podserve_kv_transfer_failures_total
   prometheus::Counter& kv_transfer_fallbacks;    // podserve_kv_transfer_fallbacks_total
   prometheus::Gauge& requests_waiting_for_kv;    // podserve_requests_waiting_for_kv

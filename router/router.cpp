@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <exception>
@@ -154,6 +158,13 @@ Status Router::start() {
   const int threads = std::max(1, config_.router.http_threads);
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_payload_max_length(kMaxBodyBytes);
+  // httplib 0.11 listens with a backlog of 5, which a burst of concurrent clients overflows
+  // (connections reset); remember the socket and raise the backlog once it is bound.
+  int listen_socket = -1;
+  server_->set_socket_options([&listen_socket](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket = sock;
+  });
   install_routes();
 
   port_ = port == 0 ? server_->bind_to_any_port(host) : port;
@@ -161,6 +172,10 @@ Status Router::start() {
     Status status = unavailable("router: cannot listen on " + config_.router.listen);
     spdlog::error("{}", status.message());
     return status;
+  }
+  server_->set_socket_options(httplib::default_socket_options);
+  if (listen_socket >= 0 && ::listen(listen_socket, SOMAXCONN) != 0) {
+    spdlog::warn("router: could not raise the listen backlog: {}", std::strerror(errno));
   }
   server_thread_ = std::thread([this] { server_->listen_after_bind(); });
   spdlog::info("router: serving '{}' on {}:{} ({} HTTP threads, mode {}, policy {}, {} candidate "

@@ -71,7 +71,9 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::create(const ModelConfig& config
     PODSERVE_RETURN_IF_ERROR(load(names.gate_proj, layer.gate_proj));
     PODSERVE_RETURN_IF_ERROR(load(names.up_proj, layer.up_proj));
     PODSERVE_RETURN_IF_ERROR(load(names.down_proj, layer.down_proj));
-    PODSERVE_ASSIGN_OR_RETURN(layer.kv_cache, backend.allocate(cache_bytes));
+    PODSERVE_ASSIGN_OR_RETURN(layer.kv_cache, options.kv_cache_allocator
+                                                   ? options.kv_cache_allocator(cache_bytes)
+                                                   : backend.allocate(cache_bytes));
   }
   return model;
 }

@@ -33,6 +33,10 @@ struct ModelOptions {
   std::int32_t num_pages = 0;   // KV cache pages (every layer has this many)
   std::int32_t page_size = 16;  // tokens per page
   AttentionKind attention = AttentionKind::kCpu;
+  // Allocates one layer's KV cache when set (e.g. memory a KV transport owns, so peers can
+  // write pages into it in one copy); the allocation must outlive the model. Default: the
+  // backend's allocate().
+  std::function<Result<DeviceBuffer>(std::size_t bytes)> kv_cache_allocator;
 };
 
 class LlamaModel {
