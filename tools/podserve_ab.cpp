@@ -204,7 +204,11 @@ int main(int argc, char** argv) {
   std::printf("\n%-34s %18s %18s %9s\n", "A/B comparison", variants[0].name.c_str(),
               variants[1].name.c_str(), "B/A");
   const auto row = [&](const char* label, double a, double b, double scale) {
-    std::printf("%-34s %18.2f %18.2f %9.3f\n", label, a * scale, b * scale, b / a);
+    if (a == 0.0) {
+      std::printf("%-34s %18.2f %18.2f %9s\n", label, a * scale, b * scale, "-");
+    } else {
+      std::printf("%-34s %18.2f %18.2f %9.3f\n", label, a * scale, b * scale, b / a);
+    }
   };
   const auto bench_row = [&](const char* label, std::initializer_list<const char*> path, double scale) {
     row(label, field(outcomes[0].bench, path), field(outcomes[1].bench, path), scale);
