@@ -50,7 +50,8 @@ class ControlEndpoint {
 // the CPU to busy ones (several ranks share a core on small machines). reset() on activity.
 class IdleBackoff {
  public:
-  IdleBackoff(std::int64_t min_us, std::int64_t max_us) : min_us_(min_us), max_us_(max_us), current_us_(min_us) {}
+  IdleBackoff(std::int64_t min_us, std::int64_t max_us)
+      : min_us_(min_us), max_us_(max_us), current_us_(min_us) {}
   void reset() { current_us_ = min_us_; }
   std::int64_t next_us();  // the interval to sleep now; doubles up to max
   void sleep();

@@ -94,7 +94,8 @@ struct Encoder {
 Status get_reason(WireReader& r, FinishReason& reason) {
   std::uint8_t raw = 0;
   PODSERVE_RETURN_IF_ERROR(r.get(raw));
-  if (raw > static_cast<std::uint8_t>(FinishReason::kError)) return invalid_argument("control: bad finish reason");
+  if (raw > static_cast<std::uint8_t>(FinishReason::kError))
+    return invalid_argument("control: bad finish reason");
   reason = static_cast<FinishReason>(raw);
   return Status::Ok();
 }

@@ -27,14 +27,16 @@ Result<BackendKind> choose_backend(BackendChoice choice) {
   switch (choice) {
     case BackendChoice::kCpu: return BackendKind::kCpu;
     case BackendChoice::kCuda: return BackendKind::kCuda;
-    case BackendChoice::kAuto: return cuda_device_available() ? BackendKind::kCuda : BackendKind::kCpu;
+    case BackendChoice::kAuto:
+      return cuda_device_available() ? BackendKind::kCuda : BackendKind::kCpu;
   }
   return invalid_argument("config key 'backend': unknown value");
 }
 
 Result<AttentionKind> choose_attention(AttentionImpl impl, BackendKind backend) {
   switch (impl) {
-    case AttentionImpl::kAuto: return backend == BackendKind::kCuda ? AttentionKind::kPod : AttentionKind::kCpu;
+    case AttentionImpl::kAuto:
+      return backend == BackendKind::kCuda ? AttentionKind::kPod : AttentionKind::kCpu;
     case AttentionImpl::kCpu: return AttentionKind::kCpu;
     case AttentionImpl::kPod: return AttentionKind::kPod;
     case AttentionImpl::kSerial: return AttentionKind::kSerial;
@@ -44,7 +46,8 @@ Result<AttentionKind> choose_attention(AttentionImpl impl, BackendKind backend) 
 }
 
 IterationBatchKind batch_kind(const StepStats& stats) {
-  if (stats.num_prefill_tokens > 0 && stats.num_decode_tokens > 0) return IterationBatchKind::kHybrid;
+  if (stats.num_prefill_tokens > 0 && stats.num_decode_tokens > 0)
+    return IterationBatchKind::kHybrid;
   return stats.num_prefill_tokens > 0 ? IterationBatchKind::kPrefill : IterationBatchKind::kDecode;
 }
 
@@ -81,7 +84,8 @@ class Leader {
         control_(topology.control_comm()),
         role_(topology.instance().role),
         has_peers_(topology.instance().tp > 1) {
-    if (role_ == InstanceRole::kPrefill) shipper_.emplace(*fabric, topology, config, engine.model().config());
+    if (role_ == InstanceRole::kPrefill)
+      shipper_.emplace(*fabric, topology, config, engine.model().config());
     fabric_ = fabric;
   }
 
@@ -185,7 +189,8 @@ class Leader {
       const auto prompt_tokens = static_cast<std::int32_t>(next.request.prompt.size());
       auto pages = engine_.reserve(next.request.id, prompt_tokens);
       if (!pages.ok()) {
-        if (pages.status().code() == StatusCode::kResourceExhausted) return Status::Ok();  // retry later
+        if (pages.status().code() == StatusCode::kResourceExhausted)
+          return Status::Ok();  // retry later
         const RequestId id = next.request.id;
         unreserved_.pop_front();
         PODSERVE_RETURN_IF_ERROR(reject(id, pages.status()));
@@ -200,7 +205,8 @@ class Leader {
       awaiting_[next.request.id] = AwaitingKv{std::move(next.request), next.prefill_instance};
       unreserved_.pop_front();
     }
-    metrics_.requests_waiting_for_kv.Set(static_cast<double>(awaiting_.size() + unreserved_.size()));
+    metrics_.requests_waiting_for_kv.Set(
+        static_cast<double>(awaiting_.size() + unreserved_.size()));
     return Status::Ok();
   }
   // Prefill leader: run the prompt, then ship the KV into the pages D reserved.
@@ -219,20 +225,24 @@ class Leader {
   // Decode leader: the prefill side's verdict on a request.
   Status handle(PrefillResultMessage& m) {
     auto it = awaiting_.find(m.id);
-    if (it == awaiting_.end()) return internal_error(fmt::format("prefill result for unknown request {}", m.id));
+    if (it == awaiting_.end())
+      return internal_error(fmt::format("prefill result for unknown request {}", m.id));
     it->second.result = m;
     return resolve_awaiting(it);
   }
   Status handle(KvPartDoneMessage& m) {
     if (role_ == InstanceRole::kPrefill) return prefill_part_done(m.id);
     auto it = awaiting_.find(m.id);
-    if (it == awaiting_.end()) return internal_error(fmt::format("KV part for unknown request {}", m.id));
+    if (it == awaiting_.end())
+      return internal_error(fmt::format("KV part for unknown request {}", m.id));
     (m.ok ? it->second.parts_ok : it->second.parts_failed)++;
     return resolve_awaiting(it);
   }
   Status handle(OutputsMessage&) { return internal_error("leader got an outputs message"); }
   Status handle(LoadMessage&) { return internal_error("leader got a load message"); }
-  Status handle(ShutdownDoneMessage&) { return internal_error("leader got a shutdown-done message"); }
+  Status handle(ShutdownDoneMessage&) {
+    return internal_error("leader got a shutdown-done message");
+  }
 
   // Decode leader: once the prefill side's result and every KV part are in, the reserved pages
   // are no transfer target any more: decode from them, prefill locally (transfer failed), or
@@ -253,22 +263,25 @@ class Leader {
         PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, aborted));
       }
     } else if (a.parts_failed == 0) {
-      PODSERVE_RETURN_IF_ERROR(engine_.activate_prefilled(std::move(a.request), result.first_token));
+      PODSERVE_RETURN_IF_ERROR(
+          engine_.activate_prefilled(std::move(a.request), result.first_token));
     } else {
-      spdlog::warn("request {}: KV transfer failed on {} of {} prefill ranks; prefilling locally", id,
-                   a.parts_failed, result.num_parts);
+      spdlog::warn("request {}: KV transfer failed on {} of {} prefill ranks; prefilling locally",
+                   id, a.parts_failed, result.num_parts);
       metrics_.kv_transfer_fallbacks.Increment();
       PODSERVE_RETURN_IF_ERROR(engine_.activate_fallback(std::move(a.request), result.first_token));
     }
     awaiting_.erase(it);
-    metrics_.requests_waiting_for_kv.Set(static_cast<double>(awaiting_.size() + unreserved_.size()));
+    metrics_.requests_waiting_for_kv.Set(
+        static_cast<double>(awaiting_.size() + unreserved_.size()));
     return Status::Ok();
   }
 
   // Prefill leader: one rank's share of a shipment is final; all shares final frees the pages.
   Status prefill_part_done(RequestId id) {
     auto it = targets_.find(id);
-    if (it == targets_.end()) return internal_error(fmt::format("KV part for unknown request {}", id));
+    if (it == targets_.end())
+      return internal_error(fmt::format("KV part for unknown request {}", id));
     if (++it->second.parts_done < topology_.instance().tp) return Status::Ok();
     targets_.erase(it);
     return engine_.release_retained(id);
@@ -310,8 +323,9 @@ class Leader {
             target->second.shipping) {
           continue;
         }
-        PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance),
-                                               PrefillResultMessage{output.id, PrefillResultMessage::Outcome::kAbandoned}));
+        PODSERVE_RETURN_IF_ERROR(control_.send(
+            leader_rank(target->second.decode_instance),
+            PrefillResultMessage{output.id, PrefillResultMessage::Outcome::kAbandoned}));
         targets_.erase(target);
       }
     }
@@ -324,7 +338,8 @@ class Leader {
       PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, message));
     }
     if (role_ == InstanceRole::kPrefill && !layerwise) {
-      for (const auto& shipment : shipped_plan.shipments) PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, std::nullopt));
+      for (const auto& shipment : shipped_plan.shipments)
+        PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, std::nullopt));
     }
     for (const auto& completion : step.prefill_completions) {
       auto target = targets_.find(completion.id);
@@ -348,7 +363,8 @@ class Leader {
   }
 
   Status ship_layer(const BatchPlan& plan, std::int32_t layer) {
-    for (const auto& shipment : plan.shipments) PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, layer));
+    for (const auto& shipment : plan.shipments)
+      PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, layer));
     return Status::Ok();
   }
 
@@ -370,9 +386,11 @@ class Leader {
       active = true;
       record_shipment(done, metrics_);
       const auto target = targets_.find(done.id);
-      if (target == targets_.end()) return internal_error(fmt::format("shipment of unknown request {}", done.id));
-      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance),
-                                             KvPartDoneMessage{done.id, topology_.tp_rank(), done.ok}));
+      if (target == targets_.end())
+        return internal_error(fmt::format("shipment of unknown request {}", done.id));
+      PODSERVE_RETURN_IF_ERROR(
+          control_.send(leader_rank(target->second.decode_instance),
+                        KvPartDoneMessage{done.id, topology_.tp_rank(), done.ok}));
       PODSERVE_RETURN_IF_ERROR(prefill_part_done(done.id));
     }
     return Status::Ok();
@@ -381,7 +399,8 @@ class Leader {
   Status stop() {
     const auto load = engine_.load();
     if (load.running + load.waiting > 0 || !awaiting_.empty() || !targets_.empty()) {
-      spdlog::warn("shutting down with {} requests still held", load.running + load.waiting + awaiting_.size());
+      spdlog::warn("shutting down with {} requests still held",
+                   load.running + load.waiting + awaiting_.size());
     }
     if (has_peers_) {
       BatchPlan stop_plan;
@@ -404,8 +423,8 @@ class Leader {
   InstanceLoad reported_load_;
   std::int64_t reported_preemptions_ = 0;
   bool shutdown_ = false;
-  std::unordered_map<RequestId, PrefillTarget> targets_;   // prefill role
-  std::unordered_map<RequestId, AwaitingKv> awaiting_;     // decode role
+  std::unordered_map<RequestId, PrefillTarget> targets_;  // prefill role
+  std::unordered_map<RequestId, AwaitingKv> awaiting_;    // decode role
   std::deque<DisaggregatedSubmitMessage> unreserved_;     // decode role: waiting for pages
 };
 
@@ -430,14 +449,18 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
       active = true;
       const auto start = std::chrono::steady_clock::now();
       const auto after_layer = [&](std::int32_t layer) -> Status {
-        for (const auto& shipment : plan->shipments) PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, layer));
+        for (const auto& shipment : plan->shipments)
+          PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, layer));
         return Status::Ok();
       };
-      PODSERVE_RETURN_IF_ERROR(layerwise ? engine.execute_peer(*plan, after_layer) : engine.execute_peer(*plan, {}));
+      PODSERVE_RETURN_IF_ERROR(layerwise ? engine.execute_peer(*plan, after_layer)
+                                         : engine.execute_peer(*plan, {}));
       if (prefill && !layerwise) {
-        for (const auto& shipment : plan->shipments) PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, std::nullopt));
+        for (const auto& shipment : plan->shipments)
+          PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, std::nullopt));
       }
-      for (const auto& shipment : plan->shipments) decode_instance_of[shipment.seq_id] = shipment.decode_instance;
+      for (const auto& shipment : plan->shipments)
+        decode_instance_of[shipment.seq_id] = shipment.decode_instance;
       StepStats stats;
       stats.num_prefill_tokens = plan->num_prefill_tokens();
       stats.num_decode_tokens = plan->num_decode_tokens();
@@ -450,7 +473,8 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
         active = true;
         record_shipment(done, metrics);
         const KvPartDoneMessage part{done.id, topology.tp_rank(), done.ok};
-        const int decode_leader = topology.instances().at(decode_instance_of.at(done.id)).first_rank;
+        const int decode_leader =
+            topology.instances().at(decode_instance_of.at(done.id)).first_rank;
         decode_instance_of.erase(done.id);
         PODSERVE_RETURN_IF_ERROR(control.send(decode_leader, part));
         PODSERVE_RETURN_IF_ERROR(control.send(leader, part));
@@ -471,10 +495,12 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
 Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
                          const ModelConfig& model) {
   PODSERVE_ASSIGN_OR_RETURN(auto metrics_server, start_rank_metrics(topology, config));
-  auto metrics = make_instance_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));
+  auto metrics =
+      make_instance_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));
 
   PODSERVE_ASSIGN_OR_RETURN(const auto backend_kind, choose_backend(config.backend));
-  PODSERVE_ASSIGN_OR_RETURN(const auto attention, choose_attention(config.scheduler.attention, backend_kind));
+  PODSERVE_ASSIGN_OR_RETURN(const auto attention,
+                            choose_attention(config.scheduler.attention, backend_kind));
   PODSERVE_ASSIGN_OR_RETURN(auto backend, make_backend(backend_kind, topology.node_local_rank()));
   MpiCommunicator communicator(topology.instance_comm());
   const int tp = topology.instance().tp;
@@ -485,26 +511,31 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   options.num_pages = config.kv_cache.num_pages;
   if (options.num_pages == 0) {
     if (backend_kind != BackendKind::kCpu) {
-      return unimplemented("config key 'kv_cache.num_pages': deriving the page count from GPU "
-                           "memory needs the CUDA backend");
+      return unimplemented(
+          "config key 'kv_cache.num_pages': deriving the page count from GPU "
+          "memory needs the CUDA backend");
     }
     options.num_pages = LlamaModel::pages_that_fit(
-        model, tp, static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20,
-        options.page_size, backend->compute_dtype());
+        model, tp, static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20, options.page_size,
+        backend->compute_dtype());
   }
   // The KV fabric (disaggregated mode) comes first: on a host backend the KV cache lives in
   // transport memory, which shared-memory peers write in one copy.
   PODSERVE_ASSIGN_OR_RETURN(auto fabric, KvFabric::open(topology, config));
-  if (fabric && backend_kind == BackendKind::kCpu) options.kv_cache_allocator = fabric->kv_cache_allocator();
-  PODSERVE_ASSIGN_OR_RETURN(auto weights, open_weight_source(config.model.weights, config.model.seed));
+  if (fabric && backend_kind == BackendKind::kCpu)
+    options.kv_cache_allocator = fabric->kv_cache_allocator();
+  PODSERVE_ASSIGN_OR_RETURN(auto weights,
+                            open_weight_source(config.model.weights, config.model.seed));
   const auto load_start = std::chrono::steady_clock::now();
-  PODSERVE_ASSIGN_OR_RETURN(auto llama, LlamaModel::create(model, *weights, *backend, communicator, options));
+  PODSERVE_ASSIGN_OR_RETURN(auto llama,
+                            LlamaModel::create(model, *weights, *backend, communicator, options));
   if (topology.is_leader()) {
-    spdlog::info("instance {} ({}, tp={}) on {}: weights {} loaded in {:.1f} s, {} KV pages of {} tokens",
-                 topology.instance_id(), to_string(topology.instance().role), tp, backend->name(),
-                 weights->describe(),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
-                 options.num_pages, options.page_size);
+    spdlog::info(
+        "instance {} ({}, tp={}) on {}: weights {} loaded in {:.1f} s, {} KV pages of {} tokens",
+        topology.instance_id(), to_string(topology.instance().role), tp, backend->name(),
+        weights->describe(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count(),
+        options.num_pages, options.page_size);
   }
   EngineOptions engine_options;
   engine_options.token_budget = config.scheduler.token_budget;

@@ -23,7 +23,8 @@ bool in_fabric(const Topology& topology, const ServiceConfig& config) {
 }
 
 // Every rank's blob (empty for ranks outside the fabric), gathered on every rank.
-Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(const std::vector<std::uint8_t>& mine) {
+Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(
+    const std::vector<std::uint8_t>& mine) {
   int world = 0;
   PODSERVE_MPI(MPI_Comm_size(MPI_COMM_WORLD, &world));
   int my_size = static_cast<int>(mine.size());
@@ -38,7 +39,8 @@ Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(const std::vecto
   PODSERVE_MPI(MPI_Allgatherv(mine.data(), my_size, MPI_BYTE, all.data(), sizes.data(),
                               offsets.data(), MPI_BYTE, MPI_COMM_WORLD));
   std::vector<std::vector<std::uint8_t>> blobs(world);
-  for (int r = 0; r < world; ++r) blobs[r].assign(all.begin() + offsets[r], all.begin() + offsets[r] + sizes[r]);
+  for (int r = 0; r < world; ++r)
+    blobs[r].assign(all.begin() + offsets[r], all.begin() + offsets[r] + sizes[r]);
   return blobs;
 }
 
@@ -51,9 +53,11 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
   UcxOptions options;
   options.faults.drop_probability = config.kv_transfer.inject_drop_rate;
   options.faults.stall_probability = config.kv_transfer.inject_stall_rate;
-  options.faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
-  options.peer_error_handling = config.kv_transfer.peer_error_handling == "on" ||
-                                (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
+  options.faults.seed =
+      config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
+  options.peer_error_handling =
+      config.kv_transfer.peer_error_handling == "on" ||
+      (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
   PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_ucx_transport(options));
   return fabric;
 }
@@ -81,14 +85,17 @@ Status KvFabric::exchange(KvFabric* fabric, const Topology& topology, const Serv
     for (int layer = 0; layer < layers; ++layer) {
       const auto view = model->kv_cache(layer);
       int region = 0;
-      if (auto allocated = fabric->allocated_regions_.find(view.data); allocated != fabric->allocated_regions_.end()) {
+      if (auto allocated = fabric->allocated_regions_.find(view.data);
+          allocated != fabric->allocated_regions_.end()) {
         region = allocated->second;
       } else {
         const std::size_t bytes = view.page_elements() * view.num_pages * dtype_size(view.dtype);
-        PODSERVE_ASSIGN_OR_RETURN(region, fabric->transport_->register_region(view.data, bytes, MemoryKind::kHost));
+        PODSERVE_ASSIGN_OR_RETURN(
+            region, fabric->transport_->register_region(view.data, bytes, MemoryKind::kHost));
       }
       fabric->local_regions_.push_back(region);
-      PODSERVE_ASSIGN_OR_RETURN(const auto descriptor, fabric->transport_->region_descriptor(region));
+      PODSERVE_ASSIGN_OR_RETURN(const auto descriptor,
+                                fabric->transport_->region_descriptor(region));
       w.put_vector(std::span<const std::uint8_t>(descriptor.descriptor));
     }
     blob = w.take();
@@ -109,7 +116,8 @@ Status KvFabric::exchange(KvFabric* fabric, const Topology& topology, const Serv
       for (int layer = 0; layer < layers; ++layer) {
         RemoteRegion region;
         PODSERVE_RETURN_IF_ERROR(r.get_vector(region.descriptor));
-        PODSERVE_ASSIGN_OR_RETURN(const int handle, fabric->transport_->add_remote_region(rank, region));
+        PODSERVE_ASSIGN_OR_RETURN(const int handle,
+                                  fabric->transport_->add_remote_region(rank, region));
         fabric->remote_regions_[{rank, layer}] = handle;
       }
     }
@@ -146,7 +154,8 @@ std::vector<PutSegment> KvShipper::segments_for(const KvShipment& shipment, int 
     const std::uint64_t page_bytes = 2ull * page_size_ * src_heads * head_dim * es;
     for (std::size_t p = 0; p < pages; ++p) {
       segments.push_back({static_cast<std::uint64_t>(shipment.source_pages[p]) * page_bytes,
-                          static_cast<std::uint64_t>(shipment.dest_pages[p]) * page_bytes, page_bytes});
+                          static_cast<std::uint64_t>(shipment.dest_pages[p]) * page_bytes,
+                          page_bytes});
     }
     return segments;
   }
@@ -158,8 +167,12 @@ std::vector<PutSegment> KvShipper::segments_for(const KvShipment& shipment, int 
         const std::int64_t src_row = (shipment.source_pages[p] * 2 + kv) * page_size_ + slot;
         const std::int64_t dst_row = (shipment.dest_pages[p] * 2 + kv) * page_size_ + slot;
         segments.push_back(
-            {static_cast<std::uint64_t>((src_row * src_heads + (lo - src_rank * src_heads)) * head_dim) * es,
-             static_cast<std::uint64_t>((dst_row * dst_heads + (lo - dest_tp_rank * dst_heads)) * head_dim) * es,
+            {static_cast<std::uint64_t>((src_row * src_heads + (lo - src_rank * src_heads)) *
+                                        head_dim) *
+                 es,
+             static_cast<std::uint64_t>((dst_row * dst_heads + (lo - dest_tp_rank * dst_heads)) *
+                                        head_dim) *
+                 es,
              run_bytes});
       }
     }
@@ -187,8 +200,9 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
       t.remote_region = fabric_.remote_region(dest.first_rank + dest_tp_rank, l);
       t.segments = segments;
       t.bytes = bytes;
-      PODSERVE_ASSIGN_OR_RETURN(t.transfer_id, fabric_.transport().post_put(t.local_region, t.remote_region,
-                                                                            t.segments, timeout_));
+      PODSERVE_ASSIGN_OR_RETURN(
+          t.transfer_id,
+          fabric_.transport().post_put(t.local_region, t.remote_region, t.segments, timeout_));
       state.transfers.push_back(std::move(t));
     }
   }

@@ -36,7 +36,8 @@ class KvFabric {
   // Local: this rank's transport, or nullptr on ranks outside the fabric (the router, and
   // every rank in colocated mode). Create it before the model, so the model can place its KV
   // cache in transport memory (kv_cache_allocator), and destroy it after the model.
-  static Result<std::unique_ptr<KvFabric>> open(const Topology& topology, const ServiceConfig& config);
+  static Result<std::unique_ptr<KvFabric>> open(const Topology& topology,
+                                                const ServiceConfig& config);
   // Collective over MPI_COMM_WORLD in disaggregated mode (every rank calls it; ranks outside
   // the fabric pass nullptrs): registers the model's KV layers, exchanges addresses and region
   // descriptors, and connects prefill ranks to every decode rank.
@@ -59,7 +60,9 @@ class KvFabric {
   };
   const LlamaModel& model() const { return *model_; }
   // Remote region handle of `world_rank`'s layer `layer`.
-  int remote_region(int world_rank, int layer) const { return remote_regions_.at({world_rank, layer}); }
+  int remote_region(int world_rank, int layer) const {
+    return remote_regions_.at({world_rank, layer});
+  }
   int local_region(int layer) const { return local_regions_.at(layer); }
 
  private:
@@ -67,8 +70,8 @@ class KvFabric {
 
   std::unique_ptr<KvTransport> transport_;
   LlamaModel* model_ = nullptr;
-  std::map<void*, int> allocated_regions_;            // base -> region id (transport memory)
-  std::vector<int> local_regions_;                    // per layer
+  std::map<void*, int> allocated_regions_;             // base -> region id (transport memory)
+  std::vector<int> local_regions_;                     // per layer
   std::map<std::pair<int, int>, int> remote_regions_;  // (world rank, layer) -> handle
 };
 
@@ -85,9 +88,9 @@ class KvShipper {
     RequestId id = 0;
     bool ok = true;
     std::uint64_t bytes = 0;
-    double seconds = 0.0;         // first post -> final
-    double tail_seconds = 0.0;    // start of the last post (the compute it waited for is done)
-                                  // -> final: the transfer time not hidden behind compute
+    double seconds = 0.0;       // first post -> final
+    double tail_seconds = 0.0;  // start of the last post (the compute it waited for is done)
+                                // -> final: the transfer time not hidden behind compute
     std::int32_t failed_attempts = 0;
   };
   // Progresses the transport, retries failures, and returns the shipments that became final.
@@ -115,7 +118,8 @@ class KvShipper {
 
   // The segments moving this rank's heads of `layer` into decode rank `dest_tp_rank` of a
   // decode instance with `dest_tp` ranks; empty when they share no head.
-  std::vector<PutSegment> segments_for(const KvShipment& shipment, int dest_tp_rank, int dest_tp) const;
+  std::vector<PutSegment> segments_for(const KvShipment& shipment, int dest_tp_rank,
+                                       int dest_tp) const;
 
   KvFabric& fabric_;
   const Topology& topology_;

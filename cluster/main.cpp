@@ -21,8 +21,9 @@ namespace {
 
 // The model the config names, checked against every instance's TP degree.
 podserve::Result<podserve::ModelConfig> resolve_model(const podserve::ServiceConfig& config) {
-  auto model = config.model.config.empty() ? podserve::model_preset(config.model.preset)
-                                            : podserve::model_config_from_hf_json(config.model.config);
+  auto model = config.model.config.empty()
+                   ? podserve::model_preset(config.model.preset)
+                   : podserve::model_config_from_hf_json(config.model.config);
   if (!model.ok()) return model;
   if (config.model.max_model_len > 0) model->max_position_embeddings = config.model.max_model_len;
   for (const auto& group : config.instances) {
@@ -39,9 +40,11 @@ int main(int argc, char** argv) {
   std::string config_path, pid_file, log_level;
   bool print_world_size = false, print_config = false;
   app.add_option("--config", config_path, "deployment YAML")->required()->check(CLI::ExistingFile);
-  app.add_option("--pid-file", pid_file, "router rank: write its pid here (send it SIGTERM to drain and stop)");
+  app.add_option("--pid-file", pid_file,
+                 "router rank: write its pid here (send it SIGTERM to drain and stop)");
   app.add_option("--log-level", log_level, "overrides logging.level (also env PODSERVE_LOG_LEVEL)");
-  app.add_flag("--print-world-size", print_world_size, "print the number of ranks the config needs and exit");
+  app.add_flag("--print-world-size", print_world_size,
+               "print the number of ranks the config needs and exit");
   app.add_flag("--print-config", print_config, "print the effective configuration and exit");
   CLI11_PARSE(app, argc, argv);
 
@@ -94,13 +97,15 @@ int main(int argc, char** argv) {
       return 2;
     }
     if (!podserve::setup_logging(log_level, topology->world_rank(), topology->role_name())) {
-      std::fprintf(stderr, "podserve: config key 'logging.level': unknown level '%s'\n", log_level.c_str());
+      std::fprintf(stderr, "podserve: config key 'logging.level': unknown level '%s'\n",
+                   log_level.c_str());
       MPI_Finalize();
       return 2;
     }
     if (topology->is_router()) {
-      spdlog::info("podserve {} starting: {} ranks, model {} ({:.1f}M parameters)", PODSERVE_VERSION,
-                   topology->world_size(), model->name, model->num_parameters() / 1e6);
+      spdlog::info("podserve {} starting: {} ranks, model {} ({:.1f}M parameters)",
+                   PODSERVE_VERSION, topology->world_size(), model->name,
+                   model->num_parameters() / 1e6);
       spdlog::info("effective configuration:\n{}", podserve::to_yaml(config));
     }
     const auto status = topology->is_router()

@@ -10,10 +10,10 @@ Result<std::unique_ptr<MetricsServer>> start_rank_metrics(const Topology& topolo
   const int port = config.metrics.port_base + topology.node_local_rank();
   auto server = MetricsServer::start(config.metrics.bind, port);
   if (!server.ok()) {
-    return unavailable(fmt::format("config key 'metrics.port_base': rank {} cannot serve metrics "
-                                   "on {}:{}: {}",
-                                   topology.world_rank(), config.metrics.bind, port,
-                                   server.status().message()));
+    return unavailable(
+        fmt::format("config key 'metrics.port_base': rank {} cannot serve metrics "
+                    "on {}:{}: {}",
+                    topology.world_rank(), config.metrics.bind, port, server.status().message()));
   }
   spdlog::info("metrics on http://{}/metrics", (*server)->endpoint());
   return server;

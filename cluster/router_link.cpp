@@ -29,7 +29,8 @@ void RouterLink::submit_disaggregated(int prefill_instance, int decode_instance,
                                       GenerationRequest request) {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back({decode_instance, DisaggregatedSubmitMessage{std::move(request), prefill_instance}});
+    queue_.push_back(
+        {decode_instance, DisaggregatedSubmitMessage{std::move(request), prefill_instance}});
   }
   wake_.notify_one();
 }
@@ -113,7 +114,8 @@ Status RouterLink::run(Router& router, int shutdown_timeout_ms) {
   for (const auto& p : topology_.instances()) {
     PODSERVE_RETURN_IF_ERROR(endpoint_.send(p.first_rank, ShutdownMessage{}));
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(shutdown_timeout_ms);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(shutdown_timeout_ms);
   IdleBackoff shutdown_backoff(100, 5000);
   while (shutdown_acks < leaders) {
     bool received_any = false;

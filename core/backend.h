@@ -43,7 +43,9 @@ struct TensorView {
   }
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
   template <typename T>
-  T* as() const { return static_cast<T*>(data); }
+  T* as() const {
+    return static_cast<T*>(data);
+  }
 };
 
 TensorView make_view(void* data, DType dtype, std::initializer_list<std::int64_t> shape);
@@ -82,9 +84,9 @@ struct KvCacheView {
 
 // One sequence's part of a hybrid attention batch (host memory).
 struct AttentionSequence {
-  std::int32_t query_offset = 0;       // first row of this sequence in q / out
-  std::int32_t num_new_tokens = 0;     // C (1 for decode)
-  std::int32_t num_cached_tokens = 0;  // P: keys [0, P) are already cached before this step
+  std::int32_t query_offset = 0;             // first row of this sequence in q / out
+  std::int32_t num_new_tokens = 0;           // C (1 for decode)
+  std::int32_t num_cached_tokens = 0;        // P: keys [0, P) are already cached before this step
   std::span<const std::int32_t> page_table;  // pages covering [0, P + C)
 };
 
@@ -106,7 +108,8 @@ class Backend {
   virtual Status synchronize() = 0;
 
   // out[t, :] = table[ids[t], :].  table [vocab, hidden], ids [T] (int32, device), out [T, hidden]
-  virtual Status embedding(const TensorView& table, const TensorView& ids, const TensorView& out) = 0;
+  virtual Status embedding(const TensorView& table, const TensorView& ids,
+                           const TensorView& out) = 0;
   // out = x / rms(x) * weight, per row.  x, out [M, D]; weight [D]
   virtual Status rms_norm(const TensorView& x, const TensorView& weight, float eps,
                           const TensorView& out) = 0;

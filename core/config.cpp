@@ -40,7 +40,8 @@ void read(const YAML::Node& node, const std::string& path, const char* key, T& o
   try {
     out = child.as<T>();
   } catch (const YAML::Exception&) {
-    fail(join_key(path, key), fmt::format("cannot read '{}' as the expected type", YAML::Dump(child)));
+    fail(join_key(path, key),
+         fmt::format("cannot read '{}' as the expected type", YAML::Dump(child)));
   }
 }
 
@@ -126,9 +127,11 @@ void ServiceConfig::validate() const {
   if (scheduler.mode == SchedulerMode::kColocated && (has_prefill || has_decode)) {
     fail("scheduler.mode", "colocated mode takes only instances with role: colocated");
   }
-  if (scheduler.mode == SchedulerMode::kDisaggregated && (has_colocated || !has_prefill || !has_decode)) {
+  if (scheduler.mode == SchedulerMode::kDisaggregated &&
+      (has_colocated || !has_prefill || !has_decode)) {
     fail("scheduler.mode",
-         "disaggregated mode needs at least one prefill and one decode instance and no colocated ones");
+         "disaggregated mode needs at least one prefill and one decode instance and no colocated "
+         "ones");
   }
   require_positive(scheduler.token_budget, "scheduler.token_budget");
   require_positive(scheduler.max_running, "scheduler.max_running");
@@ -173,8 +176,9 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     c.validate();
     return c;
   }
-  check_keys(root, "", {"model", "backend", "instances", "scheduler", "kv_cache", "kv_transfer",
-                        "router", "metrics", "logging"});
+  check_keys(root, "",
+             {"model", "backend", "instances", "scheduler", "kv_cache", "kv_transfer", "router",
+              "metrics", "logging"});
   if (const auto m = root["model"]) {
     check_keys(m, "model", {"preset", "config", "weights", "seed", "dtype", "max_model_len"});
     read(m, "model", "preset", c.model.preset);
@@ -185,7 +189,9 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read(m, "model", "max_model_len", c.model.max_model_len);
   }
   read_enum(root, "", "backend", c.backend,
-            {{"auto", BackendChoice::kAuto}, {"cpu", BackendChoice::kCpu}, {"cuda", BackendChoice::kCuda}});
+            {{"auto", BackendChoice::kAuto},
+             {"cpu", BackendChoice::kCpu},
+             {"cuda", BackendChoice::kCuda}});
   if (const auto list = root["instances"]) {
     if (!list.IsSequence()) fail("instances", "expected a list of {role, tp, count}");
     c.instances.clear();
@@ -202,10 +208,13 @@ ServiceConfig parse_config(const std::string& yaml_text) {
   if (const auto s = root["scheduler"]) {
     check_keys(s, "scheduler", {"mode", "attention", "token_budget", "max_running"});
     read_enum(s, "scheduler", "mode", c.scheduler.mode,
-              {{"colocated", SchedulerMode::kColocated}, {"disaggregated", SchedulerMode::kDisaggregated}});
+              {{"colocated", SchedulerMode::kColocated},
+               {"disaggregated", SchedulerMode::kDisaggregated}});
     read_enum(s, "scheduler", "attention", c.scheduler.attention,
-              {{"auto", AttentionImpl::kAuto}, {"pod", AttentionImpl::kPod},
-               {"serial", AttentionImpl::kSerial}, {"streams", AttentionImpl::kStreams},
+              {{"auto", AttentionImpl::kAuto},
+               {"pod", AttentionImpl::kPod},
+               {"serial", AttentionImpl::kSerial},
+               {"streams", AttentionImpl::kStreams},
                {"cpu", AttentionImpl::kCpu}});
     read(s, "scheduler", "token_budget", c.scheduler.token_budget);
     read(s, "scheduler", "max_running", c.scheduler.max_running);
@@ -218,8 +227,9 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read(k, "kv_cache", "cpu_memory_mb", c.kv_cache.cpu_memory_mb);
   }
   if (const auto t = root["kv_transfer"]) {
-    check_keys(t, "kv_transfer", {"backend", "layerwise", "timeout_ms", "retries",
-                                  "inject_drop_rate", "inject_stall_rate", "peer_error_handling"});
+    check_keys(t, "kv_transfer",
+               {"backend", "layerwise", "timeout_ms", "retries", "inject_drop_rate",
+                "inject_stall_rate", "peer_error_handling"});
     read(t, "kv_transfer", "backend", c.kv_transfer.backend);
     read(t, "kv_transfer", "layerwise", c.kv_transfer.layerwise);
     read(t, "kv_transfer", "timeout_ms", c.kv_transfer.timeout_ms);
@@ -229,8 +239,9 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read(t, "kv_transfer", "peer_error_handling", c.kv_transfer.peer_error_handling);
   }
   if (const auto r = root["router"]) {
-    check_keys(r, "router", {"listen", "policy", "max_queue", "http_threads", "max_tokens_limit",
-                             "served_model_name", "drain_timeout_s"});
+    check_keys(r, "router",
+               {"listen", "policy", "max_queue", "http_threads", "max_tokens_limit",
+                "served_model_name", "drain_timeout_s"});
     read(r, "router", "listen", c.router.listen);
     read_enum(r, "router", "policy", c.router.policy,
               {{"round_robin", RouterPolicy::kRoundRobin},
@@ -268,53 +279,51 @@ ServiceConfig load_config(const std::string& path) {
 std::string to_yaml(const ServiceConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
-  out << YAML::Key << "model" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "preset" << YAML::Value << c.model.preset
-      << YAML::Key << "config" << YAML::Value << c.model.config
-      << YAML::Key << "weights" << YAML::Value << c.model.weights
-      << YAML::Key << "seed" << YAML::Value << c.model.seed
-      << YAML::Key << "dtype" << YAML::Value << c.model.dtype
-      << YAML::Key << "max_model_len" << YAML::Value << c.model.max_model_len << YAML::EndMap;
+  out << YAML::Key << "model" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "preset" << YAML::Value << c.model.preset << YAML::Key << "config" << YAML::Value
+      << c.model.config << YAML::Key << "weights" << YAML::Value << c.model.weights << YAML::Key
+      << "seed" << YAML::Value << c.model.seed << YAML::Key << "dtype" << YAML::Value
+      << c.model.dtype << YAML::Key << "max_model_len" << YAML::Value << c.model.max_model_len
+      << YAML::EndMap;
   out << YAML::Key << "backend" << YAML::Value << std::string(to_string(c.backend));
   out << YAML::Key << "instances" << YAML::Value << YAML::BeginSeq;
   for (const auto& g : c.instances) {
     out << YAML::Flow << YAML::BeginMap << YAML::Key << "role" << YAML::Value
-        << std::string(to_string(g.role)) << YAML::Key << "tp" << YAML::Value << g.tp
-        << YAML::Key << "count" << YAML::Value << g.count << YAML::EndMap;
+        << std::string(to_string(g.role)) << YAML::Key << "tp" << YAML::Value << g.tp << YAML::Key
+        << "count" << YAML::Value << g.count << YAML::EndMap;
   }
   out << YAML::EndSeq;
-  out << YAML::Key << "scheduler" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "mode" << YAML::Value << std::string(to_string(c.scheduler.mode))
-      << YAML::Key << "attention" << YAML::Value << std::string(to_string(c.scheduler.attention))
-      << YAML::Key << "token_budget" << YAML::Value << c.scheduler.token_budget
-      << YAML::Key << "max_running" << YAML::Value << c.scheduler.max_running << YAML::EndMap;
-  out << YAML::Key << "kv_cache" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "page_size" << YAML::Value << c.kv_cache.page_size
-      << YAML::Key << "memory_fraction" << YAML::Value << c.kv_cache.memory_fraction
-      << YAML::Key << "num_pages" << YAML::Value << c.kv_cache.num_pages
-      << YAML::Key << "cpu_memory_mb" << YAML::Value << c.kv_cache.cpu_memory_mb << YAML::EndMap;
-  out << YAML::Key << "kv_transfer" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "backend" << YAML::Value << c.kv_transfer.backend
-      << YAML::Key << "layerwise" << YAML::Value << c.kv_transfer.layerwise
-      << YAML::Key << "timeout_ms" << YAML::Value << c.kv_transfer.timeout_ms
-      << YAML::Key << "retries" << YAML::Value << c.kv_transfer.retries
+  out << YAML::Key << "scheduler" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "mode" << YAML::Value << std::string(to_string(c.scheduler.mode)) << YAML::Key
+      << "attention" << YAML::Value << std::string(to_string(c.scheduler.attention)) << YAML::Key
+      << "token_budget" << YAML::Value << c.scheduler.token_budget << YAML::Key << "max_running"
+      << YAML::Value << c.scheduler.max_running << YAML::EndMap;
+  out << YAML::Key << "kv_cache" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "page_size" << YAML::Value << c.kv_cache.page_size << YAML::Key << "memory_fraction"
+      << YAML::Value << c.kv_cache.memory_fraction << YAML::Key << "num_pages" << YAML::Value
+      << c.kv_cache.num_pages << YAML::Key << "cpu_memory_mb" << YAML::Value
+      << c.kv_cache.cpu_memory_mb << YAML::EndMap;
+  out << YAML::Key << "kv_transfer" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "backend" << YAML::Value << c.kv_transfer.backend << YAML::Key << "layerwise"
+      << YAML::Value << c.kv_transfer.layerwise << YAML::Key << "timeout_ms" << YAML::Value
+      << c.kv_transfer.timeout_ms << YAML::Key << "retries" << YAML::Value << c.kv_transfer.retries
       << YAML::Key << "inject_drop_rate" << YAML::Value << c.kv_transfer.inject_drop_rate
       << YAML::Key << "inject_stall_rate" << YAML::Value << c.kv_transfer.inject_stall_rate
-      << YAML::Key << "peer_error_handling" << YAML::Value << c.kv_transfer.peer_error_handling << YAML::EndMap;
-  out << YAML::Key << "router" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "listen" << YAML::Value << c.router.listen
-      << YAML::Key << "policy" << YAML::Value << std::string(to_string(c.router.policy))
-      << YAML::Key << "max_queue" << YAML::Value << c.router.max_queue
-      << YAML::Key << "http_threads" << YAML::Value << c.router.http_threads
-      << YAML::Key << "max_tokens_limit" << YAML::Value << c.router.max_tokens_limit
-      << YAML::Key << "served_model_name" << YAML::Value << c.router.served_model_name
-      << YAML::Key << "drain_timeout_s" << YAML::Value << c.router.drain_timeout_s << YAML::EndMap;
-  out << YAML::Key << "metrics" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "port_base" << YAML::Value << c.metrics.port_base
-      << YAML::Key << "bind" << YAML::Value << c.metrics.bind
-      << YAML::Key << "sd_file" << YAML::Value << c.metrics.sd_file << YAML::EndMap;
-  out << YAML::Key << "logging" << YAML::Value << YAML::Flow << YAML::BeginMap
-      << YAML::Key << "level" << YAML::Value << c.logging.level << YAML::EndMap;
+      << YAML::Key << "peer_error_handling" << YAML::Value << c.kv_transfer.peer_error_handling
+      << YAML::EndMap;
+  out << YAML::Key << "router" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "listen" << YAML::Value << c.router.listen << YAML::Key << "policy" << YAML::Value
+      << std::string(to_string(c.router.policy)) << YAML::Key << "max_queue" << YAML::Value
+      << c.router.max_queue << YAML::Key << "http_threads" << YAML::Value << c.router.http_threads
+      << YAML::Key << "max_tokens_limit" << YAML::Value << c.router.max_tokens_limit << YAML::Key
+      << "served_model_name" << YAML::Value << c.router.served_model_name << YAML::Key
+      << "drain_timeout_s" << YAML::Value << c.router.drain_timeout_s << YAML::EndMap;
+  out << YAML::Key << "metrics" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "port_base" << YAML::Value << c.metrics.port_base << YAML::Key << "bind" << YAML::Value
+      << c.metrics.bind << YAML::Key << "sd_file" << YAML::Value << c.metrics.sd_file
+      << YAML::EndMap;
+  out << YAML::Key << "logging" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "level" << YAML::Value << c.logging.level << YAML::EndMap;
   out << YAML::EndMap;
   return out.c_str();
 }

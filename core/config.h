@@ -25,11 +25,11 @@ enum class AttentionImpl : std::uint8_t { kAuto, kPod, kSerial, kStreams, kCpu }
 enum class RouterPolicy : std::uint8_t { kRoundRobin, kLeastOutstandingTokens, kKvLoadAware };
 
 struct ModelSection {
-  std::string preset = "tiny";   // used when `config` is empty
-  std::string config;            // path to a Hugging Face config.json
+  std::string preset = "tiny";     // used when `config` is empty
+  std::string config;              // path to a Hugging Face config.json
   std::string weights = "random";  // "random" or a path / glob of .safetensors files
-  std::uint64_t seed = 1;        // seed of random weights
-  std::string dtype = "auto";    // auto | fp32 | bf16 (CPU computes in fp32)
+  std::uint64_t seed = 1;          // seed of random weights
+  std::string dtype = "auto";      // auto | fp32 | bf16 (CPU computes in fp32)
   std::int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
 };
 
@@ -47,9 +47,9 @@ struct SchedulerSection {
 };
 
 struct KvCacheSection {
-  std::int32_t page_size = 16;     // tokens per page
-  double memory_fraction = 0.9;    // CUDA: fraction of free GPU memory after weights
-  std::int32_t num_pages = 0;      // 0: derived (CUDA: memory_fraction; CPU: cpu_memory_mb)
+  std::int32_t page_size = 16;       // tokens per page
+  double memory_fraction = 0.9;      // CUDA: fraction of free GPU memory after weights
+  std::int32_t num_pages = 0;        // 0: derived (CUDA: memory_fraction; CPU: cpu_memory_mb)
   std::int32_t cpu_memory_mb = 512;  // CPU backend: KV cache size per rank
 };
 
@@ -70,15 +70,15 @@ struct KvTransferSection {
 struct RouterSection {
   std::string listen = "127.0.0.1:8000";
   RouterPolicy policy = RouterPolicy::kLeastOutstandingTokens;
-  std::int32_t max_queue = 4096;       // requests admitted but not finished, beyond: 429
-  std::int32_t http_threads = 128;  // each in-flight request holds one
+  std::int32_t max_queue = 4096;         // requests admitted but not finished, beyond: 429
+  std::int32_t http_threads = 128;       // each in-flight request holds one
   std::int32_t max_tokens_limit = 4096;  // largest max_tokens a request may ask for
-  std::string served_model_name;       // default: the model's name
-  std::int32_t drain_timeout_s = 30;   // SIGTERM: time to finish in-flight requests
+  std::string served_model_name;         // default: the model's name
+  std::int32_t drain_timeout_s = 30;     // SIGTERM: time to finish in-flight requests
 };
 
 struct MetricsSection {
-  std::int32_t port_base = 9400;       // rank r serves /metrics on port_base + node-local rank
+  std::int32_t port_base = 9400;  // rank r serves /metrics on port_base + node-local rank
   std::string bind = "127.0.0.1";
   std::string sd_file = "podserve-sd.json";  // Prometheus file_sd target list, written by rank 0
 };

@@ -43,8 +43,9 @@ Status ModelConfig::validate(int tp) const {
     return invalid_argument(fmt::format("model '{}': every dimension must be positive", name));
   }
   if (num_heads % num_kv_heads != 0) {
-    return invalid_argument(fmt::format("model '{}': num_heads {} not a multiple of num_kv_heads {}",
-                                        name, num_heads, num_kv_heads));
+    return invalid_argument(
+        fmt::format("model '{}': num_heads {} not a multiple of num_kv_heads {}", name, num_heads,
+                    num_kv_heads));
   }
   if (tp < 1 || num_kv_heads % tp != 0 || num_heads % tp != 0 || intermediate_size % tp != 0 ||
       vocab_size % tp != 0) {
@@ -68,7 +69,8 @@ Result<ModelConfig> model_preset(std::string_view name) {
   // tiny: byte-level vocabulary (256 bytes + BOS 256 + EOS 257, padded to 512).
   if (name == "tiny") return make("tiny", 512, 256, 688, 4, 8, 2, 10000.0f, 1e-5f, 4096, 256, 257);
   if (name == "llama3-8b")
-    return make("llama3-8b", 128256, 4096, 14336, 32, 32, 8, 500000.0f, 1e-5f, 8192, 128000, 128001);
+    return make("llama3-8b", 128256, 4096, 14336, 32, 32, 8, 500000.0f, 1e-5f, 8192, 128000,
+                128001);
   if (name == "llama2-7b")
     return make("llama2-7b", 32000, 4096, 11008, 32, 32, 32, 10000.0f, 1e-5f, 4096, 1, 2);
   if (name == "yi-6b")
@@ -107,8 +109,10 @@ Result<ModelConfig> model_config_from_hf_json(const std::string& path) {
       c.bos_token_id = j["bos_token_id"].get<int>();
     if (j.contains("eos_token_id")) {
       const auto& eos = j["eos_token_id"];
-      if (eos.is_number_integer()) c.eos_token_id = eos.get<int>();
-      else if (eos.is_array() && !eos.empty()) c.eos_token_id = eos[0].get<int>();
+      if (eos.is_number_integer())
+        c.eos_token_id = eos.get<int>();
+      else if (eos.is_array() && !eos.empty())
+        c.eos_token_id = eos[0].get<int>();
     }
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(fmt::format("'{}': {}", path, e.what()));

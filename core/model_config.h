@@ -13,13 +13,13 @@
 namespace podserve {
 
 struct ModelConfig {
-  std::string name;                  // preset name or the config's directory
+  std::string name;  // preset name or the config's directory
   std::int32_t vocab_size = 0;
   std::int32_t hidden_size = 0;
   std::int32_t intermediate_size = 0;
   std::int32_t num_layers = 0;
-  std::int32_t num_heads = 0;        // query heads
-  std::int32_t num_kv_heads = 0;     // key/value heads (GQA when < num_heads)
+  std::int32_t num_heads = 0;     // query heads
+  std::int32_t num_kv_heads = 0;  // key/value heads (GQA when < num_heads)
   std::int32_t head_dim = 0;
   float rope_theta = 10000.0f;
   float rms_norm_eps = 1e-5f;

@@ -48,21 +48,29 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status invalid_argument(std::string msg) { return {StatusCode::kInvalidArgument, std::move(msg)}; }
+inline Status invalid_argument(std::string msg) {
+  return {StatusCode::kInvalidArgument, std::move(msg)};
+}
 inline Status not_found(std::string msg) { return {StatusCode::kNotFound, std::move(msg)}; }
 inline Status out_of_range(std::string msg) { return {StatusCode::kOutOfRange, std::move(msg)}; }
-inline Status resource_exhausted(std::string msg) { return {StatusCode::kResourceExhausted, std::move(msg)}; }
+inline Status resource_exhausted(std::string msg) {
+  return {StatusCode::kResourceExhausted, std::move(msg)};
+}
 inline Status unavailable(std::string msg) { return {StatusCode::kUnavailable, std::move(msg)}; }
-inline Status deadline_exceeded(std::string msg) { return {StatusCode::kDeadlineExceeded, std::move(msg)}; }
+inline Status deadline_exceeded(std::string msg) {
+  return {StatusCode::kDeadlineExceeded, std::move(msg)};
+}
 inline Status cancelled(std::string msg) { return {StatusCode::kCancelled, std::move(msg)}; }
-inline Status unimplemented(std::string msg) { return {StatusCode::kUnimplemented, std::move(msg)}; }
+inline Status unimplemented(std::string msg) {
+  return {StatusCode::kUnimplemented, std::move(msg)};
+}
 inline Status internal_error(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
 
 // A value or the Status that explains its absence.
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : state_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   Result(Status status) : state_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(state_); }
@@ -91,7 +99,9 @@ Status check_failure(StatusCode code, std::string_view library, std::string_view
 // check_result overloads turn a library's return code into a Status. Each library folder that
 // wraps a foreign API (MPI, UCX, CUDA, NCCL) adds an overload for its code type next to its
 // wrapper, so PODSERVE_CHECK works for all of them.
-inline Status check_result(Status status, std::string_view, std::string_view, int) { return status; }
+inline Status check_result(Status status, std::string_view, std::string_view, int) {
+  return status;
+}
 
 }  // namespace podserve
 
@@ -100,17 +110,17 @@ inline Status check_result(Status status, std::string_view, std::string_view, in
 
 // Evaluates `expr` (a Status or a foreign return code with a check_result overload) and returns
 // the Status from the enclosing function when it failed, with the expression, file and line.
-#define PODSERVE_CHECK(expr)                                                                \
-  do {                                                                                      \
-    ::podserve::Status podserve_check_status_ =                                             \
-        ::podserve::check_result((expr), #expr, __FILE__, __LINE__);                        \
-    if (!podserve_check_status_.ok()) return podserve_check_status_;                        \
+#define PODSERVE_CHECK(expr)                                         \
+  do {                                                               \
+    ::podserve::Status podserve_check_status_ =                      \
+        ::podserve::check_result((expr), #expr, __FILE__, __LINE__); \
+    if (!podserve_check_status_.ok()) return podserve_check_status_; \
   } while (false)
 
-#define PODSERVE_RETURN_IF_ERROR(expr)                      \
-  do {                                                      \
-    ::podserve::Status podserve_status_ = (expr);           \
-    if (!podserve_status_.ok()) return podserve_status_;    \
+#define PODSERVE_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    ::podserve::Status podserve_status_ = (expr);        \
+    if (!podserve_status_.ok()) return podserve_status_; \
   } while (false)
 
 #define PODSERVE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

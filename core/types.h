@@ -13,11 +13,11 @@ using TokenId = std::int32_t;
 using RequestId = std::uint64_t;
 
 struct SamplingParams {
-  std::int32_t max_tokens = 16;    // tokens to generate, >= 1
-  float temperature = 1.0f;        // 0 = greedy
-  float top_p = 1.0f;              // nucleus mass in (0, 1]
-  std::uint64_t seed = 0;          // per-request RNG seed (the router fills one when absent)
-  bool ignore_eos = false;         // keep generating past the EOS token
+  std::int32_t max_tokens = 16;  // tokens to generate, >= 1
+  float temperature = 1.0f;      // 0 = greedy
+  float top_p = 1.0f;            // nucleus mass in (0, 1]
+  std::uint64_t seed = 0;        // per-request RNG seed (the router fills one when absent)
+  bool ignore_eos = false;       // keep generating past the EOS token
 };
 
 enum class FinishReason : std::uint8_t {

@@ -18,21 +18,19 @@ namespace podserve {
 class WireWriter {
  public:
   template <typename T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   void put(const T& value) {
     const auto* p = reinterpret_cast<const std::uint8_t*>(&value);
     bytes_.insert(bytes_.end(), p, p + sizeof(T));
   }
   template <typename T>
-    requires std::is_trivially_copyable_v<T>
+  requires std::is_trivially_copyable_v<T>
   void put_vector(std::span<const T> values) {
     put<std::uint64_t>(values.size());
     const auto* p = reinterpret_cast<const std::uint8_t*>(values.data());
     bytes_.insert(bytes_.end(), p, p + values.size_bytes());
   }
-  void put_string(const std::string& s) {
-    put_vector(std::span<const char>(s.data(), s.size()));
-  }
+  void put_string(const std::string& s) { put_vector(std::span<const char>(s.data(), s.size())); }
   std::vector<std::uint8_t>& bytes() { return bytes_; }
   std::vector<std::uint8_t> take() { return std::move(bytes_); }
 
@@ -45,19 +43,18 @@ class WireReader {
   explicit WireReader(std::span<const std::uint8_t> bytes) : bytes_(bytes) {}
 
   template <typename T>
-    requires std::is_trivially_copyable_v<T>
-  Status get(T& out) {
+  requires std::is_trivially_copyable_v<T> Status get(T& out) {
     if (bytes_.size() - offset_ < sizeof(T)) return invalid_argument("wire: truncated value");
     std::memcpy(&out, bytes_.data() + offset_, sizeof(T));
     offset_ += sizeof(T);
     return Status::Ok();
   }
   template <typename T>
-    requires std::is_trivially_copyable_v<T>
-  Status get_vector(std::vector<T>& out) {
+  requires std::is_trivially_copyable_v<T> Status get_vector(std::vector<T>& out) {
     std::uint64_t n = 0;
     PODSERVE_RETURN_IF_ERROR(get(n));
-    if (n > (bytes_.size() - offset_) / sizeof(T)) return invalid_argument("wire: truncated vector");
+    if (n > (bytes_.size() - offset_) / sizeof(T))
+      return invalid_argument("wire: truncated vector");
     out.resize(n);
     std::memcpy(out.data(), bytes_.data() + offset_, n * sizeof(T));
     offset_ += n * sizeof(T);

@@ -51,8 +51,8 @@ prometheus::Family<prometheus::Gauge>& gauge_family(prometheus::Registry& regist
 
 const prometheus::Histogram::BucketBoundaries& request_latency_buckets() {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
-      0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
-      0.3,   0.4,    0.5,   0.75, 1.0,   1.5,  2.0,  2.5,  5.0,  7.5,   10.0, 20.0, 30.0, 60.0};
+      0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,  0.15, 0.2, 0.3,
+      0.4,   0.5,    0.75,  1.0,  1.5,   2.0,  2.5,  5.0,  7.5,  10.0,  20.0, 30.0, 60.0};
   return kBuckets;
 }
 
@@ -76,8 +76,7 @@ prometheus::Counter& RouterMetrics::http_requests(int status_code) const {
   return *http_requests_by_code.back();
 }
 
-RouterMetrics make_router_metrics(prometheus::Registry& registry,
-                                  const MetricsIdentity& identity) {
+RouterMetrics make_router_metrics(prometheus::Registry& registry, const MetricsIdentity& identity) {
   auto& ttft = histogram_family(
       registry, identity, "podserve_time_to_first_token_seconds",
       "Arrival of the HTTP request at the router to the first token handed to the connection.");
@@ -153,21 +152,22 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
                                      "Attention time of one forward pass (all layers).");
   auto& transfer_bytes = counter_family(registry, identity, "podserve_kv_transfer_bytes_total",
                                         "KV-cache bytes sent to decode instances.");
-  auto& transfer_seconds = histogram_family(
-      registry, identity, "podserve_kv_transfer_seconds",
-      "Post of a request's first KV page transfer to completion of its last one.");
+  auto& transfer_seconds =
+      histogram_family(registry, identity, "podserve_kv_transfer_seconds",
+                       "Post of a request's first KV page transfer to completion of its last one.");
   auto& transfer_tail = histogram_family(
       registry, identity, "podserve_kv_transfer_tail_seconds",
       "End of a request's prefill forward pass to completion of its KV transfer: the transfer "
       "time not hidden behind compute (layer-wise shipping shrinks it).");
-  auto& transfer_failures = counter_family(registry, identity,
-                                           "podserve_kv_transfer_failures_total",
-                                           "KV transfers that failed or timed out.");
+  auto& transfer_failures =
+      counter_family(registry, identity, "podserve_kv_transfer_failures_total",
+                     "KV transfers that failed or timed out.");
   auto& transfer_fallbacks = counter_family(
       registry, identity, "podserve_kv_transfer_fallbacks_total",
       "Requests a decode instance prefilled locally because their KV transfer failed.");
-  auto& waiting_for_kv = gauge_family(registry, identity, "podserve_requests_waiting_for_kv",
-                                      "Decode instance: requests admitted whose KV has not arrived.");
+  auto& waiting_for_kv =
+      gauge_family(registry, identity, "podserve_requests_waiting_for_kv",
+                   "Decode instance: requests admitted whose KV has not arrived.");
 
   InstanceMetrics metrics{
       .iteration_seconds_by_kind = {},

@@ -66,18 +66,18 @@ enum class IterationBatchKind : std::uint8_t { kPrefill, kDecode, kHybrid };
 struct InstanceMetrics {
   // podserve_iteration_seconds{batch_kind}, indexed by IterationBatchKind.
   std::array<prometheus::Histogram*, 3> iteration_seconds_by_kind;
-  prometheus::Histogram& batch_tokens;           // podserve_batch_tokens (new tokens per iteration)
-  prometheus::Gauge& kv_cache_usage_ratio;       // podserve_kv_cache_usage_ratio, used/total pages
-  prometheus::Gauge& num_requests_running;       // podserve_num_requests_running
-  prometheus::Gauge& num_requests_waiting;       // podserve_num_requests_waiting
-  prometheus::Counter& preemptions;              // podserve_preemptions_total
-  prometheus::Histogram& attention_seconds;      // podserve_attention_seconds, per forward pass
-  prometheus::Counter& kv_transfer_bytes;        // podserve_kv_transfer_bytes_total
-  prometheus::Histogram& kv_transfer_seconds;    // podserve_kv_transfer_seconds, per request
+  prometheus::Histogram& batch_tokens;         // podserve_batch_tokens (new tokens per iteration)
+  prometheus::Gauge& kv_cache_usage_ratio;     // podserve_kv_cache_usage_ratio, used/total pages
+  prometheus::Gauge& num_requests_running;     // podserve_num_requests_running
+  prometheus::Gauge& num_requests_waiting;     // podserve_num_requests_waiting
+  prometheus::Counter& preemptions;            // podserve_preemptions_total
+  prometheus::Histogram& attention_seconds;    // podserve_attention_seconds, per forward pass
+  prometheus::Counter& kv_transfer_bytes;      // podserve_kv_transfer_bytes_total
+  prometheus::Histogram& kv_transfer_seconds;  // podserve_kv_transfer_seconds, per request
   prometheus::Histogram& kv_transfer_tail_seconds;  // podserve_kv_transfer_tail_seconds
-  prometheus::Counter& kv_transfer_failures;     // podserve_kv_transfer_failures_total
-  prometheus::Counter& kv_transfer_fallbacks;    // podserve_kv_transfer_fallbacks_total
-  prometheus::Gauge& requests_waiting_for_kv;    // podserve_requests_waiting_for_kv
+  prometheus::Counter& kv_transfer_failures;        // podserve_kv_transfer_failures_total
+  prometheus::Counter& kv_transfer_fallbacks;       // podserve_kv_transfer_fallbacks_total
+  prometheus::Gauge& requests_waiting_for_kv;       // podserve_requests_waiting_for_kv
 
   prometheus::Histogram& iteration_seconds(IterationBatchKind kind) const {
     return *iteration_seconds_by_kind[static_cast<std::size_t>(kind)];

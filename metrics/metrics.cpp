@@ -41,8 +41,6 @@ MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
 
 MetricsServer::~MetricsServer() = default;
 
-std::string MetricsServer::endpoint() const {
-  return bind_address_ + ":" + std::to_string(port_);
-}
+std::string MetricsServer::endpoint() const { return bind_address_ + ":" + std::to_string(port_); }
 
 }  // namespace podserve

@@ -35,8 +35,7 @@ class MetricsServer {
 
  private:
   MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
-                std::shared_ptr<prometheus::Registry> registry, std::string bind_address,
-                int port);
+                std::shared_ptr<prometheus::Registry> registry, std::string bind_address, int port);
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<prometheus::Exposer> exposer_;

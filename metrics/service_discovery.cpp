@@ -36,8 +36,8 @@ Status write_file_sd(const std::string& path, std::span<const ScrapeTargetGroup>
   std::error_code error;
   std::filesystem::rename(temp_path, path, error);
   if (error) {
-    Status status = unavailable("metrics: cannot rename " + temp_path + " to " + path + ": " +
-                                error.message());
+    Status status =
+        unavailable("metrics: cannot rename " + temp_path + " to " + path + ": " + error.message());
     spdlog::error("{}", status.message());
     std::filesystem::remove(temp_path, error);
     return status;

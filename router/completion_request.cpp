@@ -28,8 +28,8 @@ ApiError unsupported(const std::string& param, const char* allowed) {
 }
 
 bool is_null_or_empty(const json& value) {
-  return value.is_null() || ((value.is_array() || value.is_object() || value.is_string()) &&
-                             value.empty());
+  return value.is_null() ||
+         ((value.is_array() || value.is_object() || value.is_string()) && value.empty());
 }
 
 // Token ids from an array prompt, or an error naming the first bad element.
@@ -64,8 +64,8 @@ std::string api_error_body(const ApiError& error) {
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::variant<CompletionRequest, ApiError> parse_completion_request(
-    std::string_view body, const CompletionLimits& limits) {
+std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
+                                                                   const CompletionLimits& limits) {
   const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) {
     return invalid("", "the request body is not valid JSON", "invalid_json");

@@ -15,10 +15,10 @@
 namespace podserve {
 
 struct InstanceInfo {
-  int id = 0;               // dense instance id, 0..N-1
+  int id = 0;  // dense instance id, 0..N-1
   InstanceRole role = InstanceRole::kColocated;
-  int tp = 1;               // tensor-parallel ranks of the instance
-  int leader_rank = 0;      // MPI world rank of its TP rank 0
+  int tp = 1;           // tensor-parallel ranks of the instance
+  int leader_rank = 0;  // MPI world rank of its TP rank 0
 };
 
 class InstanceChannel {

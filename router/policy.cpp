@@ -35,8 +35,8 @@ std::int64_t LoadBalancer::outstanding_locked(const Candidate& candidate) const 
 
 double LoadBalancer::kv_usage_locked(const Candidate& candidate) const {
   if (candidate.load.total_pages <= 0) return 0.0;
-  const std::int64_t used = candidate.load.total_pages - candidate.load.free_pages +
-                            candidate.pages_assigned_since_load;
+  const std::int64_t used =
+      candidate.load.total_pages - candidate.load.free_pages + candidate.pages_assigned_since_load;
   return static_cast<double>(used) / static_cast<double>(candidate.load.total_pages);
 }
 
@@ -49,8 +49,7 @@ std::size_t LoadBalancer::pick_locked() {
     const Candidate& b = candidates_[best];
     bool better = false;
     switch (policy_) {
-      case RouterPolicy::kRoundRobin:
-        break;
+      case RouterPolicy::kRoundRobin: break;
       case RouterPolicy::kLeastOutstandingTokens:
         better = outstanding_locked(a) < outstanding_locked(b);
         break;

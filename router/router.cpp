@@ -5,10 +5,9 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
-
-#include <algorithm>
 #include <exception>
 #include <map>
 #include <optional>
@@ -84,9 +83,9 @@ struct Router::ActiveRequest {
   bool active = true;
   bool first_output_seen = false;
   bool queue_time_recorded = false;
-  std::int64_t outstanding_tokens = 0;         // charged to `instance`
-  std::int64_t decode_outstanding_tokens = 0;  // charged to `decode_instance`
-  std::int32_t next_index = 0;                 // index of the next token output to deliver
+  std::int64_t outstanding_tokens = 0;                // charged to `instance`
+  std::int64_t decode_outstanding_tokens = 0;         // charged to `decode_instance`
+  std::int32_t next_index = 0;                        // index of the next token output to deliver
   std::map<std::int32_t, TokenOutput> early_outputs;  // arrived before a lower index
 
   // Handler thread only.
@@ -178,30 +177,29 @@ Status Router::start() {
     spdlog::warn("router: could not raise the listen backlog: {}", std::strerror(errno));
   }
   server_thread_ = std::thread([this] { server_->listen_after_bind(); });
-  spdlog::info("router: serving '{}' on {}:{} ({} HTTP threads, mode {}, policy {}, {} candidate "
-               "instances{}, max_model_len {})",
-               limits_.served_model_name, host, port_, threads,
-               to_string(config_.scheduler.mode), to_string(config_.router.policy),
-               balancer_.num_candidates(),
-               disaggregated_ ? fmt::format(" + {} decode", decode_balancer_.num_candidates()) : "",
-               limits_.max_model_len);
+  spdlog::info(
+      "router: serving '{}' on {}:{} ({} HTTP threads, mode {}, policy {}, {} candidate "
+      "instances{}, max_model_len {})",
+      limits_.served_model_name, host, port_, threads, to_string(config_.scheduler.mode),
+      to_string(config_.router.policy), balancer_.num_candidates(),
+      disaggregated_ ? fmt::format(" + {} decode", decode_balancer_.num_candidates()) : "",
+      limits_.max_model_len);
   return Status::Ok();
 }
 
 void Router::install_routes() {
   httplib::Server& server = *server_;
-  server.Post("/v1/completions", [this](const httplib::Request& request,
-                                        httplib::Response& response) {
-    handle_completion(request, response);
-  });
+  server.Post("/v1/completions",
+              [this](const httplib::Request& request, httplib::Response& response) {
+                handle_completion(request, response);
+              });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
-    const json body = {
-        {"object", "list"},
-        {"data", json::array({{{"id", limits_.served_model_name},
-                               {"object", "model"},
-                               {"created", created_unix_s_},
-                               {"owned_by", "podserve"},
-                               {"max_model_len", limits_.max_model_len}}})}};
+    const json body = {{"object", "list"},
+                       {"data", json::array({{{"id", limits_.served_model_name},
+                                              {"object", "model"},
+                                              {"created", created_unix_s_},
+                                              {"owned_by", "podserve"},
+                                              {"max_model_len", limits_.max_model_len}}})}};
     response.set_content(dump(body), "application/json");
   });
   server.Get("/health", [this](const httplib::Request&, httplib::Response& response) {
@@ -209,8 +207,7 @@ void Router::install_routes() {
     response.status = serving ? 200 : 503;
     response.set_content(dump({{"status", serving ? "ok" : "draining"}}), "application/json");
   });
-  const auto method_not_allowed = [](const httplib::Request& request,
-                                     httplib::Response& response) {
+  const auto method_not_allowed = [](const httplib::Request& request, httplib::Response& response) {
     send_error(response, server_error(405, request.method + " is not allowed on " + request.path,
                                       "method_not_allowed"));
     response.status = 405;
@@ -219,14 +216,14 @@ void Router::install_routes() {
   server.Post("/v1/models", method_not_allowed);
   server.Post("/health", method_not_allowed);
 
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [](const httplib::Request& request, httplib::Response& response) {
+  server.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& request,
+                                                                   httplib::Response& response) {
     if (!response.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     const std::string message = response.status == 404
                                     ? "no route for " + request.method + " " + request.path
                                     : "the request could not be served";
-    send_error(response, server_error(response.status, message,
-                                      response.status == 404 ? "not_found" : ""));
+    send_error(response,
+               server_error(response.status, message, response.status == 404 ? "not_found" : ""));
     return httplib::Server::HandlerResponse::Handled;
   }));
   server.set_exception_handler(
@@ -246,8 +243,7 @@ void Router::install_routes() {
   });
 }
 
-void Router::handle_completion(const httplib::Request& http_request,
-                               httplib::Response& response) {
+void Router::handle_completion(const httplib::Request& http_request, httplib::Response& response) {
   const Clock::time_point arrival = Clock::now();
   auto parsed = parse_completion_request(http_request.body, limits_);
   if (const ApiError* error = std::get_if<ApiError>(&parsed)) {
@@ -282,7 +278,8 @@ void Router::handle_completion(const httplib::Request& http_request,
     if (!prefill || !decode) {
       if (prefill) balancer_.release(*prefill, prompt_tokens);
       if (decode) decode_balancer_.release(*decode, max_tokens);
-      send_error(response, server_error(503, "no prefill/decode pair accepts requests", "no_instance"));
+      send_error(response,
+                 server_error(503, "no prefill/decode pair accepts requests", "no_instance"));
       return;
     }
     request->instance = *prefill;
@@ -303,9 +300,8 @@ void Router::handle_completion(const httplib::Request& http_request,
   request->eos_token_id = eos_token_id_;
   request->arrival = arrival;
 
-  GenerationRequest generation{.id = request->id,
-                               .prompt = std::move(completion.prompt),
-                               .sampling = completion.sampling};
+  GenerationRequest generation{
+      .id = request->id, .prompt = std::move(completion.prompt), .sampling = completion.sampling};
   if (!completion.has_seed) generation.sampling.seed = next_seed_.fetch_add(1);
   {
     std::lock_guard lock(requests_mutex_);
@@ -322,7 +318,8 @@ void Router::handle_completion(const httplib::Request& http_request,
   }
   metrics_.prompt_tokens.Increment(static_cast<double>(prompt_tokens));
   if (disaggregated_) {
-    channel_.submit_disaggregated(request->instance, request->decode_instance, std::move(generation));
+    channel_.submit_disaggregated(request->instance, request->decode_instance,
+                                  std::move(generation));
   } else {
     channel_.submit(request->instance, std::move(generation));
   }
@@ -400,15 +397,16 @@ void Router::serve_blocking(const std::shared_ptr<ActiveRequest>& request,
     send_error(response, failed_request_error(*reason));
     return;
   }
-  const json body = {{"id", "cmpl-" + std::to_string(request->id)},
-                     {"object", "text_completion"},
-                     {"created", std::chrono::duration_cast<std::chrono::seconds>(
-                                     std::chrono::system_clock::now().time_since_epoch())
-                                     .count()},
-                     {"model", limits_.served_model_name},
-                     {"choices", json::array({choice_json(request->text_from(0, reason),
-                                                          request->generated, reason)})},
-                     {"usage", usage_json(request->prompt_tokens, request->generated.size())}};
+  const json body = {
+      {"id", "cmpl-" + std::to_string(request->id)},
+      {"object", "text_completion"},
+      {"created", std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count()},
+      {"model", limits_.served_model_name},
+      {"choices",
+       json::array({choice_json(request->text_from(0, reason), request->generated, reason)})},
+      {"usage", usage_json(request->prompt_tokens, request->generated.size())}};
   response.set_content(dump(body), "application/json");
 }
 
@@ -449,9 +447,9 @@ void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admi
               {"created", created},
               {"model", limits_.served_model_name},
               {"choices",
-               json::array({choice_json(
-                   active.text_from(before, reason),
-                   std::span<const TokenId>(active.generated).subspan(before), reason)})}};
+               json::array({choice_json(active.text_from(before, reason),
+                                        std::span<const TokenId>(active.generated).subspan(before),
+                                        reason)})}};
           if (reason) chunk["usage"] = usage_json(active.prompt_tokens, active.generated.size());
           events += "data: " + dump(chunk) + "\n\n";
           if (reason) break;
@@ -547,7 +545,8 @@ void Router::accept_output_locked(const std::shared_ptr<ActiveRequest>& request,
     // Prefill side: the prompt is done at the first output. Decode side: one token fewer to go.
     request->outstanding_tokens -= prefill_done_tokens;
     balancer_.release(request->instance, prefill_done_tokens);
-    const std::int64_t generated = std::min<std::int64_t>(has_token ? 1 : 0, request->decode_outstanding_tokens);
+    const std::int64_t generated =
+        std::min<std::int64_t>(has_token ? 1 : 0, request->decode_outstanding_tokens);
     request->decode_outstanding_tokens -= generated;
     decode_balancer_.release(request->decode_instance, generated);
   } else {
@@ -590,8 +589,9 @@ void Router::begin_drain() {
 
 bool Router::wait_drained() {
   std::unique_lock lock(admission_mutex_);
-  const bool drained = all_finished_.wait_for(
-      lock, std::chrono::seconds(config_.router.drain_timeout_s), [this] { return admitted_ == 0; });
+  const bool drained =
+      all_finished_.wait_for(lock, std::chrono::seconds(config_.router.drain_timeout_s),
+                             [this] { return admitted_ == 0; });
   if (!drained) spdlog::warn("router: drain timed out with {} requests in flight", admitted_);
   return drained;
 }

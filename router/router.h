@@ -105,7 +105,8 @@ class Router {
   void cancel_everywhere(const ActiveRequest& request);
   // Accounts one output in index order and hands it to the handler side. Caller holds
   // requests_mutex_.
-  void accept_output_locked(const std::shared_ptr<ActiveRequest>& request, const TokenOutput& output);
+  void accept_output_locked(const std::shared_ptr<ActiveRequest>& request,
+                            const TokenOutput& output);
   // Hands one output to the handler side: TTFT/ITL and generated-token metrics.
   void deliver(ActiveRequest& request, const TokenOutput& output);
   // Records the metrics of a request the handler finished serving.

@@ -117,20 +117,24 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
   std::vector<std::string> expositions;
   for (int rank = 0; rank < v.config.world_size(); ++rank) {
     httplib::Client client(v.config.metrics.bind, v.config.metrics.port_base + rank);
-    if (auto res = client.Get("/metrics"); res && res->status == 200) expositions.push_back(res->body);
+    if (auto res = client.Get("/metrics"); res && res->status == 200)
+      expositions.push_back(res->body);
   }
   for (const char* metric :
-       {"podserve_requests_total", "podserve_generation_tokens_total", "podserve_prompt_tokens_total",
-        "podserve_preemptions_total", "podserve_kv_transfer_bytes_total",
-        "podserve_kv_transfer_failures_total", "podserve_kv_transfer_fallbacks_total",
-        "podserve_iteration_seconds_count", "podserve_iteration_seconds_sum"}) {
+       {"podserve_requests_total", "podserve_generation_tokens_total",
+        "podserve_prompt_tokens_total", "podserve_preemptions_total",
+        "podserve_kv_transfer_bytes_total", "podserve_kv_transfer_failures_total",
+        "podserve_kv_transfer_fallbacks_total", "podserve_iteration_seconds_count",
+        "podserve_iteration_seconds_sum"}) {
     outcome.metrics[metric] = sum_metric(expositions, metric);
   }
   outcome.metrics["ranks_scraped"] = expositions.size();
 
   const auto pid_text = read_file(pid_file);
-  if (!pid_text.empty()) kill(std::stoi(pid_text), SIGTERM);
-  else kill(-service, SIGTERM);
+  if (!pid_text.empty())
+    kill(std::stoi(pid_text), SIGTERM);
+  else
+    kill(-service, SIGTERM);
   outcome.service_exit = wait_for(service, 90);
   if (outcome.service_exit == -1) {
     kill(-service, SIGKILL);
@@ -161,8 +165,11 @@ int main(int argc, char** argv) {
   tools.podserve = (self_dir / "podserve").string();
   tools.bench = (self_dir / "podserve-bench").string();
   tools.mpirun_script = "deploy/mpirun.sh";
-  app.add_option("configs", configs, "the two deployment configs (A then B)")->required()->expected(2);
-  app.add_option("--bench-args", bench_args, "arguments for podserve-bench (workload)")->capture_default_str();
+  app.add_option("configs", configs, "the two deployment configs (A then B)")
+      ->required()
+      ->expected(2);
+  app.add_option("--bench-args", bench_args, "arguments for podserve-bench (workload)")
+      ->capture_default_str();
   app.add_option("--out-dir", out_dir, "logs, bench JSON and the report")->capture_default_str();
   app.add_option("--podserve", tools.podserve)->capture_default_str();
   app.add_option("--bench", tools.bench)->capture_default_str();
@@ -192,13 +199,14 @@ int main(int argc, char** argv) {
   std::vector<Outcome> outcomes;
   for (const auto& v : variants) {
     outcomes.push_back(run_variant(v, tools, bench_args, out_dir));
-    report["variants"].push_back({{"name", v.name},
-                                  {"config", v.config_path},
-                                  {"mode", std::string(podserve::to_string(v.config.scheduler.mode))},
-                                  {"bench", outcomes.back().bench},
-                                  {"metrics", outcomes.back().metrics},
-                                  {"bench_exit", outcomes.back().bench_exit},
-                                  {"service_exit", outcomes.back().service_exit}});
+    report["variants"].push_back(
+        {{"name", v.name},
+         {"config", v.config_path},
+         {"mode", std::string(podserve::to_string(v.config.scheduler.mode))},
+         {"bench", outcomes.back().bench},
+         {"metrics", outcomes.back().metrics},
+         {"bench_exit", outcomes.back().bench_exit},
+         {"service_exit", outcomes.back().service_exit}});
   }
 
   std::printf("\n%-34s %18s %18s %9s\n", "A/B comparison", variants[0].name.c_str(),
@@ -210,7 +218,8 @@ int main(int argc, char** argv) {
       std::printf("%-34s %18.2f %18.2f %9.3f\n", label, a * scale, b * scale, b / a);
     }
   };
-  const auto bench_row = [&](const char* label, std::initializer_list<const char*> path, double scale) {
+  const auto bench_row = [&](const char* label, std::initializer_list<const char*> path,
+                             double scale) {
     row(label, field(outcomes[0].bench, path), field(outcomes[1].bench, path), scale);
   };
   bench_row("request throughput (req/s)", {"request_throughput"}, 1);
@@ -218,13 +227,15 @@ int main(int argc, char** argv) {
   bench_row("goodput (%)", {"goodput"}, 100);
   for (const char* metric : {"ttft_s", "itl_s", "e2e_s"}) {
     for (const char* q : {"p50", "p90", "p99"}) {
-      const auto label = fmt::format("{} {} (ms)", std::string(metric).substr(0, std::string(metric).size() - 2), q);
+      const auto label = fmt::format(
+          "{} {} (ms)", std::string(metric).substr(0, std::string(metric).size() - 2), q);
       bench_row(label.c_str(), {metric, q}, 1e3);
     }
   }
   for (const char* metric : {"podserve_kv_transfer_bytes_total", "podserve_preemptions_total",
                              "podserve_kv_transfer_fallbacks_total"}) {
-    row(metric, outcomes[0].metrics[metric].get<double>(), outcomes[1].metrics[metric].get<double>(), 1);
+    row(metric, outcomes[0].metrics[metric].get<double>(),
+        outcomes[1].metrics[metric].get<double>(), 1);
   }
   const auto report_path = (fs::path(out_dir) / "ab-report.json").string();
   std::ofstream(report_path) << report.dump(2) << "\n";

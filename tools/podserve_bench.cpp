@@ -2,6 +2,7 @@
 // over real HTTP and reports client-side latency (TTFT, ITL, e2e), throughput, errors and SLO
 // goodput. One thread per in-flight request (bounded by --concurrency-limit); arrivals follow
 // the trace or a Poisson process. Summary on stdout, progress on stderr, JSON with --json-out.
+#include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -19,8 +20,6 @@
 #include "tools/bench/client.h"
 #include "tools/bench/stats.h"
 #include "tools/bench/trace.h"
-
-#include <httplib.h>
 
 namespace {
 
@@ -134,8 +133,9 @@ int run(const Options& options) {
   workers.reserve(workload.size());
   const Clock::time_point start = Clock::now();
   for (std::size_t i = 0; i < workload.size(); ++i) {
-    std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
-                                              std::chrono::duration<double>(workload[i].arrival_s)));
+    std::this_thread::sleep_until(start +
+                                  std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(workload[i].arrival_s)));
     slots.acquire();
     CompletionSpec spec{
         .prompt = random_prompt(workload[i].prompt_tokens, options.vocab_limit, options.seed + i),
@@ -246,23 +246,30 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--offset", options.offset, "first trace row (0-based)")->capture_default_str();
   app.add_option("--rate", options.rate, "requests/s, Poisson arrivals; 0: as recorded")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--time-scale", options.time_scale, "multiply recorded gaps (rate 0)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--prompt-scale", options.scale.prompt_scale)->capture_default_str();
   app.add_option("--output-scale", options.scale.output_scale)->capture_default_str();
-  app.add_option("--min-prompt", options.scale.min_prompt)->check(CLI::PositiveNumber)
+  app.add_option("--min-prompt", options.scale.min_prompt)
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--max-prompt", options.scale.max_prompt)->check(CLI::PositiveNumber)
+  app.add_option("--max-prompt", options.scale.max_prompt)
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--max-output", options.scale.max_output)->check(CLI::PositiveNumber)
+  app.add_option("--max-output", options.scale.max_output)
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_flag("--stream,!--no-stream", options.stream, "SSE streaming (TTFT/ITL measured)")
       ->capture_default_str();
   app.add_option("--concurrency-limit", options.concurrency_limit, "max requests in flight")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--vocab-limit", options.vocab_limit, "prompt token ids in [0, limit)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--seed", options.seed, "prompt and arrival RNG seed")->capture_default_str();
   app.add_option("--json-out", options.json_out, "write the full report as JSON");
   app.add_option("--slo-ttft-ms", options.slo_ttft_ms, "goodput TTFT bound (0: none)")

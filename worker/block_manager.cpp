@@ -21,8 +21,8 @@ std::int32_t BlockManager::pages_for_tokens(std::int64_t num_tokens) const {
 Result<std::vector<std::int32_t>> BlockManager::allocate(std::int32_t count) {
   if (count < 0) return invalid_argument(fmt::format("cannot allocate {} pages", count));
   if (count > free_pages()) {
-    return resource_exhausted(
-        fmt::format("KV cache: {} pages requested, {} free of {}", count, free_pages(), num_pages_));
+    return resource_exhausted(fmt::format("KV cache: {} pages requested, {} free of {}", count,
+                                          free_pages(), num_pages_));
   }
   std::vector<std::int32_t> pages(static_cast<std::size_t>(count));
   for (auto& page : pages) {
@@ -54,7 +54,8 @@ Status BlockManager::free(std::span<const std::int32_t> pages) {
 
 Status BlockManager::reserve(RequestId seq, std::int64_t num_tokens) {
   auto& table = tables_[seq];
-  const std::int32_t needed = pages_for_tokens(num_tokens) - static_cast<std::int32_t>(table.size());
+  const std::int32_t needed =
+      pages_for_tokens(num_tokens) - static_cast<std::int32_t>(table.size());
   if (needed <= 0) return Status::Ok();
   auto pages = allocate(needed);
   if (!pages.ok()) {

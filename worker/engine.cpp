@@ -19,13 +19,10 @@ Status wrong_role(std::string_view method, InstanceRole needed) {
 
 }  // namespace
 
-Engine::Engine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config,
-               InstanceRole role)
+Engine::Engine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config, InstanceRole role)
     : model_(std::move(model)), role_(role) {
   switch (role) {
-    case InstanceRole::kColocated:
-      scheduler_ = std::make_unique<ColocatedScheduler>(config);
-      break;
+    case InstanceRole::kColocated: scheduler_ = std::make_unique<ColocatedScheduler>(config); break;
     case InstanceRole::kPrefill: {
       auto prefill = std::make_unique<PrefillScheduler>(config);
       prefill_scheduler_ = prefill.get();
@@ -50,7 +47,8 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<LlamaModel> model
   config.max_running = options.max_running;
   config.page_size = model->options().page_size;
   config.num_pages = model->options().num_pages;
-  config.max_model_len = options.max_model_len > 0 ? options.max_model_len : mc.max_position_embeddings;
+  config.max_model_len =
+      options.max_model_len > 0 ? options.max_model_len : mc.max_position_embeddings;
   config.eos_token_id = mc.eos_token_id;
   PODSERVE_RETURN_IF_ERROR(config.validate());
   return std::unique_ptr<Engine>(new Engine(std::move(model), config, options.role));
@@ -116,13 +114,16 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward,
     const std::span<const float> row(logits.data() + sampled.size() * vocab, vocab);
     const TokenId token = sample_token(row, seq->request.sampling, seq->num_generated);
     if (token < 0) {
-      return internal_error(fmt::format("request {}: no token could be sampled (NaN logits)", work.seq_id));
+      return internal_error(
+          fmt::format("request {}: no token could be sampled (NaN logits)", work.seq_id));
     }
     sampled.push_back(token);
   }
-  PODSERVE_ASSIGN_OR_RETURN(std::vector<TokenOutput> outputs, scheduler_->on_step_done(plan, sampled));
+  PODSERVE_ASSIGN_OR_RETURN(std::vector<TokenOutput> outputs,
+                            scheduler_->on_step_done(plan, sampled));
   result.outputs.insert(result.outputs.end(), outputs.begin(), outputs.end());
-  if (prefill_scheduler_ != nullptr) result.prefill_completions = prefill_scheduler_->take_completions();
+  if (prefill_scheduler_ != nullptr)
+    result.prefill_completions = prefill_scheduler_->take_completions();
   result.stats.iteration_seconds = seconds_since(start);
   return result;
 }

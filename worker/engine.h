@@ -76,7 +76,8 @@ class Engine {
   // peers need besides the work (e.g. KV shipments); it must not change the work.
   using PlanCallback = std::function<Status(BatchPlan&)>;
   using LayerCallback = LlamaModel::LayerCallback;
-  Result<StepResult> step(const PlanCallback& before_forward, const LayerCallback& after_layer = {});
+  Result<StepResult> step(const PlanCallback& before_forward,
+                          const LayerCallback& after_layer = {});
   // A TP peer's part of one iteration: the forward pass of the leader's plan, logits dropped.
   Status execute_peer(const BatchPlan& plan, const LayerCallback& after_layer = {});
 

@@ -37,9 +37,7 @@ std::uint16_t f32_to_f16(float value) {
 
 Status convert_to_f32(const void* src, DType dtype, std::span<float> dst) {
   switch (dtype) {
-    case DType::kF32:
-      std::memcpy(dst.data(), src, dst.size_bytes());
-      return Status::Ok();
+    case DType::kF32: std::memcpy(dst.data(), src, dst.size_bytes()); return Status::Ok();
     case DType::kBF16: {
       const auto* in = static_cast<const std::uint8_t*>(src);
       for (std::size_t i = 0; i < dst.size(); ++i) {
@@ -58,8 +56,7 @@ Status convert_to_f32(const void* src, DType dtype, std::span<float> dst) {
       }
       return Status::Ok();
     }
-    case DType::kI32:
-      return invalid_argument("convert_to_f32: int32 is not a float format");
+    case DType::kI32: return invalid_argument("convert_to_f32: int32 is not a float format");
   }
   return invalid_argument("convert_to_f32: unknown dtype");
 }

@@ -41,18 +41,22 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::create(const ModelConfig& config
                                                        const ModelOptions& options) {
   PODSERVE_RETURN_IF_ERROR(config.validate(comm.size()));
   if (options.num_pages < 1 || options.page_size < 1) {
-    return invalid_argument(fmt::format("model: need num_pages >= 1 and page_size >= 1, got {} and {}",
-                                        options.num_pages, options.page_size));
+    return invalid_argument(
+        fmt::format("model: need num_pages >= 1 and page_size >= 1, got {} and {}",
+                    options.num_pages, options.page_size));
   }
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, backend, comm, options));
-  PODSERVE_ASSIGN_OR_RETURN(model->embedding_,
-                            model->load_tensor(weights, *llama_tensor_spec(config, "model.embed_tokens.weight")));
-  PODSERVE_ASSIGN_OR_RETURN(model->final_norm_,
-                            model->load_tensor(weights, *llama_tensor_spec(config, "model.norm.weight")));
+  PODSERVE_ASSIGN_OR_RETURN(
+      model->embedding_,
+      model->load_tensor(weights, *llama_tensor_spec(config, "model.embed_tokens.weight")));
+  PODSERVE_ASSIGN_OR_RETURN(
+      model->final_norm_,
+      model->load_tensor(weights, *llama_tensor_spec(config, "model.norm.weight")));
   PODSERVE_ASSIGN_OR_RETURN(model->lm_head_, model->load_tensor(weights, lm_head_spec(config)));
 
   const KvCacheView cache_shape = model->kv_cache(0);
-  const std::size_t cache_bytes = cache_shape.page_elements() * options.num_pages * dtype_size(model->dtype_);
+  const std::size_t cache_bytes =
+      cache_shape.page_elements() * options.num_pages * dtype_size(model->dtype_);
   model->layers_.resize(static_cast<std::size_t>(config.num_layers));
   for (std::int32_t i = 0; i < config.num_layers; ++i) {
     const LayerTensorNames names = layer_tensor_names(i);
@@ -72,18 +76,20 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::create(const ModelConfig& config
     PODSERVE_RETURN_IF_ERROR(load(names.up_proj, layer.up_proj));
     PODSERVE_RETURN_IF_ERROR(load(names.down_proj, layer.down_proj));
     PODSERVE_ASSIGN_OR_RETURN(layer.kv_cache, options.kv_cache_allocator
-                                                   ? options.kv_cache_allocator(cache_bytes)
-                                                   : backend.allocate(cache_bytes));
+                                                  ? options.kv_cache_allocator(cache_bytes)
+                                                  : backend.allocate(cache_bytes));
   }
   return model;
 }
 
 Result<LlamaModel::Tensor> LlamaModel::load_tensor(WeightSource& weights, const TensorSpec& spec) {
   PODSERVE_ASSIGN_OR_RETURN(const ShardSlice slice, shard_slice(spec, tp_rank_, tp_size_));
-  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> values, weights.load(spec, tp_rank_, tp_size_));
+  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> values,
+                            weights.load(spec, tp_rank_, tp_size_));
   if (static_cast<std::int64_t>(values.size()) != slice.numel()) {
-    return internal_error(fmt::format("{}: '{}' gave {} values for a {}x{} shard", weights.describe(),
-                                      spec.name, values.size(), slice.rows(), slice.cols()));
+    return internal_error(fmt::format("{}: '{}' gave {} values for a {}x{} shard",
+                                      weights.describe(), spec.name, values.size(), slice.rows(),
+                                      slice.cols()));
   }
   Tensor t;
   PODSERVE_ASSIGN_OR_RETURN(t.buffer, backend_.allocate(values.size() * dtype_size(dtype_)));
@@ -105,7 +111,8 @@ KvCacheView LlamaModel::kv_cache(std::int32_t layer) const {
   return view;
 }
 
-std::size_t LlamaModel::kv_page_bytes(const ModelConfig& config, int tp, int page_size, DType dtype) {
+std::size_t LlamaModel::kv_page_bytes(const ModelConfig& config, int tp, int page_size,
+                                      DType dtype) {
   const std::size_t kv_heads = static_cast<std::size_t>(config.num_kv_heads / std::max(tp, 1));
   return static_cast<std::size_t>(config.num_layers) * 2 * static_cast<std::size_t>(page_size) *
          kv_heads * static_cast<std::size_t>(config.head_dim) * dtype_size(dtype);
@@ -132,7 +139,8 @@ Status LlamaModel::ensure_workspace(std::int32_t num_tokens, std::int32_t num_sa
     PODSERVE_ASSIGN_OR_RETURN(ws_.q, backend_.allocate(bytes(cap, local_heads_ * d, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.k, backend_.allocate(bytes(cap, local_kv_heads_ * d, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.v, backend_.allocate(bytes(cap, local_kv_heads_ * d, e)));
-    PODSERVE_ASSIGN_OR_RETURN(ws_.attention_out, backend_.allocate(bytes(cap, local_heads_ * d, e)));
+    PODSERVE_ASSIGN_OR_RETURN(ws_.attention_out,
+                              backend_.allocate(bytes(cap, local_heads_ * d, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.projected, backend_.allocate(bytes(cap, h, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.gate, backend_.allocate(bytes(cap, local_intermediate_, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.up, backend_.allocate(bytes(cap, local_intermediate_, e)));
@@ -145,10 +153,13 @@ Status LlamaModel::ensure_workspace(std::int32_t num_tokens, std::int32_t num_sa
   if (num_sampled > ws_.sample_capacity) {
     std::int32_t cap = std::max(ws_.sample_capacity, 8);
     while (cap < num_sampled) cap *= 2;
-    PODSERVE_ASSIGN_OR_RETURN(ws_.sampled_hidden, backend_.allocate(bytes(cap, config_.hidden_size, e)));
-    PODSERVE_ASSIGN_OR_RETURN(ws_.sampled_normed, backend_.allocate(bytes(cap, config_.hidden_size, e)));
+    PODSERVE_ASSIGN_OR_RETURN(ws_.sampled_hidden,
+                              backend_.allocate(bytes(cap, config_.hidden_size, e)));
+    PODSERVE_ASSIGN_OR_RETURN(ws_.sampled_normed,
+                              backend_.allocate(bytes(cap, config_.hidden_size, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.local_logits, backend_.allocate(bytes(cap, local_vocab_, e)));
-    PODSERVE_ASSIGN_OR_RETURN(ws_.gathered_logits, backend_.allocate(bytes(cap, config_.vocab_size, e)));
+    PODSERVE_ASSIGN_OR_RETURN(ws_.gathered_logits,
+                              backend_.allocate(bytes(cap, config_.vocab_size, e)));
     ws_.sample_capacity = cap;
   }
   return Status::Ok();
@@ -157,7 +168,8 @@ Status LlamaModel::ensure_workspace(std::int32_t num_tokens, std::int32_t num_sa
 Status LlamaModel::validate_plan(const BatchPlan& plan) const {
   for (const SequenceWork& work : plan.sequences) {
     if (work.new_tokens.empty() || work.num_cached_tokens < 0) {
-      return invalid_argument(fmt::format("plan {}: sequence {} has no new tokens", plan.iteration, work.seq_id));
+      return invalid_argument(
+          fmt::format("plan {}: sequence {} has no new tokens", plan.iteration, work.seq_id));
     }
     const std::int64_t pages_needed =
         (std::int64_t{work.context_length()} + options_.page_size - 1) / options_.page_size;
@@ -206,18 +218,24 @@ Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
       token_ids.push_back(work.new_tokens[static_cast<std::size_t>(i)]);
       positions.push_back(position);
       slots.push_back(work.page_table[static_cast<std::size_t>(position / options_.page_size)] *
-                          options_.page_size + position % options_.page_size);
+                          options_.page_size +
+                      position % options_.page_size);
     }
     if (work.sample) sample_rows.push_back(static_cast<std::int32_t>(token_ids.size()) - 1);
   }
   const auto num_sampled = static_cast<std::int32_t>(sample_rows.size());
   PODSERVE_RETURN_IF_ERROR(ensure_workspace(num_tokens, num_sampled));
-  PODSERVE_RETURN_IF_ERROR(backend_.copy_to_device(ws_.token_ids.data(), token_ids.data(), token_ids.size() * 4));
-  PODSERVE_RETURN_IF_ERROR(backend_.copy_to_device(ws_.positions.data(), positions.data(), positions.size() * 4));
-  PODSERVE_RETURN_IF_ERROR(backend_.copy_to_device(ws_.slots.data(), slots.data(), slots.size() * 4));
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.copy_to_device(ws_.token_ids.data(), token_ids.data(), token_ids.size() * 4));
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.copy_to_device(ws_.positions.data(), positions.data(), positions.size() * 4));
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.copy_to_device(ws_.slots.data(), slots.data(), slots.size() * 4));
 
-  const TensorView residual = view2(ws_.residual, dtype_, num_tokens, config_.hidden_size);  // [T, H]
-  PODSERVE_RETURN_IF_ERROR(backend_.embedding(embedding_.view, ws_.token_ids.view(DType::kI32, {num_tokens}), residual));
+  const TensorView residual =
+      view2(ws_.residual, dtype_, num_tokens, config_.hidden_size);  // [T, H]
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.embedding(embedding_.view, ws_.token_ids.view(DType::kI32, {num_tokens}), residual));
   for (std::size_t l = 0; l < layers_.size(); ++l) {
     PODSERVE_RETURN_IF_ERROR(run_layer(layers_[l], num_tokens, attention_sequences));
     if (after_layer) {
@@ -227,11 +245,15 @@ Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
   }
   if (num_sampled == 0) return std::vector<float>{};
 
-  const TensorView sampled_hidden = view2(ws_.sampled_hidden, dtype_, num_sampled, config_.hidden_size);  // [S, H]
-  const TensorView sampled_normed = view2(ws_.sampled_normed, dtype_, num_sampled, config_.hidden_size);  // [S, H]
+  const TensorView sampled_hidden =
+      view2(ws_.sampled_hidden, dtype_, num_sampled, config_.hidden_size);  // [S, H]
+  const TensorView sampled_normed =
+      view2(ws_.sampled_normed, dtype_, num_sampled, config_.hidden_size);  // [S, H]
   PODSERVE_RETURN_IF_ERROR(backend_.gather_rows(residual, sample_rows, sampled_hidden));
-  PODSERVE_RETURN_IF_ERROR(backend_.rms_norm(sampled_hidden, final_norm_.view, config_.rms_norm_eps, sampled_normed));
-  const TensorView local_logits = view2(ws_.local_logits, dtype_, num_sampled, local_vocab_);  // [S, V/tp]
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.rms_norm(sampled_hidden, final_norm_.view, config_.rms_norm_eps, sampled_normed));
+  const TensorView local_logits =
+      view2(ws_.local_logits, dtype_, num_sampled, local_vocab_);  // [S, V/tp]
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(sampled_normed, lm_head_.view, local_logits));
   TensorView logits = local_logits;  // [S, V]
   if (tp_size_ > 1) {
@@ -248,27 +270,30 @@ Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
 Status LlamaModel::run_layer(Layer& layer, std::int32_t num_tokens,
                              std::span<const AttentionSequence> attention_sequences) {
   const std::int64_t t = num_tokens, h = config_.hidden_size, d = config_.head_dim;
-  const TensorView residual = view2(ws_.residual, dtype_, t, h);                          // [T, H]
-  const TensorView normed = view2(ws_.normed, dtype_, t, h);                              // [T, H]
-  const TensorView q = view2(ws_.q, dtype_, t, local_heads_ * d);                         // [T, Hq/tp * D]
-  const TensorView k = view2(ws_.k, dtype_, t, local_kv_heads_ * d);                      // [T, Hkv/tp * D]
-  const TensorView v = view2(ws_.v, dtype_, t, local_kv_heads_ * d);                      // [T, Hkv/tp * D]
-  const TensorView q_heads = view3(ws_.q, dtype_, t, local_heads_, d);                    // [T, Hq/tp, D]
-  const TensorView k_heads = view3(ws_.k, dtype_, t, local_kv_heads_, d);                 // [T, Hkv/tp, D]
-  const TensorView v_heads = view3(ws_.v, dtype_, t, local_kv_heads_, d);                 // [T, Hkv/tp, D]
-  const TensorView attention_heads = view3(ws_.attention_out, dtype_, t, local_heads_, d);  // [T, Hq/tp, D]
-  const TensorView attention_rows = view2(ws_.attention_out, dtype_, t, local_heads_ * d);  // [T, Hq/tp * D]
-  const TensorView projected = view2(ws_.projected, dtype_, t, h);                        // [T, H]
-  const TensorView gate = view2(ws_.gate, dtype_, t, local_intermediate_);                // [T, F/tp]
-  const TensorView up = view2(ws_.up, dtype_, t, local_intermediate_);                    // [T, F/tp]
-  const TensorView activated = view2(ws_.activated, dtype_, t, local_intermediate_);      // [T, F/tp]
-  const TensorView positions = ws_.positions.view(DType::kI32, {t});                     // [T]
-  const TensorView slots = ws_.slots.view(DType::kI32, {t});                             // [T]
+  const TensorView residual = view2(ws_.residual, dtype_, t, h);           // [T, H]
+  const TensorView normed = view2(ws_.normed, dtype_, t, h);               // [T, H]
+  const TensorView q = view2(ws_.q, dtype_, t, local_heads_ * d);          // [T, Hq/tp * D]
+  const TensorView k = view2(ws_.k, dtype_, t, local_kv_heads_ * d);       // [T, Hkv/tp * D]
+  const TensorView v = view2(ws_.v, dtype_, t, local_kv_heads_ * d);       // [T, Hkv/tp * D]
+  const TensorView q_heads = view3(ws_.q, dtype_, t, local_heads_, d);     // [T, Hq/tp, D]
+  const TensorView k_heads = view3(ws_.k, dtype_, t, local_kv_heads_, d);  // [T, Hkv/tp, D]
+  const TensorView v_heads = view3(ws_.v, dtype_, t, local_kv_heads_, d);  // [T, Hkv/tp, D]
+  const TensorView attention_heads =
+      view3(ws_.attention_out, dtype_, t, local_heads_, d);  // [T, Hq/tp, D]
+  const TensorView attention_rows =
+      view2(ws_.attention_out, dtype_, t, local_heads_ * d);                // [T, Hq/tp * D]
+  const TensorView projected = view2(ws_.projected, dtype_, t, h);          // [T, H]
+  const TensorView gate = view2(ws_.gate, dtype_, t, local_intermediate_);  // [T, F/tp]
+  const TensorView up = view2(ws_.up, dtype_, t, local_intermediate_);      // [T, F/tp]
+  const TensorView activated = view2(ws_.activated, dtype_, t, local_intermediate_);  // [T, F/tp]
+  const TensorView positions = ws_.positions.view(DType::kI32, {t});                  // [T]
+  const TensorView slots = ws_.slots.view(DType::kI32, {t});                          // [T]
   KvCacheView cache = kv_cache(0);
   cache.data = layer.kv_cache.data();
 
   // Attention block: x += o_proj(attention(rope(q), rope(k), v)), summed over TP ranks.
-  PODSERVE_RETURN_IF_ERROR(backend_.rms_norm(residual, layer.input_norm.view, config_.rms_norm_eps, normed));
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.rms_norm(residual, layer.input_norm.view, config_.rms_norm_eps, normed));
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.q_proj.view, q));
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.k_proj.view, k));
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.v_proj.view, v));
@@ -282,7 +307,8 @@ Status LlamaModel::run_layer(Layer& layer, std::int32_t num_tokens,
   PODSERVE_RETURN_IF_ERROR(backend_.add(residual, projected, residual));
 
   // MLP block: x += down(silu(gate(x)) * up(x)), summed over TP ranks.
-  PODSERVE_RETURN_IF_ERROR(backend_.rms_norm(residual, layer.post_attention_norm.view, config_.rms_norm_eps, normed));
+  PODSERVE_RETURN_IF_ERROR(
+      backend_.rms_norm(residual, layer.post_attention_norm.view, config_.rms_norm_eps, normed));
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.gate_proj.view, gate));
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.up_proj.view, up));
   PODSERVE_RETURN_IF_ERROR(backend_.silu_mul(gate, up, activated));

@@ -42,8 +42,9 @@ struct ModelOptions {
 class LlamaModel {
  public:
   // Loads this rank's shards (tp size and rank come from `comm`) and allocates the KV cache.
-  static Result<std::unique_ptr<LlamaModel>> create(const ModelConfig& config, WeightSource& weights,
-                                                    Backend& backend, Communicator& comm,
+  static Result<std::unique_ptr<LlamaModel>> create(const ModelConfig& config,
+                                                    WeightSource& weights, Backend& backend,
+                                                    Communicator& comm,
                                                     const ModelOptions& options);
 
   // Called after layer `layer` ran: its K/V of every token of the plan are in the cache (the
@@ -90,9 +91,9 @@ class LlamaModel {
     std::int32_t token_capacity = 0;
     std::int32_t sample_capacity = 0;
     DeviceBuffer residual, normed, q, k, v, attention_out, projected, gate, up, activated;
-    DeviceBuffer token_ids, positions, slots;          // int32 [T]
-    DeviceBuffer sampled_hidden, sampled_normed;       // [S, H]
-    DeviceBuffer local_logits, gathered_logits;        // [S, V/tp], [S, V]
+    DeviceBuffer token_ids, positions, slots;     // int32 [T]
+    DeviceBuffer sampled_hidden, sampled_normed;  // [S, H]
+    DeviceBuffer local_logits, gathered_logits;   // [S, V/tp], [S, V]
   };
 
   LlamaModel(const ModelConfig& config, Backend& backend, Communicator& comm,
@@ -114,9 +115,9 @@ class LlamaModel {
   std::int32_t local_kv_heads_ = 0;      // Hkv / tp
   std::int32_t local_intermediate_ = 0;  // F / tp
   std::int32_t local_vocab_ = 0;         // V / tp
-  Tensor embedding_;   // [V, H] replicated
-  Tensor final_norm_;  // [H]
-  Tensor lm_head_;     // [V/tp, H]
+  Tensor embedding_;                     // [V, H] replicated
+  Tensor final_norm_;                    // [H]
+  Tensor lm_head_;                       // [V/tp, H]
   std::vector<Layer> layers_;
   Workspace ws_;
 };

@@ -31,7 +31,8 @@ std::size_t dtype_bytes_from_name(const std::string& name) {
   if (name == "F64" || name == "I64" || name == "U64") return 8;
   if (name == "F32" || name == "I32" || name == "U32") return 4;
   if (name == "BF16" || name == "F16" || name == "I16" || name == "U16") return 2;
-  if (name == "I8" || name == "U8" || name == "BOOL" || name == "F8_E4M3" || name == "F8_E5M2") return 1;
+  if (name == "I8" || name == "U8" || name == "BOOL" || name == "F8_E4M3" || name == "F8_E5M2")
+    return 1;
   return 0;
 }
 
@@ -66,17 +67,20 @@ std::vector<std::string> expand_pattern(const std::string& pattern) {
 
 Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return not_found(fmt::format("safetensors: cannot open '{}': {}", path, std::strerror(errno)));
+  if (fd < 0)
+    return not_found(fmt::format("safetensors: cannot open '{}': {}", path, std::strerror(errno)));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || st.st_size < 8) {
     ::close(fd);
-    return invalid_argument(fmt::format("safetensors '{}': shorter than its 8-byte header length", path));
+    return invalid_argument(
+        fmt::format("safetensors '{}': shorter than its 8-byte header length", path));
   }
   const auto file_bytes = static_cast<std::size_t>(st.st_size);
   void* mapping = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (mapping == MAP_FAILED) {
-    return internal_error(fmt::format("safetensors '{}': mmap failed: {}", path, std::strerror(errno)));
+    return internal_error(
+        fmt::format("safetensors '{}': mmap failed: {}", path, std::strerror(errno)));
   }
   std::unique_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
@@ -87,8 +91,9 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
   std::uint64_t header_bytes = 0;
   for (int i = 7; i >= 0; --i) header_bytes = (header_bytes << 8) | bytes[i];
   if (header_bytes > kMaxHeaderBytes || 8 + header_bytes > file_bytes) {
-    return invalid_argument(fmt::format("safetensors '{}': header length {} exceeds the file ({} bytes)",
-                                        path, header_bytes, file_bytes));
+    return invalid_argument(
+        fmt::format("safetensors '{}': header length {} exceeds the file ({} bytes)", path,
+                    header_bytes, file_bytes));
   }
   file->data_ = bytes + 8 + header_bytes;
   const std::size_t data_bytes = file_bytes - 8 - header_bytes;
@@ -99,7 +104,8 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(fmt::format("safetensors '{}': bad header JSON: {}", path, e.what()));
   }
-  if (!header.is_object()) return invalid_argument(fmt::format("safetensors '{}': header is not an object", path));
+  if (!header.is_object())
+    return invalid_argument(fmt::format("safetensors '{}': header is not an object", path));
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") continue;
     SafetensorsTensorInfo info;
@@ -111,12 +117,15 @@ Result<std::unique_ptr<SafetensorsFile>> SafetensorsFile::open(const std::string
       info.data_begin = offsets[0];
       info.data_end = offsets[1];
     } catch (const std::exception& e) {
-      return invalid_argument(fmt::format("safetensors '{}': tensor '{}': {}", path, name, e.what()));
+      return invalid_argument(
+          fmt::format("safetensors '{}': tensor '{}': {}", path, name, e.what()));
     }
     info.dtype = dtype_from_name(info.dtype_name);
     std::int64_t numel = 1;
     for (auto d : info.shape) {
-      if (d < 0) return invalid_argument(fmt::format("safetensors '{}': tensor '{}' has a negative dimension", path, name));
+      if (d < 0)
+        return invalid_argument(
+            fmt::format("safetensors '{}': tensor '{}' has a negative dimension", path, name));
       numel *= d;
     }
     const std::size_t element_bytes = dtype_bytes_from_name(info.dtype_name);
@@ -140,14 +149,17 @@ SafetensorsFile::~SafetensorsFile() {
 Result<std::vector<float>> SafetensorsFile::read_f32(const std::string& name,
                                                      const ShardSlice& slice) const {
   const auto it = tensors_.find(name);
-  if (it == tensors_.end()) return not_found(fmt::format("safetensors '{}': no tensor '{}'", path_, name));
+  if (it == tensors_.end())
+    return not_found(fmt::format("safetensors '{}': no tensor '{}'", path_, name));
   const SafetensorsTensorInfo& info = it->second;
   if (!info.dtype) {
-    return unimplemented(fmt::format("safetensors '{}': tensor '{}' is {}; only F32, BF16 and F16 load",
-                                     path_, name, info.dtype_name));
+    return unimplemented(
+        fmt::format("safetensors '{}': tensor '{}' is {}; only F32, BF16 and F16 load", path_, name,
+                    info.dtype_name));
   }
   if (info.shape.empty() || info.shape.size() > 2) {
-    return invalid_argument(fmt::format("safetensors '{}': tensor '{}' is not 1-D or 2-D", path_, name));
+    return invalid_argument(
+        fmt::format("safetensors '{}': tensor '{}' is not 1-D or 2-D", path_, name));
   }
   const std::int64_t rows = info.shape[0];
   const std::int64_t cols = info.shape.size() == 2 ? info.shape[1] : 1;
@@ -160,8 +172,9 @@ Result<std::vector<float>> SafetensorsFile::read_f32(const std::string& name,
   for (std::int64_t r = slice.row_begin; r < slice.row_end; ++r) {
     const std::uint8_t* src = data_ + info.data_begin +
                               static_cast<std::size_t>(r * cols + slice.col_begin) * element_bytes;
-    std::span<float> dst(values.data() + static_cast<std::size_t>((r - slice.row_begin) * slice.cols()),
-                         static_cast<std::size_t>(slice.cols()));
+    std::span<float> dst(
+        values.data() + static_cast<std::size_t>((r - slice.row_begin) * slice.cols()),
+        static_cast<std::size_t>(slice.cols()));
     PODSERVE_RETURN_IF_ERROR(convert_to_f32(src, *info.dtype, dst));
   }
   return values;
@@ -169,7 +182,8 @@ Result<std::vector<float>> SafetensorsFile::read_f32(const std::string& name,
 
 Result<std::vector<float>> SafetensorsFile::read_f32(const std::string& name) const {
   const auto it = tensors_.find(name);
-  if (it == tensors_.end()) return not_found(fmt::format("safetensors '{}': no tensor '{}'", path_, name));
+  if (it == tensors_.end())
+    return not_found(fmt::format("safetensors '{}': no tensor '{}'", path_, name));
   const auto& shape = it->second.shape;
   const std::int64_t rows = shape.empty() ? 0 : shape[0];
   const std::int64_t cols = shape.size() == 2 ? shape[1] : 1;
@@ -187,8 +201,8 @@ Result<std::unique_ptr<SafetensorsWeightSource>> SafetensorsWeightSource::open(
     for (const auto& [name, info] : file->tensors()) {
       const auto [it, inserted] = source->owner_.emplace(name, file.get());
       if (!inserted) {
-        return invalid_argument(fmt::format("tensor '{}' is in both '{}' and '{}'", name,
-                                            it->second->path(), path));
+        return invalid_argument(
+            fmt::format("tensor '{}' is in both '{}' and '{}'", name, it->second->path(), path));
       }
     }
     source->files_.push_back(std::move(file));
@@ -204,16 +218,17 @@ Result<std::vector<float>> SafetensorsWeightSource::load(const TensorSpec& spec,
   }
   const SafetensorsTensorInfo& info = it->second->tensors().at(spec.name);
   if (info.shape != spec.shape) {
-    return invalid_argument(fmt::format("tensor '{}' in '{}' has shape [{}], the model expects [{}]",
-                                        spec.name, it->second->path(), fmt::join(info.shape, ", "),
-                                        fmt::join(spec.shape, ", ")));
+    return invalid_argument(
+        fmt::format("tensor '{}' in '{}' has shape [{}], the model expects [{}]", spec.name,
+                    it->second->path(), fmt::join(info.shape, ", "), fmt::join(spec.shape, ", ")));
   }
   PODSERVE_ASSIGN_OR_RETURN(const ShardSlice slice, shard_slice(spec, tp_rank, tp_size));
   return it->second->read_f32(spec.name, slice);
 }
 
 std::string SafetensorsWeightSource::describe() const {
-  return fmt::format("safetensors '{}' ({} files, {} tensors)", pattern_, files_.size(), owner_.size());
+  return fmt::format("safetensors '{}' ({} files, {} tensors)", pattern_, files_.size(),
+                     owner_.size());
 }
 
 Status write_safetensors(const std::string& path, std::span<const SafetensorsTensor> tensors) {
@@ -223,8 +238,9 @@ Status write_safetensors(const std::string& path, std::span<const SafetensorsTen
     std::int64_t numel = 1;
     for (auto d : t.shape) numel *= d;
     if (static_cast<std::size_t>(numel) != t.values.size()) {
-      return invalid_argument(fmt::format("safetensors writer: tensor '{}' has {} values for {} elements",
-                                          t.name, t.values.size(), numel));
+      return invalid_argument(
+          fmt::format("safetensors writer: tensor '{}' has {} values for {} elements", t.name,
+                      t.values.size(), numel));
     }
     PODSERVE_ASSIGN_OR_RETURN(const std::string dtype, dtype_name(t.dtype));
     const std::size_t begin = data.size();

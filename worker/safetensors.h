@@ -28,10 +28,10 @@
 namespace podserve {
 
 struct SafetensorsTensorInfo {
-  std::string dtype_name;            // as written in the header ("BF16", "F32", "I64", ...)
-  std::optional<DType> dtype;        // set for the float formats this reader converts
+  std::string dtype_name;      // as written in the header ("BF16", "F32", "I64", ...)
+  std::optional<DType> dtype;  // set for the float formats this reader converts
   std::vector<std::int64_t> shape;
-  std::size_t data_begin = 0;        // byte offsets into the data section
+  std::size_t data_begin = 0;  // byte offsets into the data section
   std::size_t data_end = 0;
 };
 
@@ -76,9 +76,9 @@ class SafetensorsWeightSource final : public WeightSource {
 
 struct SafetensorsTensor {
   std::string name;
-  DType dtype = DType::kF32;          // storage format: kF32, kBF16 or kF16
+  DType dtype = DType::kF32;  // storage format: kF32, kBF16 or kF16
   std::vector<std::int64_t> shape;
-  std::vector<float> values;          // row-major, numel(shape) values; rounded to dtype
+  std::vector<float> values;  // row-major, numel(shape) values; rounded to dtype
 };
 Status write_safetensors(const std::string& path, std::span<const SafetensorsTensor> tensors);
 

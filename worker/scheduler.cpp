@@ -10,13 +10,14 @@ namespace podserve {
 Status SchedulerConfig::validate() const {
   if (token_budget < 1) return invalid_argument("scheduler.token_budget must be >= 1");
   if (max_running < 1 || max_running > token_budget) {
-    return invalid_argument(fmt::format(
-        "scheduler.max_running {} must be in [1, token_budget {}] so every decode fits",
-        max_running, token_budget));
+    return invalid_argument(
+        fmt::format("scheduler.max_running {} must be in [1, token_budget {}] so every decode fits",
+                    max_running, token_budget));
   }
   if (page_size < 1) return invalid_argument("kv_cache.page_size must be >= 1");
   if (max_model_len < 2) return invalid_argument("max_model_len must be >= 2");
-  const std::int64_t pages_per_max_sequence = (std::int64_t{max_model_len} + page_size - 1) / page_size;
+  const std::int64_t pages_per_max_sequence =
+      (std::int64_t{max_model_len} + page_size - 1) / page_size;
   if (num_pages < pages_per_max_sequence) {
     return invalid_argument(fmt::format(
         "kv_cache: {} pages of {} tokens cannot hold one sequence of max_model_len {} ({} pages)",
@@ -69,8 +70,8 @@ void SchedulerBase::release_sequence(RequestId id) {
   sequences_.erase(id);
 }
 
-Result<std::vector<TokenOutput>> SchedulerBase::on_step_done(const BatchPlan& plan,
-                                                             std::span<const TokenId> sampled_tokens) {
+Result<std::vector<TokenOutput>> SchedulerBase::on_step_done(
+    const BatchPlan& plan, std::span<const TokenId> sampled_tokens) {
   const auto num_sampling = std::count_if(plan.sequences.begin(), plan.sequences.end(),
                                           [](const SequenceWork& w) { return w.sample; });
   if (static_cast<std::size_t>(num_sampling) != sampled_tokens.size()) {
@@ -102,8 +103,7 @@ Result<std::vector<TokenOutput>> SchedulerBase::on_step_done(const BatchPlan& pl
 }
 
 std::optional<FinishReason> SchedulerBase::finish_reason(const GenerationRequest& request,
-                                                         TokenId token,
-                                                         std::int32_t num_generated,
+                                                         TokenId token, std::int32_t num_generated,
                                                          std::int64_t num_tokens) const {
   if (token == config_.eos_token_id && !request.sampling.ignore_eos) return FinishReason::kStop;
   if (num_generated >= request.sampling.max_tokens || num_tokens >= config_.max_model_len) {
@@ -323,7 +323,10 @@ std::optional<TokenOutput> DecodeScheduler::abort(RequestId id) {
   if (it->second.cancelled) return std::nullopt;
   // A transfer may still be writing into the pages: they stay held until the release.
   it->second.cancelled = true;
-  return TokenOutput{.id = id, .token = TokenOutput::kNoToken, .index = 0, .finished = true,
+  return TokenOutput{.id = id,
+                     .token = TokenOutput::kNoToken,
+                     .index = 0,
+                     .finished = true,
                      .reason = FinishReason::kAbort};
 }
 
@@ -334,7 +337,7 @@ InstanceLoad DecodeScheduler::load() const {
 }
 
 Result<std::vector<std::int32_t>> DecodeScheduler::reserve(RequestId id,
-                                                          std::int32_t prompt_tokens) {
+                                                           std::int32_t prompt_tokens) {
   if (sequences_.contains(id) || reservations_.contains(id)) {
     return invalid_argument(fmt::format("request {} is already held", id));
   }

@@ -57,11 +57,11 @@ struct SchedulerConfig {
 // One request held by an instance.
 struct Sequence {
   GenerationRequest request;
-  std::vector<TokenId> tokens;        // prompt followed by the generated tokens
-  std::int32_t num_generated = 0;     // tokens generated so far (kept across preemption)
-  std::int32_t num_computed = 0;      // tokens [0, num_computed) have K/V in the cache
-  std::int32_t prefill_target = 0;    // prefilling while num_computed < prefill_target
-  std::uint64_t arrival = 0;          // admission order: FCFS key; preemption picks the largest
+  std::vector<TokenId> tokens;      // prompt followed by the generated tokens
+  std::int32_t num_generated = 0;   // tokens generated so far (kept across preemption)
+  std::int32_t num_computed = 0;    // tokens [0, num_computed) have K/V in the cache
+  std::int32_t prefill_target = 0;  // prefilling while num_computed < prefill_target
+  std::uint64_t arrival = 0;        // admission order: FCFS key; preemption picks the largest
   std::int32_t num_preemptions = 0;
 
   bool in_prefill() const { return num_computed < prefill_target; }
@@ -156,7 +156,7 @@ struct PrefillCompletion {
   RequestId id = 0;
   TokenId first_token = TokenOutput::kNoToken;  // generated index 0
   bool request_finished = false;                // the first token ended the request
-  std::vector<std::int32_t> pages;              // retained pages holding positions [0, prompt_tokens)
+  std::vector<std::int32_t> pages;  // retained pages holding positions [0, prompt_tokens)
   std::int32_t prompt_tokens = 0;
 };
 

@@ -24,12 +24,16 @@ TensorSpec norm_spec(std::string name, std::int64_t size) {
 }
 
 TensorSpec linear_spec(std::string name, std::int64_t out, std::int64_t in, ShardAxis shard) {
-  return TensorSpec{std::move(name), {out, in}, shard,
+  return TensorSpec{std::move(name),
+                    {out, in},
+                    shard,
                     static_cast<float>(std::sqrt(3.0 / static_cast<double>(in)))};
 }
 
 TensorSpec embedding_spec(const ModelConfig& c, ShardAxis shard) {
-  return TensorSpec{"model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, shard,
+  return TensorSpec{"model.embed_tokens.weight",
+                    {c.vocab_size, c.hidden_size},
+                    shard,
                     static_cast<float>(std::sqrt(3.0))};
 }
 
@@ -51,7 +55,9 @@ Result<ShardSlice> shard_slice(const TensorSpec& spec, int tp_rank, int tp_size)
   };
   switch (spec.shard) {
     case ShardAxis::kReplicated: break;
-    case ShardAxis::kRows: PODSERVE_RETURN_IF_ERROR(split(spec.rows(), s.row_begin, s.row_end)); break;
+    case ShardAxis::kRows:
+      PODSERVE_RETURN_IF_ERROR(split(spec.rows(), s.row_begin, s.row_end));
+      break;
     case ShardAxis::kColumns:
       PODSERVE_RETURN_IF_ERROR(split(spec.cols(), s.col_begin, s.col_end));
       break;
@@ -61,10 +67,10 @@ Result<ShardSlice> shard_slice(const TensorSpec& spec, int tp_rank, int tp_size)
 
 LayerTensorNames layer_tensor_names(std::int32_t layer) {
   const std::string p = fmt::format("model.layers.{}.", layer);
-  return LayerTensorNames{p + "input_layernorm.weight",   p + "self_attn.q_proj.weight",
-                          p + "self_attn.k_proj.weight",  p + "self_attn.v_proj.weight",
-                          p + "self_attn.o_proj.weight",  p + "post_attention_layernorm.weight",
-                          p + "mlp.gate_proj.weight",     p + "mlp.up_proj.weight",
+  return LayerTensorNames{p + "input_layernorm.weight",  p + "self_attn.q_proj.weight",
+                          p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight",
+                          p + "self_attn.o_proj.weight", p + "post_attention_layernorm.weight",
+                          p + "mlp.gate_proj.weight",    p + "mlp.up_proj.weight",
                           p + "mlp.down_proj.weight"};
 }
 
@@ -105,8 +111,8 @@ TensorSpec lm_head_spec(const ModelConfig& c) {
 float RandomWeightSource::element(std::uint64_t seed, const TensorSpec& spec,
                                   std::int64_t flat_index) {
   if (spec.init_amplitude == 0.0f) return 1.0f;
-  const std::uint64_t h = splitmix64(splitmix64(seed ^ fnv1a(spec.name)) +
-                                     static_cast<std::uint64_t>(flat_index));
+  const std::uint64_t h =
+      splitmix64(splitmix64(seed ^ fnv1a(spec.name)) + static_cast<std::uint64_t>(flat_index));
   // 24 random bits: an exact float in [0, 1).
   const float unit = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
   return (2.0f * unit - 1.0f) * spec.init_amplitude;

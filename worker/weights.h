@@ -37,10 +37,10 @@ enum class ShardAxis : std::uint8_t {
 };
 
 struct TensorSpec {
-  std::string name;                // Hugging Face name
+  std::string name;                 // Hugging Face name
   std::vector<std::int64_t> shape;  // full, unsharded: [rows] or [rows, cols]
   ShardAxis shard = ShardAxis::kReplicated;
-  float init_amplitude = 0.0f;     // random weights: Uniform(-a, a); 0 means all ones
+  float init_amplitude = 0.0f;  // random weights: Uniform(-a, a); 0 means all ones
 
   std::int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
   std::int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }

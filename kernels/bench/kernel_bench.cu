@@ -36,20 +36,25 @@ using namespace podserve::cuda;
       std::exit(1);                                                                          \
     }                                                                                        \
   } while (0)
-#define BENCH_OK(expr)                                                                         \
-  do {                                                                                         \
-    podserve::Status s_ = (expr);                                                              \
-    if (!s_.ok()) {                                                                            \
-      std::fprintf(stderr, "%s at %s:%d\n", s_.to_string().c_str(), __FILE__, __LINE__);       \
-      std::exit(1);                                                                            \
-    }                                                                                          \
+#define BENCH_OK(expr)                                                                   \
+  do {                                                                                   \
+    podserve::Status s_ = (expr);                                                        \
+    if (!s_.ok()) {                                                                      \
+      std::fprintf(stderr, "%s at %s:%d\n", s_.to_string().c_str(), __FILE__, __LINE__); \
+      std::exit(1);                                                                      \
+    }                                                                                    \
   } while (0)
 
 __global__ void fill_random_bf16(__nv_bfloat16* data, std::size_t n, std::uint32_t seed) {
   for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed ^ static_cast<std::uint32_t>(i >> 32);
-    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    std::uint32_t h =
+        static_cast<std::uint32_t>(i) * 2654435761u ^ seed ^ static_cast<std::uint32_t>(i >> 32);
+    h ^= h >> 16;
+    h *= 0x7feb352du;
+    h ^= h >> 15;
+    h *= 0x846ca68bu;
+    h ^= h >> 16;
     data[i] = __float2bfloat16(static_cast<float>(h) * (2.0f / 4294967296.0f) - 1.0f);
   }
 }
@@ -65,13 +70,18 @@ std::vector<int> parse_list(const std::string& s) {
   std::string item;
   while (std::getline(ss, item, ',')) {
     int mult = 1;
-    if (!item.empty() && (item.back() == 'K' || item.back() == 'k')) { mult = 1024; item.pop_back(); }
+    if (!item.empty() && (item.back() == 'K' || item.back() == 'k')) {
+      mult = 1024;
+      item.pop_back();
+    }
     v.push_back(std::atoi(item.c_str()) * mult);
   }
   return v;
 }
 
-struct Heads { int hq, hkv, d; };
+struct Heads {
+  int hq, hkv, d;
+};
 
 struct Options {
   std::vector<Heads> heads{{32, 8, 128}, {16, 4, 128}, {32, 32, 128}};
@@ -87,8 +97,10 @@ struct Options {
 
 void usage() {
   std::puts(
-      "podserve-kernel-bench [--quick] [--heads 32:8:128,16:4:128] [--chunks 512,1024] [--prefixes 0,4K]\n"
-      "  [--batches 32,64] [--contexts 4K,16K] [--runs 50] [--warmup 5] [--pod-ctas 0|2|4] [--csv FILE]");
+      "podserve-kernel-bench [--quick] [--heads 32:8:128,16:4:128] [--chunks 512,1024] [--prefixes "
+      "0,4K]\n"
+      "  [--batches 32,64] [--contexts 4K,16K] [--runs 50] [--warmup 5] [--pod-ctas 0|2|4] [--csv "
+      "FILE]");
 }
 
 Options parse(int argc, char** argv) {
@@ -96,7 +108,10 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> std::string {
-      if (i + 1 >= argc) { usage(); std::exit(2); }
+      if (i + 1 >= argc) {
+        usage();
+        std::exit(2);
+      }
       return argv[++i];
     };
     if (a == "--quick") {
@@ -112,18 +127,32 @@ Options parse(int argc, char** argv) {
       std::string item;
       while (std::getline(ss, item, ',')) {
         Heads h{};
-        if (std::sscanf(item.c_str(), "%d:%d:%d", &h.hq, &h.hkv, &h.d) != 3) { usage(); std::exit(2); }
+        if (std::sscanf(item.c_str(), "%d:%d:%d", &h.hq, &h.hkv, &h.d) != 3) {
+          usage();
+          std::exit(2);
+        }
         o.heads.push_back(h);
       }
-    } else if (a == "--chunks") { o.chunks = parse_list(next());
-    } else if (a == "--prefixes") { o.prefixes = parse_list(next());
-    } else if (a == "--batches") { o.batches = parse_list(next());
-    } else if (a == "--contexts") { o.contexts = parse_list(next());
-    } else if (a == "--runs") { o.runs = std::atoi(next().c_str());
-    } else if (a == "--warmup") { o.warmup = std::atoi(next().c_str());
-    } else if (a == "--pod-ctas") { o.pod_ctas = std::atoi(next().c_str());
-    } else if (a == "--csv") { o.csv = next();
-    } else { usage(); std::exit(a == "--help" ? 0 : 2); }
+    } else if (a == "--chunks") {
+      o.chunks = parse_list(next());
+    } else if (a == "--prefixes") {
+      o.prefixes = parse_list(next());
+    } else if (a == "--batches") {
+      o.batches = parse_list(next());
+    } else if (a == "--contexts") {
+      o.contexts = parse_list(next());
+    } else if (a == "--runs") {
+      o.runs = std::atoi(next().c_str());
+    } else if (a == "--warmup") {
+      o.warmup = std::atoi(next().c_str());
+    } else if (a == "--pod-ctas") {
+      o.pod_ctas = std::atoi(next().c_str());
+    } else if (a == "--csv") {
+      o.csv = next();
+    } else {
+      usage();
+      std::exit(a == "--help" ? 0 : 2);
+    }
   }
   return o;
 }
@@ -131,7 +160,8 @@ Options parse(int argc, char** argv) {
 // Times `fn` (which enqueues work on `stream`): warm-up, then the median of `runs` event-timed
 // runs, each after an L2 flush.
 template <typename F>
-double median_ms(F&& fn, cudaStream_t stream, void* flush_buf, std::size_t flush_bytes, int warmup, int runs) {
+double median_ms(F&& fn, cudaStream_t stream, void* flush_buf, std::size_t flush_bytes, int warmup,
+                 int runs) {
   cudaEvent_t start, stop;
   BENCH_CUDA(cudaEventCreate(&start));
   BENCH_CUDA(cudaEventCreate(&stop));
@@ -160,8 +190,9 @@ double measure_copy_bandwidth(cudaStream_t stream) {
   BENCH_CUDA(cudaMalloc(&a, bytes));
   BENCH_CUDA(cudaMalloc(&b, bytes));
   fill(a, bytes / 2, 1);
-  const double ms = median_ms([&] { BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream)); },
-                              stream, nullptr, 0, 3, 20);
+  const double ms =
+      median_ms([&] { BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream)); },
+                stream, nullptr, 0, 3, 20);
   cudaFree(a);
   cudaFree(b);
   return 2.0 * bytes / (ms * 1e-3);  // bytes read + bytes written per second
@@ -177,14 +208,20 @@ double measure_gemm_rate(cudaStream_t stream) {
   fill(a, elems, 2);
   fill(b, elems, 3);
   cublasHandle_t handle;
-  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) { std::fprintf(stderr, "cublasCreate failed\n"); std::exit(1); }
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "cublasCreate failed\n");
+    std::exit(1);
+  }
   cublasSetStream(handle, stream);
   const float alpha = 1.0f, beta = 0.0f;
   auto gemm = [&] {
-    const cublasStatus_t st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b,
-                                           CUDA_R_16BF, n, &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
-                                           CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS) { std::fprintf(stderr, "cublasGemmEx failed %d\n", st); std::exit(1); }
+    const cublasStatus_t st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a,
+                                           CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta, c, CUDA_R_16BF,
+                                           n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      std::fprintf(stderr, "cublasGemmEx failed %d\n", st);
+      std::exit(1);
+    }
   };
   const double ms = median_ms(gemm, stream, nullptr, 0, 3, 20);
   cublasDestroy(handle);
@@ -217,138 +254,169 @@ int main(int argc, char** argv) {
   BENCH_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
   const double copy_bw = measure_copy_bandwidth(stream);
   const double gemm_rate = measure_gemm_rate(stream);
-  std::printf("card: %s, %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
-  std::printf("device-to-device copy: %.2f TB/s (read + write); cuBLAS bf16 GEMM 8192^3: %.1f TFLOP/s\n",
-              copy_bw / 1e12, gemm_rate / 1e12);
+  std::printf("card: %s, %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20);
+  std::printf(
+      "device-to-device copy: %.2f TB/s (read + write); cuBLAS bf16 GEMM 8192^3: %.1f TFLOP/s\n",
+      copy_bw / 1e12, gemm_rate / 1e12);
 
   const std::size_t flush_bytes = std::size_t{256} << 20;
   void* flush_buf = nullptr;
   BENCH_CUDA(cudaMalloc(&flush_buf, flush_bytes));
 
   FILE* csv = std::fopen(opt.csv.c_str(), "w");
-  if (csv == nullptr) { std::perror(opt.csv.c_str()); return 1; }
-  std::fprintf(csv,
-               "card,copy_tbps,gemm_tflops,hq,hkv,d,C,P,B,L,pod_ctas_per_sm,prefill_ms,decode_ms,serial_ms,"
-               "streams_ms,pod_ms,pod_speedup_vs_serial,pod_speedup_vs_streams,prefill_tflops,decode_tbps,"
-               "bound_ms,pod_over_bound,serial_over_bound,streams_over_bound,pod_alt_ctas_per_sm,pod_alt_ms,"
-               "prefill_alt_ms\n");
+  if (csv == nullptr) {
+    std::perror(opt.csv.c_str());
+    return 1;
+  }
+  std::fprintf(
+      csv,
+      "card,copy_tbps,gemm_tflops,hq,hkv,d,C,P,B,L,pod_ctas_per_sm,prefill_ms,decode_ms,serial_ms,"
+      "streams_ms,pod_ms,pod_speedup_vs_serial,pod_speedup_vs_streams,prefill_tflops,decode_tbps,"
+      "bound_ms,pod_over_bound,serial_over_bound,streams_over_bound,pod_alt_ctas_per_sm,pod_alt_ms,"
+      "prefill_alt_ms\n");
   std::vector<Row> rows;
   std::mt19937 rng(42);
 
   for (const Heads& h : opt.heads) {
-    for (int c : opt.chunks) for (int p : opt.prefixes) for (int b : opt.batches) for (int l : opt.contexts) {
-      // Batch: sequence 0 = prefill chunk (C after P), sequences 1..B = decodes of context L.
-      const int num_seqs = 1 + b;
-      std::vector<int> query_offsets(num_seqs), new_tokens(num_seqs), cached(num_seqs), pt_offsets(num_seqs);
-      std::vector<int> pages_per_seq(num_seqs);
-      int tokens = 0, pages = 0;
-      for (int s = 0; s < num_seqs; ++s) {
-        new_tokens[s] = s == 0 ? c : 1;
-        cached[s] = s == 0 ? p : l - 1;
-        query_offsets[s] = tokens;
-        tokens += new_tokens[s];
-        pages_per_seq[s] = (new_tokens[s] + cached[s] + 15) / 16;
-        pages += pages_per_seq[s];
-      }
-      std::vector<int> perm(pages);
-      std::iota(perm.begin(), perm.end(), 0);
-      std::shuffle(perm.begin(), perm.end(), rng);
-      std::vector<int> page_table;
-      for (int s = 0, next = 0; s < num_seqs; ++s) {
-        pt_offsets[s] = static_cast<int>(page_table.size());
-        for (int i = 0; i < pages_per_seq[s]; ++i) page_table.push_back(perm[next++]);
-      }
-      const std::size_t q_elems = static_cast<std::size_t>(tokens) * h.hq * h.d;
-      const std::size_t kv_elems = static_cast<std::size_t>(pages) * 2 * 16 * h.hkv * h.d;
-      void *q, *out, *kv, *workspace;
-      int *d_meta;
-      BENCH_CUDA(cudaMalloc(&q, q_elems * 2));
-      BENCH_CUDA(cudaMalloc(&out, q_elems * 2));
-      BENCH_CUDA(cudaMalloc(&kv, kv_elems * 2));
-      fill(q, q_elems, 11);
-      fill(kv, kv_elems, 12);
-      std::vector<int> meta;
-      for (auto* v : {&query_offsets, &new_tokens, &cached, &pt_offsets, &page_table}) meta.insert(meta.end(), v->begin(), v->end());
-      BENCH_CUDA(cudaMalloc(&d_meta, meta.size() * sizeof(int)));
-      BENCH_CUDA(cudaMemcpy(d_meta, meta.data(), meta.size() * sizeof(int), cudaMemcpyHostToDevice));
+    for (int c : opt.chunks)
+      for (int p : opt.prefixes)
+        for (int b : opt.batches)
+          for (int l : opt.contexts) {
+            // Batch: sequence 0 = prefill chunk (C after P), sequences 1..B = decodes of context L.
+            const int num_seqs = 1 + b;
+            std::vector<int> query_offsets(num_seqs), new_tokens(num_seqs), cached(num_seqs),
+                pt_offsets(num_seqs);
+            std::vector<int> pages_per_seq(num_seqs);
+            int tokens = 0, pages = 0;
+            for (int s = 0; s < num_seqs; ++s) {
+              new_tokens[s] = s == 0 ? c : 1;
+              cached[s] = s == 0 ? p : l - 1;
+              query_offsets[s] = tokens;
+              tokens += new_tokens[s];
+              pages_per_seq[s] = (new_tokens[s] + cached[s] + 15) / 16;
+              pages += pages_per_seq[s];
+            }
+            std::vector<int> perm(pages);
+            std::iota(perm.begin(), perm.end(), 0);
+            std::shuffle(perm.begin(), perm.end(), rng);
+            std::vector<int> page_table;
+            for (int s = 0, next = 0; s < num_seqs; ++s) {
+              pt_offsets[s] = static_cast<int>(page_table.size());
+              for (int i = 0; i < pages_per_seq[s]; ++i) page_table.push_back(perm[next++]);
+            }
+            const std::size_t q_elems = static_cast<std::size_t>(tokens) * h.hq * h.d;
+            const std::size_t kv_elems = static_cast<std::size_t>(pages) * 2 * 16 * h.hkv * h.d;
+            void *q, *out, *kv, *workspace;
+            int* d_meta;
+            BENCH_CUDA(cudaMalloc(&q, q_elems * 2));
+            BENCH_CUDA(cudaMalloc(&out, q_elems * 2));
+            BENCH_CUDA(cudaMalloc(&kv, kv_elems * 2));
+            fill(q, q_elems, 11);
+            fill(kv, kv_elems, 12);
+            std::vector<int> meta;
+            for (auto* v : {&query_offsets, &new_tokens, &cached, &pt_offsets, &page_table})
+              meta.insert(meta.end(), v->begin(), v->end());
+            BENCH_CUDA(cudaMalloc(&d_meta, meta.size() * sizeof(int)));
+            BENCH_CUDA(
+                cudaMemcpy(d_meta, meta.data(), meta.size() * sizeof(int), cudaMemcpyHostToDevice));
 
-      HybridAttentionParams params;
-      params.q = q;
-      params.out = out;
-      params.kv = kv;
-      params.num_pages = pages;
-      params.num_q_heads = h.hq;
-      params.num_kv_heads = h.hkv;
-      params.head_dim = h.d;
-      params.query_offsets = d_meta;
-      params.num_new_tokens = d_meta + num_seqs;
-      params.num_cached_tokens = d_meta + 2 * num_seqs;
-      params.page_table_offsets = d_meta + 3 * num_seqs;
-      params.page_table = d_meta + 4 * num_seqs;
-      params.num_prefill_seqs = 1;
-      params.num_decode_seqs = b;
-      params.scale = 1.0f / std::sqrt(static_cast<float>(h.d));
+            HybridAttentionParams params;
+            params.q = q;
+            params.out = out;
+            params.kv = kv;
+            params.num_pages = pages;
+            params.num_q_heads = h.hq;
+            params.num_kv_heads = h.hkv;
+            params.head_dim = h.d;
+            params.query_offsets = d_meta;
+            params.num_new_tokens = d_meta + num_seqs;
+            params.num_cached_tokens = d_meta + 2 * num_seqs;
+            params.page_table_offsets = d_meta + 3 * num_seqs;
+            params.page_table = d_meta + 4 * num_seqs;
+            params.num_prefill_seqs = 1;
+            params.num_decode_seqs = b;
+            params.scale = 1.0f / std::sqrt(static_cast<float>(h.d));
 
-      const std::vector<int> pc{c}, pp{p}, dec(cached.begin() + 1, cached.end());
-      HybridAttentionShape shape;
-      shape.num_q_heads = h.hq;
-      shape.num_kv_heads = h.hkv;
-      shape.head_dim = h.d;
-      shape.prefill_new_tokens = pc;
-      shape.prefill_cached_tokens = pp;
-      shape.decode_cached_tokens = dec;
-      auto plan = plan_hybrid_attention(shape, {prop.multiProcessorCount}, opt.pod_ctas);
-      BENCH_OK(plan.status());
-      BENCH_CUDA(cudaMalloc(&workspace, plan->workspace_bytes));
-      BENCH_OK(upload_plan(*plan, workspace, stream));
-      // The other CTAs-per-SM variant, timed beside the heuristic's choice to judge it.
-      auto alt_plan = plan_hybrid_attention(shape, {prop.multiProcessorCount}, plan->pod_ctas_per_sm == 2 ? 4 : 2);
-      BENCH_OK(alt_plan.status());
-      void* alt_workspace = nullptr;
-      BENCH_CUDA(cudaMalloc(&alt_workspace, alt_plan->workspace_bytes));
-      BENCH_OK(upload_plan(*alt_plan, alt_workspace, stream));
+            const std::vector<int> pc{c}, pp{p}, dec(cached.begin() + 1, cached.end());
+            HybridAttentionShape shape;
+            shape.num_q_heads = h.hq;
+            shape.num_kv_heads = h.hkv;
+            shape.head_dim = h.d;
+            shape.prefill_new_tokens = pc;
+            shape.prefill_cached_tokens = pp;
+            shape.decode_cached_tokens = dec;
+            auto plan = plan_hybrid_attention(shape, {prop.multiProcessorCount}, opt.pod_ctas);
+            BENCH_OK(plan.status());
+            BENCH_CUDA(cudaMalloc(&workspace, plan->workspace_bytes));
+            BENCH_OK(upload_plan(*plan, workspace, stream));
+            // The other CTAs-per-SM variant, timed beside the heuristic's choice to judge it.
+            auto alt_plan = plan_hybrid_attention(shape, {prop.multiProcessorCount},
+                                                  plan->pod_ctas_per_sm == 2 ? 4 : 2);
+            BENCH_OK(alt_plan.status());
+            void* alt_workspace = nullptr;
+            BENCH_CUDA(cudaMalloc(&alt_workspace, alt_plan->workspace_bytes));
+            BENCH_OK(upload_plan(*alt_plan, alt_workspace, stream));
 
-      auto time = [&](auto&& fn) { return median_ms(fn, stream, flush_buf, flush_bytes, opt.warmup, opt.runs); };
-      Row r{h, c, p, b, l, plan->pod_ctas_per_sm, 0, 0, 0, 0, 0, 0, 0, 0};
-      r.prefill_ms = time([&] { BENCH_OK(run_prefill(params, *plan, workspace, stream)); });
-      r.decode_ms = time([&] { BENCH_OK(run_decode(params, *plan, workspace, stream)); });
-      r.serial_ms = time([&] { BENCH_OK(run_serial(params, *plan, workspace, stream)); });
-      r.streams_ms = time([&] { BENCH_OK(run_streams(params, *plan, workspace, stream, side)); });
-      r.pod_ms = time([&] { BENCH_OK(run_pod(params, *plan, workspace, stream)); });
-      r.pod_alt_ms = time([&] { BENCH_OK(run_pod(params, *alt_plan, alt_workspace, stream)); });
-      r.prefill_alt_ms = time([&] { BENCH_OK(run_prefill(params, *alt_plan, alt_workspace, stream)); });
+            auto time = [&](auto&& fn) {
+              return median_ms(fn, stream, flush_buf, flush_bytes, opt.warmup, opt.runs);
+            };
+            Row r{h, c, p, b, l, plan->pod_ctas_per_sm, 0, 0, 0, 0, 0, 0, 0, 0};
+            r.prefill_ms = time([&] { BENCH_OK(run_prefill(params, *plan, workspace, stream)); });
+            r.decode_ms = time([&] { BENCH_OK(run_decode(params, *plan, workspace, stream)); });
+            r.serial_ms = time([&] { BENCH_OK(run_serial(params, *plan, workspace, stream)); });
+            r.streams_ms =
+                time([&] { BENCH_OK(run_streams(params, *plan, workspace, stream, side)); });
+            r.pod_ms = time([&] { BENCH_OK(run_pod(params, *plan, workspace, stream)); });
+            r.pod_alt_ms =
+                time([&] { BENCH_OK(run_pod(params, *alt_plan, alt_workspace, stream)); });
+            r.prefill_alt_ms =
+                time([&] { BENCH_OK(run_prefill(params, *alt_plan, alt_workspace, stream)); });
 
-      // Roofline: FLOPs of prefill + decode over the GEMM rate; the fewest bytes (all KV read
-      // once, Q read and O written once) over the copy bandwidth.
-      const double decode_flops = 4.0 * h.d * h.hq * static_cast<double>(l) * b;
-      const double prefill_kv_bytes = 2.0 * h.hkv * h.d * static_cast<double>(p + c) * 2;
-      const double bytes = plan->decode_kv_bytes + prefill_kv_bytes + 2.0 * q_elems * 2;
-      r.bound_ms = 1e3 * std::max((plan->prefill_flops + decode_flops) / gemm_rate, bytes / copy_bw);
-      rows.push_back(r);
-      std::fprintf(csv, "\"%s\",%.3f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%.1f,%.3f,%.4f,%.4f,%.4f,%.4f,%d,%.4f,%.4f\n",
-                   prop.name, copy_bw / 1e12, gemm_rate / 1e12, h.hq, h.hkv, h.d, c, p, b, l, r.pod_ctas,
-                   r.prefill_ms, r.decode_ms, r.serial_ms, r.streams_ms, r.pod_ms, r.serial_ms / r.pod_ms,
-                   r.streams_ms / r.pod_ms, plan->prefill_flops / (r.prefill_ms * 1e9),
-                   plan->decode_kv_bytes / (r.decode_ms * 1e9), r.bound_ms, r.pod_ms / r.bound_ms,
-                   r.serial_ms / r.bound_ms, r.streams_ms / r.bound_ms, alt_plan->pod_ctas_per_sm, r.pod_alt_ms,
-                   r.prefill_alt_ms);
-      std::fflush(csv);
-      std::printf("%2d/%2d/%3d C=%4d P=%5d B=%3d L=%5d ctas=%d | prefill %.3f (%.0f TF/s) decode %.3f (%.2f TB/s) "
-                  "serial %.3f streams %.3f pod %.3f | x%.2f vs serial x%.2f vs streams | bound %.3f pod/bound %.2f | "
-                  "alt: pod %.3f prefill %.3f\n",
-                  h.hq, h.hkv, h.d, c, p, b, l, r.pod_ctas, r.prefill_ms, plan->prefill_flops / (r.prefill_ms * 1e9),
-                  r.decode_ms, plan->decode_kv_bytes / (r.decode_ms * 1e9), r.serial_ms, r.streams_ms, r.pod_ms,
-                  r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms, r.bound_ms, r.pod_ms / r.bound_ms, r.pod_alt_ms,
-                  r.prefill_alt_ms);
-      std::fflush(stdout);
-      cudaFree(q); cudaFree(out); cudaFree(kv); cudaFree(d_meta); cudaFree(workspace); cudaFree(alt_workspace);
-    }
+            // Roofline: FLOPs of prefill + decode over the GEMM rate; the fewest bytes (all KV read
+            // once, Q read and O written once) over the copy bandwidth.
+            const double decode_flops = 4.0 * h.d * h.hq * static_cast<double>(l) * b;
+            const double prefill_kv_bytes = 2.0 * h.hkv * h.d * static_cast<double>(p + c) * 2;
+            const double bytes = plan->decode_kv_bytes + prefill_kv_bytes + 2.0 * q_elems * 2;
+            r.bound_ms =
+                1e3 * std::max((plan->prefill_flops + decode_flops) / gemm_rate, bytes / copy_bw);
+            rows.push_back(r);
+            std::fprintf(csv,
+                         "\"%s\",%.3f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%."
+                         "4f,%.1f,%.3f,%.4f,%.4f,%.4f,%.4f,%d,%.4f,%.4f\n",
+                         prop.name, copy_bw / 1e12, gemm_rate / 1e12, h.hq, h.hkv, h.d, c, p, b, l,
+                         r.pod_ctas, r.prefill_ms, r.decode_ms, r.serial_ms, r.streams_ms, r.pod_ms,
+                         r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms,
+                         plan->prefill_flops / (r.prefill_ms * 1e9),
+                         plan->decode_kv_bytes / (r.decode_ms * 1e9), r.bound_ms,
+                         r.pod_ms / r.bound_ms, r.serial_ms / r.bound_ms, r.streams_ms / r.bound_ms,
+                         alt_plan->pod_ctas_per_sm, r.pod_alt_ms, r.prefill_alt_ms);
+            std::fflush(csv);
+            std::printf(
+                "%2d/%2d/%3d C=%4d P=%5d B=%3d L=%5d ctas=%d | prefill %.3f (%.0f TF/s) decode "
+                "%.3f (%.2f TB/s) "
+                "serial %.3f streams %.3f pod %.3f | x%.2f vs serial x%.2f vs streams | bound %.3f "
+                "pod/bound %.2f | "
+                "alt: pod %.3f prefill %.3f\n",
+                h.hq, h.hkv, h.d, c, p, b, l, r.pod_ctas, r.prefill_ms,
+                plan->prefill_flops / (r.prefill_ms * 1e9), r.decode_ms,
+                plan->decode_kv_bytes / (r.decode_ms * 1e9), r.serial_ms, r.streams_ms, r.pod_ms,
+                r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms, r.bound_ms, r.pod_ms / r.bound_ms,
+                r.pod_alt_ms, r.prefill_alt_ms);
+            std::fflush(stdout);
+            cudaFree(q);
+            cudaFree(out);
+            cudaFree(kv);
+            cudaFree(d_meta);
+            cudaFree(workspace);
+            cudaFree(alt_workspace);
+          }
   }
   std::fclose(csv);
 
   std::printf("\nsummary (geometric means; %s)\n", prop.name);
-  std::printf("%-12s %6s %12s %13s %10s %12s %13s\n", "heads", "rows", "pod/serial", "pod/streams", "pod/bound",
-              "serial/bound", "streams/bound");
+  std::printf("%-12s %6s %12s %13s %10s %12s %13s\n", "heads", "rows", "pod/serial", "pod/streams",
+              "pod/bound", "serial/bound", "streams/bound");
   auto summarize = [&](const char* label, auto pred) {
     std::vector<double> sp, st, pb, sb, tb;
     for (const Row& r : rows) {
@@ -359,22 +427,25 @@ int main(int argc, char** argv) {
       sb.push_back(r.serial_ms / r.bound_ms);
       tb.push_back(r.streams_ms / r.bound_ms);
     }
-    std::printf("%-12s %6zu %11.3fx %12.3fx %10.3f %12.3f %13.3f\n", label, sp.size(), geomean(sp), geomean(st),
-                geomean(pb), geomean(sb), geomean(tb));
+    std::printf("%-12s %6zu %11.3fx %12.3fx %10.3f %12.3f %13.3f\n", label, sp.size(), geomean(sp),
+                geomean(st), geomean(pb), geomean(sb), geomean(tb));
   };
   for (const Heads& h : opt.heads) {
     char label[32];
     std::snprintf(label, sizeof(label), "%d/%d/%d", h.hq, h.hkv, h.d);
-    summarize(label, [&](const Row& r) { return r.heads.hq == h.hq && r.heads.hkv == h.hkv && r.heads.d == h.d; });
+    summarize(label, [&](const Row& r) {
+      return r.heads.hq == h.hq && r.heads.hkv == h.hkv && r.heads.d == h.d;
+    });
   }
   summarize("all", [](const Row&) { return true; });
   if (!rows.empty()) {
     const Row& worst = *std::min_element(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
       return a.serial_ms / a.pod_ms < b.serial_ms / b.pod_ms;
     });
-    std::printf("worst POD vs serial: %d/%d/%d C=%d P=%d B=%d L=%d: x%.3f (pod %.3f ms, serial %.3f ms)\n",
-                worst.heads.hq, worst.heads.hkv, worst.heads.d, worst.c, worst.p, worst.b, worst.l,
-                worst.serial_ms / worst.pod_ms, worst.pod_ms, worst.serial_ms);
+    std::printf(
+        "worst POD vs serial: %d/%d/%d C=%d P=%d B=%d L=%d: x%.3f (pod %.3f ms, serial %.3f ms)\n",
+        worst.heads.hq, worst.heads.hkv, worst.heads.d, worst.c, worst.p, worst.b, worst.l,
+        worst.serial_ms / worst.pod_ms, worst.pod_ms, worst.serial_ms);
   }
   std::printf("csv: %s\n", opt.csv.c_str());
   return 0;

@@ -43,12 +43,14 @@ constexpr int prefill_smem() {
 }
 template <int D, int kCtasPerSm, int kM>
 constexpr int decode_smem() {
-  return kWarpsPerCta * device::decode_warp_smem_bytes<D, TileConfig<D, kCtasPerSm, kM>::kDecodeStages>();
+  return kWarpsPerCta *
+         device::decode_warp_smem_bytes<D, TileConfig<D, kCtasPerSm, kM>::kDecodeStages>();
 }
 template <int D, int kCtasPerSm, int kM>
 constexpr int pod_smem() {
-  return prefill_smem<D, kCtasPerSm, kM>() > decode_smem<D, kCtasPerSm, kM>() ? prefill_smem<D, kCtasPerSm, kM>()
-                                                                              : decode_smem<D, kCtasPerSm, kM>();
+  return prefill_smem<D, kCtasPerSm, kM>() > decode_smem<D, kCtasPerSm, kM>()
+             ? prefill_smem<D, kCtasPerSm, kM>()
+             : decode_smem<D, kCtasPerSm, kM>();
 }
 
 // Standalone prefill, 64-key tiles, 2 CTAs/SM; kM row tiles of 16 per warp (the plan's
@@ -81,8 +83,9 @@ __global__ void __launch_bounds__(kThreadsPerCta) merge_kernel(const KernelArgs 
 
 // POD: grid = prefill CTAs + decode CTAs. Each CTA takes a ticket from the counter of the SM it
 // landed on; the first two tickets of an SM are one prefill and one decode, later ones alternate
-// in proportion to the two CTA counts, so every SM holds both kinds from the start. Logical ids come from two global counters; a CTA whose side has run out
-// binds to the other side (the total is the grid, so one side always has an id left).
+// in proportion to the two CTA counts, so every SM holds both kinds from the start. Logical ids
+// come from two global counters; a CTA whose side has run out binds to the other side (the total is
+// the grid, so one side always has an id left).
 template <int D, int kCtasPerSm, int kM>
 __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const KernelArgs args) {
   extern __shared__ __align__(128) char smem[];
@@ -94,10 +97,10 @@ __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const K
     const long long total = static_cast<long long>(args.num_prefill_ctas) + args.num_decode_ctas;
     // Tickets 0 and 1 of every SM: one prefill (the longest tiles come first, so the critical
     // path starts at once) and one decode; later tickets alternate in proportion to the counts.
-    bool prefill = ticket == 0 ? true
-                   : ticket == 1
-                       ? false
-                       : ((ticket - 1) * args.num_prefill_ctas) / total > ((ticket - 2) * args.num_prefill_ctas) / total;
+    bool prefill = ticket == 0   ? true
+                   : ticket == 1 ? false
+                                 : ((ticket - 1) * args.num_prefill_ctas) / total >
+                                       ((ticket - 2) * args.num_prefill_ctas) / total;
     int id;
     if (prefill) {
       id = atomicAdd(&args.next_ids[0], 1);
@@ -130,20 +133,25 @@ __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const K
 // Every launch goes through here: raises the dynamic shared-memory limit, launches, and checks
 // the launch error.
 template <typename Kernel>
-Status launch(Kernel kernel, int grid, int smem_bytes, cudaStream_t stream, const KernelArgs& args) {
+Status launch(Kernel kernel, int grid, int smem_bytes, cudaStream_t stream,
+              const KernelArgs& args) {
   if (grid <= 0) return Status::Ok();
-  PODSERVE_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  PODSERVE_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
   kernel<<<grid, kThreadsPerCta, smem_bytes, stream>>>(args);
   PODSERVE_CHECK(cudaGetLastError());
   return Status::Ok();
 }
 
-Status validate(const HybridAttentionParams& p, const HybridAttentionPlan& plan, const void* workspace) {
-  if (p.head_dim != plan.head_dim) return invalid_argument("attention: head_dim differs from the plan");
+Status validate(const HybridAttentionParams& p, const HybridAttentionPlan& plan,
+                const void* workspace) {
+  if (p.head_dim != plan.head_dim)
+    return invalid_argument("attention: head_dim differs from the plan");
   if (p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0 ||
       p.num_q_heads / p.num_kv_heads != plan.group_size)
     return invalid_argument("attention: head counts differ from the plan");
-  if (p.page_size != kDecodeKeysPerStage) return invalid_argument("attention: page_size must be 16");
+  if (p.page_size != kDecodeKeysPerStage)
+    return invalid_argument("attention: page_size must be 16");
   if (workspace == nullptr) return invalid_argument("attention: null workspace");
   const bool any = p.num_prefill_seqs + p.num_decode_seqs > 0;
   if (any && (p.q == nullptr || p.out == nullptr || p.kv == nullptr || p.query_offsets == nullptr ||
@@ -153,7 +161,8 @@ Status validate(const HybridAttentionParams& p, const HybridAttentionPlan& plan,
   return Status::Ok();
 }
 
-KernelArgs make_args(const HybridAttentionParams& p, const HybridAttentionPlan& plan, void* workspace) {
+KernelArgs make_args(const HybridAttentionParams& p, const HybridAttentionPlan& plan,
+                     void* workspace) {
   auto* base = static_cast<char*>(workspace);
   KernelArgs args{};
   args.params = p;
@@ -178,22 +187,29 @@ Status dispatch_head_dim(int head_dim, F&& f) {
   switch (head_dim) {
     case 64: return f(std::integral_constant<int, 64>{});
     case 128: return f(std::integral_constant<int, 128>{});
-    default: return invalid_argument("attention: head_dim " + std::to_string(head_dim) + " unsupported");
+    default:
+      return invalid_argument("attention: head_dim " + std::to_string(head_dim) + " unsupported");
   }
 }
 
 template <int D>
-Status launch_prefill(const KernelArgs& args, const HybridAttentionPlan& plan, cudaStream_t stream) {
+Status launch_prefill(const KernelArgs& args, const HybridAttentionPlan& plan,
+                      cudaStream_t stream) {
   switch (plan.prefill_rows_per_cta) {
-    case 128: return launch(prefill_kernel<D, 2>, args.num_prefill_ctas, standalone_prefill_smem<D, 2>(), stream, args);
-    case 64: return launch(prefill_kernel<D, 1>, args.num_prefill_ctas, standalone_prefill_smem<D, 1>(), stream, args);
+    case 128:
+      return launch(prefill_kernel<D, 2>, args.num_prefill_ctas, standalone_prefill_smem<D, 2>(),
+                    stream, args);
+    case 64:
+      return launch(prefill_kernel<D, 1>, args.num_prefill_ctas, standalone_prefill_smem<D, 1>(),
+                    stream, args);
     default: return invalid_argument("attention: prefill_rows_per_cta must be 64 or 128");
   }
 }
 
 template <int D>
 Status launch_decode(const KernelArgs& args, cudaStream_t stream) {
-  PODSERVE_RETURN_IF_ERROR(launch(decode_kernel<D>, args.num_decode_ctas, decode_smem<D, 2, 1>(), stream, args));
+  PODSERVE_RETURN_IF_ERROR(
+      launch(decode_kernel<D>, args.num_decode_ctas, decode_smem<D, 2, 1>(), stream, args));
   return launch(merge_kernel<D>, args.num_merge_items, 0, stream, args);
 }
 
@@ -202,14 +218,14 @@ Status launch_decode(const KernelArgs& args, cudaStream_t stream) {
 Status upload_plan(const HybridAttentionPlan& plan, void* workspace, void* stream) {
   if (workspace == nullptr) return invalid_argument("upload_plan: null workspace");
   if (plan.static_image.empty()) return Status::Ok();
-  PODSERVE_CHECK(cudaMemcpyAsync(static_cast<char*>(workspace) + plan.counters_bytes, plan.static_image.data(),
-                                 plan.static_image.size(), cudaMemcpyHostToDevice,
-                                 static_cast<cudaStream_t>(stream)));
+  PODSERVE_CHECK(cudaMemcpyAsync(static_cast<char*>(workspace) + plan.counters_bytes,
+                                 plan.static_image.data(), plan.static_image.size(),
+                                 cudaMemcpyHostToDevice, static_cast<cudaStream_t>(stream)));
   return Status::Ok();
 }
 
-Status run_prefill(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
-                   void* stream) {
+Status run_prefill(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                   void* workspace, void* stream) {
   PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
   const KernelArgs args = make_args(params, plan, workspace);
   return dispatch_head_dim(params.head_dim, [&](auto d) {
@@ -217,8 +233,8 @@ Status run_prefill(const HybridAttentionParams& params, const HybridAttentionPla
   });
 }
 
-Status run_decode(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
-                  void* stream) {
+Status run_decode(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                  void* workspace, void* stream) {
   PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
   const KernelArgs args = make_args(params, plan, workspace);
   return dispatch_head_dim(params.head_dim, [&](auto d) {
@@ -226,8 +242,8 @@ Status run_decode(const HybridAttentionParams& params, const HybridAttentionPlan
   });
 }
 
-Status run_serial(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
-                  void* stream) {
+Status run_serial(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                  void* workspace, void* stream) {
   PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
   const KernelArgs args = make_args(params, plan, workspace);
   auto s = static_cast<cudaStream_t>(stream);
@@ -237,8 +253,8 @@ Status run_serial(const HybridAttentionParams& params, const HybridAttentionPlan
   });
 }
 
-Status run_streams(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
-                   void* stream, void* side_stream) {
+Status run_streams(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+                   void* workspace, void* stream, void* side_stream) {
   PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
   if (side_stream == nullptr || side_stream == stream)
     return invalid_argument("run_streams: side_stream must be a second, non-null stream");
@@ -269,8 +285,8 @@ Status run_streams(const HybridAttentionParams& params, const HybridAttentionPla
   return status;
 }
 
-Status run_pod(const HybridAttentionParams& params, const HybridAttentionPlan& plan, void* workspace,
-               void* stream) {
+Status run_pod(const HybridAttentionParams& params, const HybridAttentionPlan& plan,
+               void* workspace, void* stream) {
   PODSERVE_RETURN_IF_ERROR(validate(params, plan, workspace));
   const KernelArgs args = make_args(params, plan, workspace);
   auto s = static_cast<cudaStream_t>(stream);
@@ -280,9 +296,15 @@ Status run_pod(const HybridAttentionParams& params, const HybridAttentionPlan& p
     constexpr int kD = decltype(d)::value;
     const int variant = plan.pod_ctas_per_sm * 1000 + plan.prefill_rows_per_cta;
     switch (variant) {
-      case 2128: PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 2, 2>, grid, pod_smem<kD, 2, 2>(), s, args)); break;
-      case 2064: PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 2, 1>, grid, pod_smem<kD, 2, 1>(), s, args)); break;
-      case 4064: PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 4, 1>, grid, pod_smem<kD, 4, 1>(), s, args)); break;
+      case 2128:
+        PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 2, 2>, grid, pod_smem<kD, 2, 2>(), s, args));
+        break;
+      case 2064:
+        PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 2, 1>, grid, pod_smem<kD, 2, 1>(), s, args));
+        break;
+      case 4064:
+        PODSERVE_RETURN_IF_ERROR(launch(pod_kernel<kD, 4, 1>, grid, pod_smem<kD, 4, 1>(), s, args));
+        break;
       default:
         return invalid_argument("run_pod: unsupported (pod_ctas_per_sm, prefill_rows_per_cta) = (" +
                                 std::to_string(plan.pod_ctas_per_sm) + ", " +

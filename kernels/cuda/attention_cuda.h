@@ -65,11 +65,11 @@ struct DeviceShape {
 };
 
 // Work partitioning constants shared by the plan and the kernels.
-inline constexpr int kThreadsPerCta = 128;        // 4 warps, every kernel
+inline constexpr int kThreadsPerCta = 128;  // 4 warps, every kernel
 inline constexpr int kWarpsPerCta = 4;
-inline constexpr int kDecodeKeysPerStage = 16;    // one page
-inline constexpr int kMinDecodeSplitKeys = 256;   // smallest KV split of one decode item
-inline constexpr int kPodCounterSlots = 1024;     // per-SM ticket counters (>= any %smid)
+inline constexpr int kDecodeKeysPerStage = 16;   // one page
+inline constexpr int kMinDecodeSplitKeys = 256;  // smallest KV split of one decode item
+inline constexpr int kPodCounterSlots = 1024;    // per-SM ticket counters (>= any %smid)
 
 // Prefill tile: query rows [row_tile * R, +R) of one sequence's (token, head-in-group) rows (row
 // = token * group + head-in-group; R = plan.prefill_rows_per_cta), for one KV head. Stored as int4
@@ -100,22 +100,22 @@ struct DecodeMergeItem {
 
 struct HybridAttentionPlan {
   std::int32_t head_dim = 0;
-  std::int32_t group_size = 0;  // Hq / Hkv
+  std::int32_t group_size = 0;                 // Hq / Hkv
   std::vector<PrefillWorkItem> prefill_items;  // longest KV first
   std::vector<DecodeWorkItem> decode_items;    // grouped by (seq, kv_head), splits consecutive
   std::vector<DecodeMergeItem> merge_items;
   std::int32_t decode_split_keys = 0;  // KV keys per decode item (last split of a pair: fewer)
-  std::int32_t prefill_ctas = 0;  // = prefill_items.size()
-  std::int32_t decode_ctas = 0;   // ceil(decode_items / kWarpsPerCta): one warp per item
-  std::int32_t pod_ctas_per_sm = 2;  // 2 (measured best) or 4 (forced); see attention_plan.cpp
+  std::int32_t prefill_ctas = 0;       // = prefill_items.size()
+  std::int32_t decode_ctas = 0;        // ceil(decode_items / kWarpsPerCta): one warp per item
+  std::int32_t pod_ctas_per_sm = 2;    // 2 (measured best) or 4 (forced); see attention_plan.cpp
   // Query rows per prefill CTA: 128 (4 warps x 2 row tiles of 16) or 64 (one row tile a warp:
   // twice the CTAs for small prefills; the only choice with 4 CTAs per SM). The standalone
   // prefill kernel follows the plan, so serial, streams and POD compute the same tiles.
   std::int32_t prefill_rows_per_cta = 128;
-  double prefill_flops = 0;       // 4 * D * Hq * sum(C*P + C(C+1)/2)
-  double decode_kv_bytes = 0;     // 2 * Hkv * D * L * 2 per decode sequence
+  double prefill_flops = 0;    // 4 * D * Hq * sum(C*P + C(C+1)/2)
+  double decode_kv_bytes = 0;  // 2 * Hkv * D * L * 2 per decode sequence
   // Workspace layout (byte offsets, 256-aligned). [0, counters_bytes) is reset by every run.
-  std::size_t counters_bytes = 0;      // int32 sm_tickets[kPodCounterSlots], int32 next_id[2]
+  std::size_t counters_bytes = 0;  // int32 sm_tickets[kPodCounterSlots], int32 next_id[2]
   std::size_t prefill_items_offset = 0;
   std::size_t decode_items_offset = 0;
   std::size_t merge_items_offset = 0;

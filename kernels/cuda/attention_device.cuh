@@ -33,7 +33,7 @@ struct KernelArgs {
   int num_decode_ctas;
   int num_decode_items;
   int num_merge_items;
-  float scale_log2;                      // scale * log2(e)
+  float scale_log2;  // scale * log2(e)
 };
 
 __device__ __forceinline__ std::uint32_t smem_addr(const void* ptr) {
@@ -49,11 +49,14 @@ __device__ __forceinline__ std::uint32_t swizzle(int row, int chunk) {
 // 16-byte async copy global -> shared; copies zeros when !valid (src must still be mapped).
 __device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -67,8 +70,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
 }
 
 // c += a * b for one m16n8k16 tile.
-__device__ __forceinline__ void mma_16816(float (&c)[4], const std::uint32_t (&a)[4], std::uint32_t b0,
-                                          std::uint32_t b1) {
+__device__ __forceinline__ void mma_16816(float (&c)[4], const std::uint32_t (&a)[4],
+                                          std::uint32_t b0, std::uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
@@ -114,9 +117,11 @@ struct WarpSoftmaxState {
 // key0 + j is masked for a row when need_mask and key >= the row's limit.
 template <int D, int KT, int kM, bool kQInRegs>
 __device__ __forceinline__ void attend_tile(WarpSoftmaxState<D> (&st)[kM],
-                                            const std::uint32_t (&q_frag)[kM][D / 16][4], std::uint32_t q_smem,
-                                            int q_row0, std::uint32_t k_smem, std::uint32_t v_smem, int key0,
-                                            const int (&limit)[kM][2], bool need_mask, float scale_log2) {
+                                            const std::uint32_t (&q_frag)[kM][D / 16][4],
+                                            std::uint32_t q_smem, int q_row0, std::uint32_t k_smem,
+                                            std::uint32_t v_smem, int key0,
+                                            const int (&limit)[kM][2], bool need_mask,
+                                            float scale_log2) {
   const int lane = lane_id();
   float s[kM][KT / 8][4];
 #pragma unroll
@@ -124,15 +129,17 @@ __device__ __forceinline__ void attend_tile(WarpSoftmaxState<D> (&st)[kM],
 #pragma unroll
     for (int i = 0; i < KT / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 
-  // S = Q K^T
+      // S = Q K^T
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     std::uint32_t a[kM][4];
 #pragma unroll
     for (int mt = 0; mt < kM; ++mt) {
       if constexpr (kQInRegs) {
-        a[mt][0] = q_frag[mt][kk][0]; a[mt][1] = q_frag[mt][kk][1];
-        a[mt][2] = q_frag[mt][kk][2]; a[mt][3] = q_frag[mt][kk][3];
+        a[mt][0] = q_frag[mt][kk][0];
+        a[mt][1] = q_frag[mt][kk][1];
+        a[mt][2] = q_frag[mt][kk][2];
+        a[mt][3] = q_frag[mt][kk][3];
       } else {
         const int row = q_row0 + 16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8;
         ldmatrix_x4(a[mt], q_smem + swizzle<D>(row, 2 * kk + (lane >> 4)));
@@ -192,8 +199,10 @@ __device__ __forceinline__ void attend_tile(WarpSoftmaxState<D> (&st)[kM],
     for (int r = 0; r < 2; ++r) st[mt].l[r] = st[mt].l[r] * alpha[r] + row_sum[r];
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
-      st[mt].o[dt][0] *= alpha[0]; st[mt].o[dt][1] *= alpha[0];
-      st[mt].o[dt][2] *= alpha[1]; st[mt].o[dt][3] *= alpha[1];
+      st[mt].o[dt][0] *= alpha[0];
+      st[mt].o[dt][1] *= alpha[0];
+      st[mt].o[dt][2] *= alpha[1];
+      st[mt].o[dt][3] *= alpha[1];
     }
   }
 
@@ -225,8 +234,8 @@ __device__ __forceinline__ void attend_tile(WarpSoftmaxState<D> (&st)[kM],
 // Address of K (kv = 0) or V (kv = 1) for `key` of a sequence, chunk `chunk` (8 elements).
 template <int D>
 __device__ __forceinline__ const __nv_bfloat16* kv_address(const HybridAttentionParams& p,
-                                                          const std::int32_t* page_table, int key,
-                                                          int kv_head, int kv, int chunk) {
+                                                           const std::int32_t* page_table, int key,
+                                                           int kv_head, int kv, int chunk) {
   const std::int64_t page = page_table[key >> 4];
   const std::int64_t row = (page * 2 + kv) * kDecodeKeysPerStage + (key & 15);
   return static_cast<const __nv_bfloat16*>(p.kv) + (row * p.num_kv_heads + kv_head) * D + chunk * 8;
@@ -271,7 +280,8 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
     const bool valid = row < rows;
     const int token = valid ? row / group : 0;
     const int head = item.kv_head * group + (valid ? row % group : 0);
-    const __nv_bfloat16* src = q + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D + c * 8;
+    const __nv_bfloat16* src =
+        q + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D + c * 8;
     cp_async16(q_smem + swizzle<D>(r, c), src, valid);
   }
   cp_async_commit();
@@ -285,8 +295,10 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
       const int key = tile * KT + r;
       const bool valid = key < kv_len;
       const int safe_key = valid ? key : 0;
-      cp_async16(k_dst + swizzle<D>(r, c), kv_address<D>(p, page_table, safe_key, item.kv_head, 0, c), valid);
-      cp_async16(v_dst + swizzle<D>(r, c), kv_address<D>(p, page_table, safe_key, item.kv_head, 1, c), valid);
+      cp_async16(k_dst + swizzle<D>(r, c),
+                 kv_address<D>(p, page_table, safe_key, item.kv_head, 0, c), valid);
+      cp_async16(v_dst + swizzle<D>(r, c),
+                 kv_address<D>(p, page_table, safe_key, item.kv_head, 1, c), valid);
     }
   };
 
@@ -331,7 +343,8 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
     __syncthreads();
     const bool need_mask = (t + 1) * KT > tile_min_limit;
     attend_tile<D, KT, kM, kQInRegs>(st, q_frag, q_smem, warp_row0, k_smem + (t & 1) * KT * D * 2,
-                                     v_smem + (t & 1) * KT * D * 2, t * KT, limit, need_mask, args.scale_log2);
+                                     v_smem + (t & 1) * KT * D * 2, t * KT, limit, need_mask,
+                                     args.scale_log2);
     __syncthreads();
   }
 
@@ -347,7 +360,8 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
       const int token = row / group;
       const int head = item.kv_head * group + row % group;
       __nv_bfloat16* dst =
-          out + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D + (lane & 3) * 2;
+          out + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D +
+          (lane & 3) * 2;
 #pragma unroll
       for (int dt = 0; dt < D / 8; ++dt) {
         *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) =
@@ -367,7 +381,8 @@ constexpr int decode_warp_smem_bytes() {
 // query rows) against keys [kv_begin, kv_end); writes the normalized partial output and its
 // log2-sum-exp to the workspace for the merge.
 template <int D, int kStages>
-__device__ __forceinline__ void decode_item(const KernelArgs& args, int item_index, char* warp_smem) {
+__device__ __forceinline__ void decode_item(const KernelArgs& args, int item_index,
+                                            char* warp_smem) {
   const HybridAttentionParams& p = args.params;
   const DecodeWorkItem item = args.decode_items[item_index];
   const int lane = lane_id();
@@ -393,14 +408,17 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
       const int r = idx / kChunks;
       const int c = idx % kChunks;
       const bool valid = key0 + r < item.kv_end;
-      const __nv_bfloat16* k_src = page_base + static_cast<std::int64_t>(r) * p.num_kv_heads * D + c * 8;
-      const __nv_bfloat16* v_src = k_src + static_cast<std::int64_t>(kDecodeKeysPerStage) * p.num_kv_heads * D;
+      const __nv_bfloat16* k_src =
+          page_base + static_cast<std::int64_t>(r) * p.num_kv_heads * D + c * 8;
+      const __nv_bfloat16* v_src =
+          k_src + static_cast<std::int64_t>(kDecodeKeysPerStage) * p.num_kv_heads * D;
       cp_async16(k_dst + swizzle<D>(r, c), k_src, valid);
       cp_async16(v_dst + swizzle<D>(r, c), v_src, valid);
     }
   };
 
-  const int num_tiles = (item.kv_end - item.kv_begin + kDecodeKeysPerStage - 1) / kDecodeKeysPerStage;
+  const int num_tiles =
+      (item.kv_end - item.kv_begin + kDecodeKeysPerStage - 1) / kDecodeKeysPerStage;
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < num_tiles) load_stage(s, s);
@@ -416,8 +434,10 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
     const int col = kk * 16 + (lane & 3) * 2;
     q_frag[0][kk][0] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col) : 0u;
     q_frag[0][kk][1] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col) : 0u;
-    q_frag[0][kk][2] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col + 8) : 0u;
-    q_frag[0][kk][3] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col + 8) : 0u;
+    q_frag[0][kk][2] =
+        r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col + 8) : 0u;
+    q_frag[0][kk][3] =
+        r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col + 8) : 0u;
   }
   const int limit[1][2] = {{item.kv_end, item.kv_end}};
 
@@ -432,9 +452,9 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
     __syncwarp();
     const int key0 = item.kv_begin + t * kDecodeKeysPerStage;
     const std::uint32_t k_src = smem + (t % kStages) * kStageBytes;
-    attend_tile<D, kDecodeKeysPerStage, 1, true>(state, q_frag, 0u, 0, k_src, k_src + kDecodeKeysPerStage * D * 2,
-                                                 key0, limit, key0 + kDecodeKeysPerStage > item.kv_end,
-                                                 args.scale_log2);
+    attend_tile<D, kDecodeKeysPerStage, 1, true>(
+        state, q_frag, 0u, 0, k_src, k_src + kDecodeKeysPerStage * D * 2, key0, limit,
+        key0 + kDecodeKeysPerStage > item.kv_end, args.scale_log2);
     __syncwarp();
   }
   cp_async_wait<0>();
@@ -445,10 +465,12 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
     const int row = r == 0 ? r0 : r1;
     if (row >= group) continue;
     const float inv_l = 1.0f / st.l[r];
-    float* dst = args.partial_out + (static_cast<std::int64_t>(item_index) * group + row) * D + (lane & 3) * 2;
+    float* dst = args.partial_out + (static_cast<std::int64_t>(item_index) * group + row) * D +
+                 (lane & 3) * 2;
 #pragma unroll
     for (int dt = 0; dt < D / 8; ++dt) {
-      *reinterpret_cast<float2*>(dst + dt * 8) = make_float2(st.o[dt][2 * r] * inv_l, st.o[dt][2 * r + 1] * inv_l);
+      *reinterpret_cast<float2*>(dst + dt * 8) =
+          make_float2(st.o[dt][2 * r] * inv_l, st.o[dt][2 * r + 1] * inv_l);
     }
     if ((lane & 3) == 0) args.partial_lse[item_index * group + row] = st.m[r] + log2f(st.l[r]);
   }
@@ -461,7 +483,9 @@ __device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_ind
   const DecodeMergeItem item = args.merge_items[merge_index];
   const int group = p.num_q_heads / p.num_kv_heads;
   auto* out = static_cast<__nv_bfloat16*>(p.out) +
-              (static_cast<std::int64_t>(p.query_offsets[item.seq]) * p.num_q_heads + item.kv_head * group) * D;
+              (static_cast<std::int64_t>(p.query_offsets[item.seq]) * p.num_q_heads +
+               item.kv_head * group) *
+                  D;
   for (int e = static_cast<int>(threadIdx.x); e < group * D; e += kThreadsPerCta) {
     const int g = e / D;
     const int d = e % D;

@@ -29,7 +29,8 @@ Status validate(const HybridAttentionShape& shape, const DeviceShape& device) {
   if (shape.num_q_heads / shape.num_kv_heads > 16)
     return invalid_argument("attention: GQA group larger than 16 unsupported");
   if (shape.prefill_new_tokens.size() != shape.prefill_cached_tokens.size())
-    return invalid_argument("attention: prefill_new_tokens and prefill_cached_tokens differ in size");
+    return invalid_argument(
+        "attention: prefill_new_tokens and prefill_cached_tokens differ in size");
   for (std::size_t i = 0; i < shape.prefill_new_tokens.size(); ++i) {
     if (shape.prefill_new_tokens[i] < 1 || shape.prefill_cached_tokens[i] < 0)
       return invalid_argument("attention: prefill sequence " + std::to_string(i) +
@@ -80,7 +81,8 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   const std::int64_t target_items = static_cast<std::int64_t>(device.num_sms) * 8 * 2;
   auto items_for = [&](std::int64_t split) {
     std::int64_t items = 0;
-    for (int i = 0; i < num_decode; ++i) items += (shape.decode_cached_tokens[i] + split) / split * hkv;
+    for (int i = 0; i < num_decode; ++i)
+      items += (shape.decode_cached_tokens[i] + split) / split * hkv;
     return items;
   };
   const std::int64_t stage = kDecodeKeysPerStage;
@@ -89,7 +91,10 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   if (items_for(hi_stages * stage) <= target_items) {
     while (lo_stages < hi_stages) {  // smallest split within the target
       const std::int64_t mid = (lo_stages + hi_stages) / 2;
-      if (items_for(mid * stage) <= target_items) hi_stages = mid; else lo_stages = mid + 1;
+      if (items_for(mid * stage) <= target_items)
+        hi_stages = mid;
+      else
+        lo_stages = mid + 1;
     }
   }
   const std::int64_t split_keys = hi_stages * stage;  // one split per pair when none fits
@@ -103,7 +108,8 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
           {seq, h, static_cast<std::int32_t>(plan.decode_items.size()), splits});
       for (int sp = 0; sp < splits; ++sp) {
         const auto begin = static_cast<std::int32_t>(sp * split_keys);
-        const auto end = static_cast<std::int32_t>(std::min<std::int64_t>(len, (sp + 1) * split_keys));
+        const auto end =
+            static_cast<std::int32_t>(std::min<std::int64_t>(len, (sp + 1) * split_keys));
         plan.decode_items.push_back({seq, h, begin, end});
       }
     }
@@ -122,9 +128,12 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   // 128). The 4-CTA variant holds only 64-row tiles.
   std::int64_t tiles_at_128 = 0;
   for (int s = 0; s < num_prefill; ++s)
-    tiles_at_128 += (static_cast<std::int64_t>(shape.prefill_new_tokens[s]) * group + 127) / 128 * hkv;
+    tiles_at_128 +=
+        (static_cast<std::int64_t>(shape.prefill_new_tokens[s]) * group + 127) / 128 * hkv;
   plan.prefill_rows_per_cta =
-      plan.pod_ctas_per_sm == 2 && tiles_at_128 >= 2 * static_cast<std::int64_t>(device.num_sms) ? 128 : 64;
+      plan.pod_ctas_per_sm == 2 && tiles_at_128 >= 2 * static_cast<std::int64_t>(device.num_sms)
+          ? 128
+          : 64;
 
   // Prefill: tiles of prefill_rows_per_cta (token, head-in-group) rows per KV head; heaviest
   // (longest KV) first so the tail of the launch is made of short tiles.
@@ -140,8 +149,9 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
       for (int h = 0; h < hkv; ++h) plan.prefill_items.push_back({s, t, h, kv_len});
     }
   }
-  std::stable_sort(plan.prefill_items.begin(), plan.prefill_items.end(),
-                   [](const PrefillWorkItem& a, const PrefillWorkItem& b) { return a.kv_len > b.kv_len; });
+  std::stable_sort(
+      plan.prefill_items.begin(), plan.prefill_items.end(),
+      [](const PrefillWorkItem& a, const PrefillWorkItem& b) { return a.kv_len > b.kv_len; });
 
   plan.prefill_ctas = static_cast<std::int32_t>(plan.prefill_items.size());
   plan.decode_ctas =
@@ -164,8 +174,10 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   plan.workspace_bytes = offset;
 
   plan.static_image.assign(plan.partial_out_offset - plan.counters_bytes, std::byte{0});
-  append_bytes(plan.static_image, plan.prefill_items_offset - plan.counters_bytes, plan.prefill_items);
-  append_bytes(plan.static_image, plan.decode_items_offset - plan.counters_bytes, plan.decode_items);
+  append_bytes(plan.static_image, plan.prefill_items_offset - plan.counters_bytes,
+               plan.prefill_items);
+  append_bytes(plan.static_image, plan.decode_items_offset - plan.counters_bytes,
+               plan.decode_items);
   append_bytes(plan.static_image, plan.merge_items_offset - plan.counters_bytes, plan.merge_items);
   return plan;
 }

@@ -15,7 +15,8 @@ namespace podserve {
 inline Status check_result(cudaError_t error, std::string_view expr, std::string_view file,
                            int line) {
   if (error == cudaSuccess) return Status::Ok();
-  std::string detail = std::string(cudaGetErrorName(error)) + " (" + cudaGetErrorString(error) + ")";
+  std::string detail =
+      std::string(cudaGetErrorName(error)) + " (" + cudaGetErrorString(error) + ")";
   return detail::check_failure(StatusCode::kInternal, "CUDA", detail, expr, file, line);
 }
 

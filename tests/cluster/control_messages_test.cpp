@@ -44,10 +44,16 @@ TEST(ControlMessages, OutputsAndLoadRoundTrip) {
 }
 
 TEST(ControlMessages, EveryTypeRoundTrips) {
-  const std::vector<ControlMessage> all = {
-      SubmitMessage{}, CancelMessage{5}, OutputsMessage{}, LoadMessage{}, ShutdownMessage{},
-      ShutdownDoneMessage{}, DisaggregatedSubmitMessage{}, PrefillRequestMessage{},
-      PrefillResultMessage{}, KvPartDoneMessage{}};
+  const std::vector<ControlMessage> all = {SubmitMessage{},
+                                           CancelMessage{5},
+                                           OutputsMessage{},
+                                           LoadMessage{},
+                                           ShutdownMessage{},
+                                           ShutdownDoneMessage{},
+                                           DisaggregatedSubmitMessage{},
+                                           PrefillRequestMessage{},
+                                           PrefillResultMessage{},
+                                           KvPartDoneMessage{}};
   for (const auto& m : all) {
     auto back = decode_control(encode_control(m));
     ASSERT_TRUE(back.ok());

@@ -94,7 +94,8 @@ TEST(MpiTensorParallel, TinyModelLogitsAtTp2EqualTp1) {
     ASSERT_EQ(tp1[p].size(), tp2[p].size());
     for (std::size_t i = 0; i < tp1[p].size(); ++i) {
       ASSERT_FALSE(std::isnan(tp2[p][i]));
-      EXPECT_NEAR(tp2[p][i], tp1[p][i], 1e-4 + 1e-4 * std::fabs(tp1[p][i])) << "plan " << p << " logit " << i;
+      EXPECT_NEAR(tp2[p][i], tp1[p][i], 1e-4 + 1e-4 * std::fabs(tp1[p][i]))
+          << "plan " << p << " logit " << i;
       max_abs = std::max(max_abs, static_cast<double>(std::fabs(tp2[p][i] - tp1[p][i])));
       norm += static_cast<double>(tp1[p][i]) * tp1[p][i];
     }

@@ -87,10 +87,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{"BadTp", "instances: [{tp: 0}]", "instances[0].tp"},
         BadConfig{"ColocatedWithPrefillRole", "instances: [{role: prefill}]", "scheduler.mode"},
         BadConfig{"DisaggregatedWithoutDecode",
-                  "scheduler: {mode: disaggregated}\ninstances: [{role: prefill}]", "scheduler.mode"},
+                  "scheduler: {mode: disaggregated}\ninstances: [{role: prefill}]",
+                  "scheduler.mode"},
         BadConfig{"BadListen", "router: {listen: nowhere}", "router.listen"},
         BadConfig{"BadFraction", "kv_cache: {memory_fraction: 1.5}", "kv_cache.memory_fraction"},
-        BadConfig{"BadTransferBackend", "kv_transfer: {backend: carrier-pigeon}", "kv_transfer.backend"},
+        BadConfig{"BadTransferBackend", "kv_transfer: {backend: carrier-pigeon}",
+                  "kv_transfer.backend"},
         BadConfig{"SyntaxError", "model: {preset: [", "YAML"}),
     [](const auto& info) { return std::string(info.param.name); });
 

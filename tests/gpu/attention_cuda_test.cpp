@@ -8,6 +8,8 @@
 // Every output element must be finite (outputs are poisoned with NaN before each run) and the
 // output must not be trivially zero. Inputs are fresh random values each run (seeded from the
 // clock; the seed is printed). Large cases are checked on a random subsample of rows.
+#include "kernels/cuda/attention_cuda.h"
+
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -21,8 +23,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "kernels/cuda/attention_cuda.h"
 
 namespace podserve::cuda {
 namespace {
@@ -57,7 +57,8 @@ struct DeviceArray {
   ~DeviceArray() { cudaFree(ptr); }
   cudaError_t upload(const std::vector<T>& host) {
     count = host.size();
-    cudaError_t e = cudaMalloc(reinterpret_cast<void**>(&ptr), std::max<std::size_t>(1, count) * sizeof(T));
+    cudaError_t e =
+        cudaMalloc(reinterpret_cast<void**>(&ptr), std::max<std::size_t>(1, count) * sizeof(T));
     if (e != cudaSuccess || host.empty()) return e;
     return cudaMemcpy(ptr, host.data(), count * sizeof(T), cudaMemcpyHostToDevice);
   }
@@ -87,19 +88,38 @@ std::vector<int> random_lengths(int count, int lo, int hi, unsigned seed) {
 std::vector<Case> cases() {
   std::vector<Case> t;
   t.push_back({"tiny_c1_l1_g4_d128", 128, 32, 8, {1}, {0}, {1}});
-  t.push_back({"small_mixed_g1_d64", 64, 8, 8, {17, 64, 100, 1}, {0, 5, 37, 300}, {1, 15, 16, 17, 33, 257}});
+  t.push_back({"small_mixed_g1_d64",
+               64,
+               8,
+               8,
+               {17, 64, 100, 1},
+               {0, 5, 37, 300},
+               {1, 15, 16, 17, 33, 257}});
   t.push_back({"c2048_p0_b8_l4000_g8_d128", 128, 32, 4, {2048}, {0}, std::vector<int>(8, 4000)});
-  t.push_back({"c512_p16k_b16_l8191_g4_d128", 128, 32, 8, {512}, {16384}, std::vector<int>(16, 8191)});
+  t.push_back(
+      {"c512_p16k_b16_l8191_g4_d128", 128, 32, 8, {512}, {16384}, std::vector<int>(16, 8191)});
   t.push_back({"decode_b256_random_g8_d64", 64, 32, 4, {}, {}, random_lengths(256, 1, 2000, 7)});
   t.push_back({"decode_l32k_g1_d128", 128, 8, 8, {}, {}, {32768, 30001}});
-  t.push_back({"many_prefills_b64_g4_d64", 64, 16, 4, random_lengths(16, 1, 300, 3), random_lengths(16, 0, 3000, 4),
-               random_lengths(64, 1, 5000, 5)});
+  t.push_back({"many_prefills_b64_g4_d64", 64, 16, 4, random_lengths(16, 1, 300, 3),
+               random_lengths(16, 0, 3000, 4), random_lengths(64, 1, 5000, 5)});
   t.push_back({"prefill_only_c1000_p4000_g8_d64", 64, 32, 4, {1000}, {4000}, {}});
-  t.push_back({"c1024_p4k_b32_l4k_g1_d128", 128, 16, 16, {1024}, {4096}, random_lengths(32, 4000, 4100, 9)});
+  t.push_back({"c1024_p4k_b32_l4k_g1_d128",
+               128,
+               16,
+               16,
+               {1024},
+               {4096},
+               random_lengths(32, 4000, 4100, 9)});
   t.push_back({"decode_b1_l1_g8_d128", 128, 8, 1, {}, {}, {1}});
   // 128-row prefill tiles (enough tiles to fill a wave) with a prefix and ragged chunks.
   t.push_back({"c1500_p3001_b4_g8_d64_128rows", 64, 64, 8, {1500}, {3001}, {100, 5000, 17, 1}});
-  t.push_back({"c2000_p5000_b16_g4_d128_128rows", 128, 32, 8, {2000, 33}, {5000, 100}, std::vector<int>(16, 2000)});
+  t.push_back({"c2000_p5000_b16_g4_d128_128rows",
+               128,
+               32,
+               8,
+               {2000, 33},
+               {5000, 100},
+               std::vector<int>(16, 2000)});
   return t;
 }
 
@@ -161,7 +181,8 @@ void build_batch(Batch& b, std::mt19937_64& rng) {
     state ^= state << 13;
     state ^= state >> 7;
     state ^= state << 17;
-    x = to_bf16(static_cast<float>(static_cast<std::int64_t>(state >> 40) - (1 << 23)) / static_cast<float>(1 << 23));
+    x = to_bf16(static_cast<float>(static_cast<std::int64_t>(state >> 40) - (1 << 23)) /
+                static_cast<float>(1 << 23));
   }
 }
 
@@ -176,12 +197,14 @@ std::vector<double> reference_row(const Batch& b, int s, int token, int head, do
   const int group = c.num_q_heads / c.num_kv_heads;
   const int kvh = head / group;
   const int keys = b.cached_tokens[s] + token + 1;
-  const std::size_t q_base = (static_cast<std::size_t>(b.query_offsets[s] + token) * c.num_q_heads + head) * c.head_dim;
+  const std::size_t q_base =
+      (static_cast<std::size_t>(b.query_offsets[s] + token) * c.num_q_heads + head) * c.head_dim;
   std::vector<double> scores(keys);
   double max_score = -1e300;
   for (int k = 0; k < keys; ++k) {
     double dot = 0;
-    for (int e = 0; e < c.head_dim; ++e) dot += static_cast<double>(from_bf16(b.q[q_base + e])) * b.kv_at(s, k, kvh, e, 0);
+    for (int e = 0; e < c.head_dim; ++e)
+      dot += static_cast<double>(from_bf16(b.q[q_base + e])) * b.kv_at(s, k, kvh, e, 0);
     scores[k] = dot * scale;
     max_score = std::max(max_score, scores[k]);
   }
@@ -205,8 +228,10 @@ std::vector<RowRef> reference_rows(const Batch& b, std::mt19937_64& rng, double 
   std::uniform_int_distribution<int> token_dist(0, b.total_tokens - 1);
   while (static_cast<int>(rows.size()) < c.max_checked_rows) {
     const int t = token_dist(rng);
-    const int s = static_cast<int>(std::upper_bound(b.query_offsets.begin(), b.query_offsets.end(), t) -
-                                   b.query_offsets.begin()) - 1;
+    const int s =
+        static_cast<int>(std::upper_bound(b.query_offsets.begin(), b.query_offsets.end(), t) -
+                         b.query_offsets.begin()) -
+        1;
     rows.push_back({s, t - b.query_offsets[s], head_dist(rng), {}});
   }
   const unsigned workers = std::max(1u, std::min(16u, std::thread::hardware_concurrency()));
@@ -238,7 +263,8 @@ class HybridAttentionTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
   if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";
-  const std::uint64_t seed = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  const std::uint64_t seed =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
   Batch b;
@@ -291,10 +317,10 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
   ASSERT_CUDA(cudaStreamCreate(&side));
 
   std::vector<float> serial_out;
-  for (Strategy strategy : {Strategy::kSerial, Strategy::kStreams, Strategy::kPod, Strategy::kPod2, Strategy::kPod4,
-                            Strategy::kSerial64Rows}) {
+  for (Strategy strategy : {Strategy::kSerial, Strategy::kStreams, Strategy::kPod, Strategy::kPod2,
+                            Strategy::kPod4, Strategy::kSerial64Rows}) {
     SCOPED_TRACE(strategy_name(strategy));
-    const int force = strategy == Strategy::kPod2                                         ? 2
+    const int force = strategy == Strategy::kPod2                                          ? 2
                       : strategy == Strategy::kPod4 || strategy == Strategy::kSerial64Rows ? 4
                                                                                            : 0;
     auto plan = plan_hybrid_attention(shape, {prop.multiProcessorCount}, force);
@@ -316,7 +342,8 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
     ASSERT_CUDA(cudaStreamSynchronize(stream));
     ASSERT_CUDA(cudaFree(workspace));
     std::vector<std::uint16_t> out_bits(b.q.size());
-    ASSERT_CUDA(cudaMemcpy(out_bits.data(), b.d_out.ptr, out_bits.size() * 2, cudaMemcpyDeviceToHost));
+    ASSERT_CUDA(
+        cudaMemcpy(out_bits.data(), b.d_out.ptr, out_bits.size() * 2, cudaMemcpyDeviceToHost));
     std::vector<float> out(out_bits.size());
     std::size_t non_finite = 0;
     double abs_sum = 0;
@@ -332,14 +359,15 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
     int bad = 0;
     for (const RowRef& r : ref) {
       const std::size_t base =
-          (static_cast<std::size_t>(b.query_offsets[r.seq] + r.token) * c.num_q_heads + r.head) * c.head_dim;
+          (static_cast<std::size_t>(b.query_offsets[r.seq] + r.token) * c.num_q_heads + r.head) *
+          c.head_dim;
       for (int e = 0; e < c.head_dim; ++e) {
         const double diff = out[base + e] - r.out[e];
         err2 += diff * diff;
         ref2 += r.out[e] * r.out[e];
         if (std::fabs(diff) > 2e-2 + 2e-2 * std::fabs(r.out[e]) && bad++ < 5) {
-          ADD_FAILURE() << "seq " << r.seq << " token " << r.token << " head " << r.head << " elem " << e
-                        << ": got " << out[base + e] << " want " << r.out[e];
+          ADD_FAILURE() << "seq " << r.seq << " token " << r.token << " head " << r.head << " elem "
+                        << e << ": got " << out[base + e] << " want " << r.out[e];
         }
       }
     }
@@ -351,8 +379,10 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
     } else {
       int mismatches = 0;
       for (std::size_t i = 0; i < out.size(); ++i) {
-        if (std::fabs(out[i] - serial_out[i]) > 1e-2 + 1e-2 * std::fabs(serial_out[i]) && mismatches++ < 5)
-          ADD_FAILURE() << "differs from serial at " << i << ": " << out[i] << " vs " << serial_out[i];
+        if (std::fabs(out[i] - serial_out[i]) > 1e-2 + 1e-2 * std::fabs(serial_out[i]) &&
+            mismatches++ < 5)
+          ADD_FAILURE() << "differs from serial at " << i << ": " << out[i] << " vs "
+                        << serial_out[i];
       }
       EXPECT_EQ(mismatches, 0);
     }
@@ -362,7 +392,9 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Table, HybridAttentionTest, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return info.param.name;
+                         });
 
 TEST(HybridAttentionErrors, RejectsParamsThatDisagreeWithThePlan) {
   if (!have_cuda_device()) GTEST_SKIP() << "no CUDA device";

@@ -15,7 +15,8 @@ namespace podserve::cuda {
 namespace {
 
 HybridAttentionShape make_shape(int hq, int hkv, int d, const std::vector<int>& new_tokens,
-                                const std::vector<int>& cached, const std::vector<int>& decode_cached) {
+                                const std::vector<int>& cached,
+                                const std::vector<int>& decode_cached) {
   HybridAttentionShape shape;
   shape.num_q_heads = hq;
   shape.num_kv_heads = hkv;
@@ -58,7 +59,8 @@ TEST(AttentionPlan, WorkListsCoverTheBatchExactly) {
       c.push_back(1 + static_cast<int>(rng() % 3000));
       p.push_back(static_cast<int>(rng() % 20000));
     }
-    for (int i = 0, n = static_cast<int>(rng() % 300); i < n; ++i) dec.push_back(static_cast<int>(rng() % 40000));
+    for (int i = 0, n = static_cast<int>(rng() % 300); i < n; ++i)
+      dec.push_back(static_cast<int>(rng() % 40000));
     const DeviceShape device{static_cast<int>(16 + rng() % 200)};
     auto plan_or = plan_hybrid_attention(make_shape(hkv * group, hkv, d, c, p, dec), device);
     ASSERT_TRUE(plan_or.ok()) << plan_or.status().to_string();
@@ -79,7 +81,8 @@ TEST(AttentionPlan, WorkListsCoverTheBatchExactly) {
     std::size_t expected_tiles = 0;
     const std::size_t tile_rows = plan.prefill_rows_per_cta;
     EXPECT_TRUE(tile_rows == 64 || (tile_rows == 128 && plan.pod_ctas_per_sm == 2));
-    for (std::size_t s = 0; s < c.size(); ++s) expected_tiles += (static_cast<std::size_t>(c[s]) * group + tile_rows - 1) / tile_rows * hkv;
+    for (std::size_t s = 0; s < c.size(); ++s)
+      expected_tiles += (static_cast<std::size_t>(c[s]) * group + tile_rows - 1) / tile_rows * hkv;
     EXPECT_EQ(plan.prefill_items.size(), expected_tiles);
     EXPECT_EQ(plan.prefill_ctas, static_cast<int>(plan.prefill_items.size()));
 
@@ -122,9 +125,10 @@ TEST(AttentionPlan, WorkListsCoverTheBatchExactly) {
       }
     }
     // Layout: increasing, 256-aligned, static image spans the item lists.
-    const std::vector<std::size_t> offsets{plan.counters_bytes, plan.prefill_items_offset, plan.decode_items_offset,
-                                           plan.merge_items_offset, plan.partial_out_offset,
-                                           plan.partial_lse_offset, plan.workspace_bytes};
+    const std::vector<std::size_t> offsets{plan.counters_bytes,      plan.prefill_items_offset,
+                                           plan.decode_items_offset, plan.merge_items_offset,
+                                           plan.partial_out_offset,  plan.partial_lse_offset,
+                                           plan.workspace_bytes};
     for (std::size_t i = 0; i < offsets.size(); ++i) {
       EXPECT_EQ(offsets[i] % 256, 0u);
       if (i > 0) {

@@ -105,8 +105,11 @@ TEST_F(ColocatedService, ServesSixtyFourConcurrentRequestsStreamingAndNot) {
       for (auto& t : prompt) t = static_cast<int>(rng() % 256);
       const int max_tokens = 1 + i % 24;
       const bool stream = i % 2 == 0;
-      json body = {{"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0},
-                   {"ignore_eos", true}, {"stream", stream}};
+      json body = {{"prompt", prompt},
+                   {"max_tokens", max_tokens},
+                   {"temperature", 0},
+                   {"ignore_eos", true},
+                   {"stream", stream}};
       auto res = post(body);
       if (!res || res->status != 200) {
         errors[i] = fmt::format("request {}: HTTP {} ({})", i, res ? res->status : -1,
@@ -146,7 +149,8 @@ TEST_F(ColocatedService, ServesSixtyFourConcurrentRequestsStreamingAndNot) {
 TEST_F(ColocatedService, GreedyOutputIsIdenticalOnEveryInstanceAndTpDegree) {
   // least_outstanding_tokens spreads concurrent requests over both idle instances (TP=2 on
   // ranks 1-2, TP=1 on rank 3); both must run iterations during this test.
-  const int tp2_leader = service_->metrics_port_base() + 1, tp1_leader = service_->metrics_port_base() + 3;
+  const int tp2_leader = service_->metrics_port_base() + 1,
+            tp1_leader = service_->metrics_port_base() + 3;
   const double tp2_before = scrape_sum(tp2_leader, "podserve_iteration_seconds_count");
   const double tp1_before = scrape_sum(tp1_leader, "podserve_iteration_seconds_count");
   const std::string prompt = "The quick brown fox jumps over the lazy dog";
@@ -154,7 +158,8 @@ TEST_F(ColocatedService, GreedyOutputIsIdenticalOnEveryInstanceAndTpDegree) {
   std::vector<std::thread> clients;
   for (int i = 0; i < 6; ++i) {
     clients.emplace_back([&, i] {
-      auto res = post({{"prompt", prompt}, {"max_tokens", 20}, {"temperature", 0}, {"ignore_eos", true}});
+      auto res =
+          post({{"prompt", prompt}, {"max_tokens", 20}, {"temperature", 0}, {"ignore_eos", true}});
       ASSERT_TRUE(res && res->status == 200);
       const auto reply = json::parse(res->body);
       outputs[i] = reply.at("choices").at(0).at("token_ids").get<std::vector<int>>();
@@ -165,8 +170,10 @@ TEST_F(ColocatedService, GreedyOutputIsIdenticalOnEveryInstanceAndTpDegree) {
   for (auto& t : clients) t.join();
   for (int i = 1; i < 6; ++i) EXPECT_EQ(outputs[i], outputs[0]) << "request " << i;
   EXPECT_EQ(outputs[0].size(), 20u);
-  EXPECT_GT(scrape_sum(tp2_leader, "podserve_iteration_seconds_count"), tp2_before) << "TP=2 instance idle";
-  EXPECT_GT(scrape_sum(tp1_leader, "podserve_iteration_seconds_count"), tp1_before) << "TP=1 instance idle";
+  EXPECT_GT(scrape_sum(tp2_leader, "podserve_iteration_seconds_count"), tp2_before)
+      << "TP=2 instance idle";
+  EXPECT_GT(scrape_sum(tp1_leader, "podserve_iteration_seconds_count"), tp1_before)
+      << "TP=1 instance idle";
 }
 
 TEST_F(ColocatedService, MalformedRequestsGet400AndServiceKeepsServing) {
@@ -185,7 +192,8 @@ TEST_F(ColocatedService, MalformedRequestsGet400AndServiceKeepsServing) {
       {"top_p zero", R"({"prompt": "hi", "top_p": 0})"},
       {"top_p above one", R"({"prompt": "hi", "top_p": 1.5})"},
       {"stream wrong type", R"({"prompt": "hi", "stream": "yes"})"},
-      {"prompt longer than the context", fmt::format(R"({{"prompt": "{}"}})", std::string(5000, 'a'))},
+      {"prompt longer than the context",
+       fmt::format(R"({{"prompt": "{}"}})", std::string(5000, 'a'))},
       {"unknown field", R"({"prompt": "hi", "best_of_luck": 3})"},
   };
   for (const auto& [what, body] : bad) {
@@ -212,11 +220,14 @@ TEST_F(ColocatedService, MalformedRequestsGet400AndServiceKeepsServing) {
 TEST_F(ColocatedService, ClientDisconnectMidStreamAbortsTheRequestAndFreesItsPages) {
   ASSERT_TRUE(stream_then_hang_up(
       service_->http_port(),
-      json{{"prompt", "hang up on me"}, {"max_tokens", 3000}, {"ignore_eos", true}, {"stream", true}}.dump()));
+      json{
+          {"prompt", "hang up on me"}, {"max_tokens", 3000}, {"ignore_eos", true}, {"stream", true}}
+          .dump()));
   ++completed_requests_;  // counted by the router as finished with reason "abort"
 
   // Every instance rank's KV cache drains back to empty once the abort has landed.
-  EXPECT_TRUE(wait_all_pages_free(*service_, kWorldSize, 60)) << "KV pages still in use after the client hung up";
+  EXPECT_TRUE(wait_all_pages_free(*service_, kWorldSize, 60))
+      << "KV pages still in use after the client hung up";
   auto res = post({{"prompt", "still serving"}, {"max_tokens", 2}, {"ignore_eos", true}});
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
@@ -248,10 +259,12 @@ TEST_F(ColocatedService, EveryRankExportsMetricsAndCountersMatchRequestsServed) 
 // them all, and answers a TTFT quantile query with data.
 TEST_F(ColocatedService, PrometheusScrapesEveryRankAndAnswersTtftQuantile) {
   const char* prometheus_bin = "/usr/bin/prometheus";
-  if (!std::filesystem::exists(prometheus_bin)) GTEST_SKIP() << "prometheus not installed (deploy/setup.sh installs it)";
+  if (!std::filesystem::exists(prometheus_bin))
+    GTEST_SKIP() << "prometheus not installed (deploy/setup.sh installs it)";
   const auto serve_some = [&] {
     for (const bool stream : {false, true, false}) {
-      auto res = post({{"prompt", "scrape me"}, {"max_tokens", 4}, {"ignore_eos", true}, {"stream", stream}});
+      auto res = post(
+          {{"prompt", "scrape me"}, {"max_tokens", 4}, {"ignore_eos", true}, {"stream", stream}});
       ASSERT_TRUE(res && res->status == 200);
       ++completed_requests_;
     }
@@ -260,18 +273,20 @@ TEST_F(ColocatedService, PrometheusScrapesEveryRankAndAnswersTtftQuantile) {
   const int port = find_free_port_range(1);
   const std::string dir = service_->dir() + "/prometheus";
   std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/prometheus.yml") << fmt::format(R"(global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+  std::ofstream(dir + "/prometheus.yml")
+      << fmt::format(R"(global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 scrape_configs:
   - job_name: podserve
     honor_labels: true
     file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]
-)", service_->sd_file());
+)",
+                     service_->sd_file());
   ChildProcess prometheus;
-  ASSERT_TRUE(prometheus.start(
-      fmt::format("{} --config.file={}/prometheus.yml --storage.tsdb.path={}/data "
-                  "--web.listen-address=127.0.0.1:{}",
-                  prometheus_bin, dir, dir, port),
-      dir + "/prometheus.log"));
+  ASSERT_TRUE(
+      prometheus.start(fmt::format("{} --config.file={}/prometheus.yml --storage.tsdb.path={}/data "
+                                   "--web.listen-address=127.0.0.1:{}",
+                                   prometheus_bin, dir, dir, port),
+                       dir + "/prometheus.log"));
   httplib::Client api("127.0.0.1", port);
   auto query = [&](const std::string& promql) -> json {
     auto res = api.Get("/api/v1/query", httplib::Params{{"query", promql}}, httplib::Headers{});
@@ -282,7 +297,8 @@ scrape_configs:
   json up, ttft;
   while (std::chrono::steady_clock::now() < deadline) {
     up = query("sum(up{job=\"podserve\"})");
-    ttft = query("histogram_quantile(0.9, sum by (le) (podserve_time_to_first_token_seconds_bucket))");
+    ttft =
+        query("histogram_quantile(0.9, sum by (le) (podserve_time_to_first_token_seconds_bucket))");
     if (!up.empty() && up[0]["value"][1] == std::to_string(kWorldSize) && !ttft.empty() &&
         ttft[0]["value"][1] != "NaN") {
       break;
@@ -302,7 +318,8 @@ scrape_configs:
     serve_some();
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
-  const auto dashboard = json::parse(std::ifstream(PODSERVE_SOURCE_DIR "/deploy/grafana/podserve-ab.json"));
+  const auto dashboard =
+      json::parse(std::ifstream(PODSERVE_SOURCE_DIR "/deploy/grafana/podserve-ab.json"));
   int queries = 0, with_data = 0;
   for (const auto& panel : dashboard.at("panels")) {
     if (!panel.contains("targets")) continue;

@@ -50,15 +50,19 @@ std::vector<std::vector<int>> greedy_outputs(const ServiceUnderTest& service) {
   std::vector<std::thread> clients;
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     clients.emplace_back([&, i] {
-      auto res = complete(service.http_port(), {{"prompt", prompts[i]}, {"max_tokens", 12},
-                                                {"temperature", 0}, {"ignore_eos", true},
+      auto res = complete(service.http_port(), {{"prompt", prompts[i]},
+                                                {"max_tokens", 12},
+                                                {"temperature", 0},
+                                                {"ignore_eos", true},
                                                 {"stream", i % 2 == 0}});
       if (!res || res->status != 200) {
-        ADD_FAILURE() << "probe " << i << ": " << (res ? res->body : httplib::to_string(res.error()));
+        ADD_FAILURE() << "probe " << i << ": "
+                      << (res ? res->body : httplib::to_string(res.error()));
         return;
       }
       if (i % 2 == 1) {
-        outputs[i] = json::parse(res->body).at("choices").at(0).at("token_ids").get<std::vector<int>>();
+        outputs[i] =
+            json::parse(res->body).at("choices").at(0).at("token_ids").get<std::vector<int>>();
         return;
       }
       std::istringstream lines(res->body);
@@ -81,7 +85,8 @@ class Disaggregation : public ::testing::Test {
     ASSERT_TRUE(colocated.start()) << colocated.log();
     reference_ = greedy_outputs(colocated);
     EXPECT_EQ(colocated.stop(), 0) << colocated.log();
-    for (std::size_t i = 0; i < reference_.size(); ++i) ASSERT_EQ(reference_[i].size(), 12u) << "probe " << i;
+    for (std::size_t i = 0; i < reference_.size(); ++i)
+      ASSERT_EQ(reference_[i].size(), 12u) << "probe " << i;
   }
   static std::vector<std::vector<int>> reference_;
 };
@@ -95,7 +100,8 @@ struct Deployment {
   const char* transfer;
 };
 
-class DisaggregatedDeployments : public Disaggregation, public ::testing::WithParamInterface<Deployment> {};
+class DisaggregatedDeployments : public Disaggregation,
+                                 public ::testing::WithParamInterface<Deployment> {};
 
 TEST_P(DisaggregatedDeployments, GreedyOutputsEqualColocatedAndEveryPageComesBack) {
   const auto& d = GetParam();
@@ -106,7 +112,8 @@ TEST_P(DisaggregatedDeployments, GreedyOutputsEqualColocatedAndEveryPageComesBac
   ServiceUnderTest service(d.name, yaml, d.env);
   ASSERT_TRUE(service.start()) << service.log();
   const auto outputs = greedy_outputs(service);
-  for (std::size_t i = 0; i < outputs.size(); ++i) EXPECT_EQ(outputs[i], reference_[i]) << "prompt " << i;
+  for (std::size_t i = 0; i < outputs.size(); ++i)
+    EXPECT_EQ(outputs[i], reference_[i]) << "prompt " << i;
   double shipped = 0;
   for (int rank = 1; rank < d.world_size; ++rank) {
     shipped += scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_bytes_total");
@@ -119,12 +126,15 @@ TEST_P(DisaggregatedDeployments, GreedyOutputsEqualColocatedAndEveryPageComesBac
 INSTANTIATE_TEST_SUITE_P(
     Cpu, DisaggregatedDeployments,
     ::testing::Values(
-        Deployment{"prefill_tp2_to_decode_tp1_shm", "[{role: prefill, tp: 2, count: 1}, {role: decode, tp: 1, count: 1}]",
-                   4, "UCX_TLS=sm,self", "{timeout_ms: 5000}"},
-        Deployment{"prefill_tp1_to_decode_tp2_tcp", "[{role: prefill, tp: 1, count: 1}, {role: decode, tp: 2, count: 1}]",
-                   4, "UCX_TLS=tcp,self", "{timeout_ms: 5000}"},
-        Deployment{"two_prefill_one_decode_layerwise", "[{role: prefill, tp: 1, count: 2}, {role: decode, tp: 1, count: 1}]",
-                   4, "UCX_TLS=sm,self", "{layerwise: true, timeout_ms: 5000}"}),
+        Deployment{"prefill_tp2_to_decode_tp1_shm",
+                   "[{role: prefill, tp: 2, count: 1}, {role: decode, tp: 1, count: 1}]", 4,
+                   "UCX_TLS=sm,self", "{timeout_ms: 5000}"},
+        Deployment{"prefill_tp1_to_decode_tp2_tcp",
+                   "[{role: prefill, tp: 1, count: 1}, {role: decode, tp: 2, count: 1}]", 4,
+                   "UCX_TLS=tcp,self", "{timeout_ms: 5000}"},
+        Deployment{"two_prefill_one_decode_layerwise",
+                   "[{role: prefill, tp: 1, count: 2}, {role: decode, tp: 1, count: 1}]", 4,
+                   "UCX_TLS=sm,self", "{layerwise: true, timeout_ms: 5000}"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // 1,000 requests while transfers are dropped and stalled and clients hang up: every request
@@ -135,7 +145,8 @@ TEST_F(Disaggregation, FaultsAndCancellationsNeverLeakAPage) {
       "{}instances: [{{role: prefill, tp: 1, count: 2}}, {{role: decode, tp: 1, count: 1}}]\n"
       "scheduler: {{mode: disaggregated, token_budget: 128, max_running: 64}}\n"
       "kv_cache: {{page_size: 16, cpu_memory_mb: 16}}\n"
-      "kv_transfer: {{timeout_ms: 200, retries: 1, inject_drop_rate: 0.15, inject_stall_rate: 0.05}}\n",
+      "kv_transfer: {{timeout_ms: 200, retries: 1, inject_drop_rate: 0.15, inject_stall_rate: "
+      "0.05}}\n",
       kModel);
   ServiceUnderTest service("faults", yaml, "UCX_TLS=sm,self");
   ASSERT_TRUE(service.start()) << service.log();
@@ -152,17 +163,21 @@ TEST_F(Disaggregation, FaultsAndCancellationsNeverLeakAPage) {
         for (auto& t : prompt) t = static_cast<int>(rng() % 256);
         const int max_tokens = 2 + static_cast<int>(rng() % 6);
         if (i % 10 == 3) {  // a client that goes away after its first token
-          stream_then_hang_up(service.http_port(),
-                              json{{"prompt", prompt}, {"max_tokens", 500}, {"ignore_eos", true}, {"stream", true}}.dump());
+          stream_then_hang_up(
+              service.http_port(),
+              json{{"prompt", prompt}, {"max_tokens", 500}, {"ignore_eos", true}, {"stream", true}}
+                  .dump());
           ++cancelled;
           continue;
         }
-        auto res = complete(service.http_port(), {{"prompt", prompt}, {"max_tokens", max_tokens}, {"ignore_eos", true}});
+        auto res = complete(service.http_port(),
+                            {{"prompt", prompt}, {"max_tokens", max_tokens}, {"ignore_eos", true}});
         if (!res || res->status != 200 ||
             json::parse(res->body)["usage"]["completion_tokens"].get<int>() != max_tokens) {
           ++wrong;
           std::lock_guard lock(errors_mutex);
-          errors.push_back(fmt::format("request {}: {}", i, res ? res->body : httplib::to_string(res.error())));
+          errors.push_back(
+              fmt::format("request {}: {}", i, res ? res->body : httplib::to_string(res.error())));
           continue;
         }
         ++completed;
@@ -170,18 +185,22 @@ TEST_F(Disaggregation, FaultsAndCancellationsNeverLeakAPage) {
     });
   }
   for (auto& t : clients) t.join();
-  for (std::size_t i = 0; i < std::min<std::size_t>(errors.size(), 5); ++i) ADD_FAILURE() << errors[i];
+  for (std::size_t i = 0; i < std::min<std::size_t>(errors.size(), 5); ++i)
+    ADD_FAILURE() << errors[i];
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(completed.load() + cancelled.load(), kRequests);
 
   // Correct answers through the fallback path too.
   const auto outputs = greedy_outputs(service);
-  for (std::size_t i = 0; i < outputs.size(); ++i) EXPECT_EQ(outputs[i], reference_[i]) << "prompt " << i;
+  for (std::size_t i = 0; i < outputs.size(); ++i)
+    EXPECT_EQ(outputs[i], reference_[i]) << "prompt " << i;
 
   double failures = 0, fallbacks = 0;
   for (int rank = 1; rank < 4; ++rank) {
-    failures += scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_failures_total");
-    fallbacks += scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_fallbacks_total");
+    failures +=
+        scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_failures_total");
+    fallbacks +=
+        scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_fallbacks_total");
   }
   EXPECT_GT(failures, 0.0) << "no injected fault happened";
   EXPECT_GT(fallbacks, 0.0) << "no request fell back to local prefill";

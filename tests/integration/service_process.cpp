@@ -44,8 +44,9 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 int find_free_port_range(int count) {
-  std::mt19937 rng(static_cast<unsigned>(getpid()) ^
-                   static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::mt19937 rng(
+      static_cast<unsigned>(getpid()) ^
+      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
   std::uniform_int_distribution<int> pick(20000, 60000 - count);
   for (int attempt = 0; attempt < 200; ++attempt) {
     const int base = pick(rng);
@@ -125,13 +126,16 @@ bool stream_then_hang_up(int port, const std::string& json_body) {
       "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
       "Content-Length: {}\r\n\r\n{}",
       json_body.size(), json_body);
-  bool got_token = send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size());
+  bool got_token =
+      send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size());
   std::string received;
   char buffer[4096];
   while (got_token && received.find("data: {") == std::string::npos) {
     const auto n = recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) got_token = false;
-    else received.append(buffer, static_cast<std::size_t>(n));
+    if (n <= 0)
+      got_token = false;
+    else
+      received.append(buffer, static_cast<std::size_t>(n));
   }
   close(fd);
   return got_token;
@@ -152,16 +156,20 @@ bool wait_all_pages_free(const ServiceUnderTest& service, int world_size, int ti
   return false;
 }
 
-ServiceUnderTest::ServiceUnderTest(const std::string& name, const std::string& yaml_body, std::string env)
+ServiceUnderTest::ServiceUnderTest(const std::string& name, const std::string& yaml_body,
+                                   std::string env)
     : env_(std::move(env)) {
-  std::string pattern = (std::filesystem::temp_directory_path() / ("podserve-" + name + "-XXXXXX")).string();
+  std::string pattern =
+      (std::filesystem::temp_directory_path() / ("podserve-" + name + "-XXXXXX")).string();
   dir_ = mkdtemp(pattern.data());
   http_port_ = find_free_port_range(1);
   metrics_port_base_ = find_free_port_range(16);
   config_path_ = dir_ + "/config.yaml";
-  std::ofstream(config_path_) << yaml_body << fmt::format(
-      "\nrouter: {{listen: 127.0.0.1:{}, max_queue: 256}}\nmetrics: {{port_base: {}, sd_file: {}}}\n",
-      http_port_, metrics_port_base_, sd_file());
+  std::ofstream(config_path_) << yaml_body
+                              << fmt::format(
+                                     "\nrouter: {{listen: 127.0.0.1:{}, max_queue: 256}}\nmetrics: "
+                                     "{{port_base: {}, sd_file: {}}}\n",
+                                     http_port_, metrics_port_base_, sd_file());
 }
 
 ServiceUnderTest::~ServiceUnderTest() {
@@ -169,8 +177,9 @@ ServiceUnderTest::~ServiceUnderTest() {
 }
 
 bool ServiceUnderTest::start(int ready_timeout_s) {
-  const std::string command = fmt::format("{} PODSERVE_BIN={} {} {} --pid-file {}/router.pid", env_,
-                                          PODSERVE_BIN_PATH, PODSERVE_MPIRUN_SCRIPT, config_path_, dir_);
+  const std::string command =
+      fmt::format("{} PODSERVE_BIN={} {} {} --pid-file {}/router.pid", env_, PODSERVE_BIN_PATH,
+                  PODSERVE_MPIRUN_SCRIPT, config_path_, dir_);
   if (!mpirun_.start(command, dir_ + "/service.log")) return false;
   httplib::Client client(host(), http_port_);
   client.set_connection_timeout(1);
@@ -185,8 +194,10 @@ bool ServiceUnderTest::start(int ready_timeout_s) {
 
 int ServiceUnderTest::stop(int timeout_s) {
   const std::string pid_text = read_file(dir_ + "/router.pid");
-  if (!pid_text.empty()) ::kill(std::atoi(pid_text.c_str()), SIGTERM);
-  else mpirun_.kill_group(SIGTERM);
+  if (!pid_text.empty())
+    ::kill(std::atoi(pid_text.c_str()), SIGTERM);
+  else
+    mpirun_.kill_group(SIGTERM);
   const int code = mpirun_.wait(timeout_s);
   if (code == -1) {
     mpirun_.kill_group(SIGKILL);

@@ -1,5 +1,7 @@
 // MetricsServer + families: serve on a free port, scrape with a real HTTP GET, and check the
 // exposition text carries the names, constant labels and values that were recorded.
+#include "metrics/metrics.h"
+
 #include <httplib.h>
 
 #include <random>
@@ -7,7 +9,6 @@
 
 #include "gtest/gtest.h"
 #include "metrics/families.h"
-#include "metrics/metrics.h"
 
 namespace podserve {
 namespace {
@@ -32,8 +33,8 @@ TEST(MetricsServerTest, ServesRouterFamiliesWithConstLabelsAndValues) {
   ASSERT_GT((*server)->port(), 0);
   EXPECT_EQ((*server)->endpoint(), "127.0.0.1:" + std::to_string((*server)->port()));
 
-  const MetricsIdentity identity{.mode = "colocated", .instance = "router", .role = "router",
-                                 .rank = 0};
+  const MetricsIdentity identity{
+      .mode = "colocated", .instance = "router", .role = "router", .rank = 0};
   RouterMetrics metrics = make_router_metrics((*server)->registry(), identity);
 
   std::mt19937 rng(std::random_device{}());
@@ -48,8 +49,8 @@ TEST(MetricsServerTest, ServesRouterFamiliesWithConstLabelsAndValues) {
 
   const std::string text = scrape((*server)->port());
   const std::string labels = R"(instance="router",mode="colocated",rank="0",role="router")";
-  EXPECT_TRUE(contains(text, "podserve_prompt_tokens_total{" + labels + "} " +
-                                 std::to_string(prompt_tokens)))
+  EXPECT_TRUE(contains(
+      text, "podserve_prompt_tokens_total{" + labels + "} " + std::to_string(prompt_tokens)))
       << text;
   EXPECT_TRUE(contains(text, "podserve_requests_total{" + labels + ",finish_reason=\"stop\"} " +
                                  std::to_string(stops)))
@@ -59,11 +60,11 @@ TEST(MetricsServerTest, ServesRouterFamiliesWithConstLabelsAndValues) {
   EXPECT_TRUE(contains(text, "podserve_http_requests_total{" + labels + ",code=\"other\"} 1"));
   EXPECT_TRUE(contains(text, "podserve_requests_running{" + labels + "} 3"));
   // 4.2 ms lands in the 5 ms bucket, not in the 2.5 ms one.
-  EXPECT_TRUE(contains(text, "podserve_time_to_first_token_seconds_bucket{" + labels +
-                                 ",le=\"0.005\"} 1"))
+  EXPECT_TRUE(
+      contains(text, "podserve_time_to_first_token_seconds_bucket{" + labels + ",le=\"0.005\"} 1"))
       << text;
-  EXPECT_TRUE(contains(text, "podserve_time_to_first_token_seconds_bucket{" + labels +
-                                 ",le=\"0.0025\"} 0"));
+  EXPECT_TRUE(contains(
+      text, "podserve_time_to_first_token_seconds_bucket{" + labels + ",le=\"0.0025\"} 0"));
   EXPECT_TRUE(contains(text, "podserve_time_to_first_token_seconds_count{" + labels + "} 1"));
   for (const char* name :
        {"podserve_inter_token_latency_seconds", "podserve_e2e_request_latency_seconds",
@@ -76,8 +77,8 @@ TEST(MetricsServerTest, ServesRouterFamiliesWithConstLabelsAndValues) {
 TEST(MetricsServerTest, ServesInstanceFamilies) {
   auto server = MetricsServer::start("127.0.0.1", 0);
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  const MetricsIdentity identity{.mode = "disaggregated", .instance = "1", .role = "prefill",
-                                 .rank = 3};
+  const MetricsIdentity identity{
+      .mode = "disaggregated", .instance = "1", .role = "prefill", .rank = 3};
   InstanceMetrics metrics = make_instance_metrics((*server)->registry(), identity);
   metrics.iteration_seconds(IterationBatchKind::kHybrid).Observe(0.02);
   metrics.iteration_seconds(IterationBatchKind::kHybrid).Observe(0.03);
@@ -87,11 +88,11 @@ TEST(MetricsServerTest, ServesInstanceFamilies) {
 
   const std::string text = scrape((*server)->port());
   const std::string labels = R"(instance="1",mode="disaggregated",rank="3",role="prefill")";
-  EXPECT_TRUE(contains(text, "podserve_iteration_seconds_count{" + labels +
-                                 ",batch_kind=\"hybrid\"} 2"))
+  EXPECT_TRUE(
+      contains(text, "podserve_iteration_seconds_count{" + labels + ",batch_kind=\"hybrid\"} 2"))
       << text;
-  EXPECT_TRUE(contains(text, "podserve_iteration_seconds_count{" + labels +
-                                 ",batch_kind=\"decode\"} 0"));
+  EXPECT_TRUE(
+      contains(text, "podserve_iteration_seconds_count{" + labels + ",batch_kind=\"decode\"} 0"));
   EXPECT_TRUE(contains(text, "podserve_kv_cache_usage_ratio{" + labels + "} 0.25"));
   EXPECT_TRUE(contains(text, "podserve_preemptions_total{" + labels + "} 7"));
   EXPECT_TRUE(contains(text, "podserve_kv_transfer_bytes_total{" + labels + "} 1048576"));

@@ -24,9 +24,9 @@ std::string read_file(const std::filesystem::path& path) {
 class ServiceDiscoveryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("podserve-sd-test-" + std::to_string(::getpid()) + "-" +
-            std::to_string(std::random_device{}()));
+    dir_ =
+        std::filesystem::temp_directory_path() / ("podserve-sd-test-" + std::to_string(::getpid()) +
+                                                  "-" + std::to_string(std::random_device{}()));
     std::filesystem::create_directories(dir_);
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -37,9 +37,9 @@ TEST_F(ServiceDiscoveryTest, WritesEveryRankAndReplacesAtomically) {
   const std::filesystem::path path = dir_ / "podserve-sd.json";
   std::vector<ScrapeTargetGroup> groups;
   for (int rank = 0; rank < 5; ++rank) {
-    groups.push_back({.targets = {"127.0.0.1:" + std::to_string(9400 + rank)},
-                      .labels = {{"rank", std::to_string(rank)},
-                                 {"role", rank == 0 ? "router" : "colocated"}}});
+    groups.push_back(
+        {.targets = {"127.0.0.1:" + std::to_string(9400 + rank)},
+         .labels = {{"rank", std::to_string(rank)}, {"role", rank == 0 ? "router" : "colocated"}}});
   }
   ASSERT_TRUE(write_file_sd(path.string(), groups).ok());
 
@@ -47,8 +47,8 @@ TEST_F(ServiceDiscoveryTest, WritesEveryRankAndReplacesAtomically) {
   ASSERT_TRUE(document.is_array());
   ASSERT_EQ(document.size(), 5u);
   for (int rank = 0; rank < 5; ++rank) {
-    EXPECT_EQ(document[rank]["targets"], nlohmann::json::array({"127.0.0.1:" +
-                                                                std::to_string(9400 + rank)}));
+    EXPECT_EQ(document[rank]["targets"],
+              nlohmann::json::array({"127.0.0.1:" + std::to_string(9400 + rank)}));
     EXPECT_EQ(document[rank]["labels"]["rank"], std::to_string(rank));
   }
   EXPECT_EQ(document[0]["labels"]["role"], "router");

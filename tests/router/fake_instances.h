@@ -26,7 +26,8 @@ class FakeInstances : public InstanceChannel {
 
   FakeInstances(std::vector<InstanceInfo> instances, TokenId eos_token_id,
                 std::chrono::milliseconds token_interval)
-      : instances_(std::move(instances)), eos_token_id_(eos_token_id),
+      : instances_(std::move(instances)),
+        eos_token_id_(eos_token_id),
         token_interval_(token_interval) {}
   ~FakeInstances() override { shutdown(); }
 
@@ -96,9 +97,10 @@ class FakeInstances : public InstanceChannel {
     return cancelled_;
   }
   // Waits until `predicate` holds over (submitted, cancelled) or `timeout` passes.
-  bool wait_for(std::chrono::milliseconds timeout,
-                const std::function<bool(const std::vector<Submitted>&,
-                                         const std::vector<std::pair<int, RequestId>>&)>& predicate) {
+  bool wait_for(
+      std::chrono::milliseconds timeout,
+      const std::function<bool(const std::vector<Submitted>&,
+                               const std::vector<std::pair<int, RequestId>>&)>& predicate) {
     std::unique_lock lock(mutex_);
     return changed_.wait_for(lock, timeout, [&] { return predicate(submitted_, cancelled_); });
   }
@@ -126,10 +128,10 @@ class FakeInstances : public InstanceChannel {
       std::map<int, std::vector<TokenOutput>> outputs;
       for (Running& r : running_) {
         const bool stops = r.request.prompt.front() == kStopPromptToken && r.generated == 1;
-        TokenOutput output{.id = r.request.id,
-                           .token = stops ? eos_token_id_
-                                          : token_at(r.request.prompt.front(), r.generated),
-                           .index = r.generated};
+        TokenOutput output{
+            .id = r.request.id,
+            .token = stops ? eos_token_id_ : token_at(r.request.prompt.front(), r.generated),
+            .index = r.generated};
         ++r.generated;
         if (stops || r.generated >= r.request.sampling.max_tokens) {
           output.finished = true;

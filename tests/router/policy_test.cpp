@@ -57,7 +57,8 @@ TEST(LoadBalancerTest, RandomizedLeastTokensAlwaysPicksAMinimum) {
     ASSERT_EQ(expected[chosen], minimum) << "step " << step;
     expected[chosen] += prompt + output;
     const int finished = std::uniform_int_distribution<int>(0, 4)(rng);
-    const std::int64_t done = std::uniform_int_distribution<std::int64_t>(0, expected[finished])(rng);
+    const std::int64_t done =
+        std::uniform_int_distribution<std::int64_t>(0, expected[finished])(rng);
     balancer.release(finished, done);
     expected[finished] -= done;
     for (int i = 0; i < 5; ++i) ASSERT_EQ(balancer.outstanding_tokens(i), expected[i]);

@@ -63,8 +63,8 @@ class RouterTest : public ::testing::Test {
              int max_queue = 64, std::chrono::milliseconds token_interval = 2ms) {
     std::vector<InstanceInfo> instances;
     for (int i = 0; i < num_instances; ++i) {
-      instances.push_back({.id = i, .role = InstanceRole::kColocated, .tp = 1,
-                           .leader_rank = 1 + i});
+      instances.push_back(
+          {.id = i, .role = InstanceRole::kColocated, .tp = 1, .leader_rank = 1 + i});
     }
     start_with(std::move(instances), SchedulerMode::kColocated, policy, max_queue, token_interval);
   }
@@ -154,8 +154,8 @@ TEST_F(RouterTest, NonStreamingCompletionIsWellFormed) {
 
 TEST_F(RouterTest, StopFinishDropsEosFromTextButCountsIt) {
   start();
-  const auto response = post({{"prompt", {FakeInstances::kStopPromptToken, 40}},
-                              {"max_tokens", 10}, {"seed", 42}});
+  const auto response =
+      post({{"prompt", {FakeInstances::kStopPromptToken, 40}}, {"max_tokens", 10}, {"seed", 42}});
   ASSERT_TRUE(response);
   ASSERT_EQ(response->status, 200) << response->body;
   const json body = json::parse(response->body);
@@ -170,8 +170,8 @@ TEST_F(RouterTest, StopFinishDropsEosFromTextButCountsIt) {
 TEST_F(RouterTest, StreamingSendsOneChunkPerTokenThenDone) {
   start();
   const int max_tokens = 12;
-  const auto response = post({{"prompt", {3, 4, 5}}, {"max_tokens", max_tokens},
-                              {"stream", true}, {"ignore_eos", true}});
+  const auto response = post(
+      {{"prompt", {3, 4, 5}}, {"max_tokens", max_tokens}, {"stream", true}, {"ignore_eos", true}});
   ASSERT_TRUE(response);
   ASSERT_EQ(response->status, 200);
   EXPECT_EQ(response->get_header_value("Content-Type"), "text/event-stream");
@@ -299,9 +299,8 @@ TEST_F(RouterTest, ClientDisconnectMidStreamCancelsOnTheInstance) {
   ASSERT_EQ(fake_->submitted().size(), 1u);
   const RequestId id = fake_->submitted()[0].request.id;
   const int instance = fake_->submitted()[0].instance;
-  EXPECT_TRUE(fake_->wait_for(5s, [&](const auto&, const auto& cancelled) {
-    return !cancelled.empty();
-  }));
+  EXPECT_TRUE(
+      fake_->wait_for(5s, [&](const auto&, const auto& cancelled) { return !cancelled.empty(); }));
   const auto cancelled = fake_->cancelled();
   ASSERT_EQ(cancelled.size(), 1u);
   EXPECT_EQ(cancelled[0], std::make_pair(instance, id));
@@ -331,8 +330,8 @@ TEST_F(RouterTest, ConcurrentRequestsAreAllServedAndCounted) {
       for (int i = 0; i < kPerClient; ++i) {
         const bool stream = (t + i) % 2 == 0;
         const int max_tokens = 1 + (t * 7 + i * 3) % 9;
-        const auto response = post({{"prompt", std::string(1 + t, 'q')},
-                                    {"max_tokens", max_tokens}, {"stream", stream}});
+        const auto response = post(
+            {{"prompt", std::string(1 + t, 'q')}, {"max_tokens", max_tokens}, {"stream", stream}});
         ASSERT_TRUE(response);
         ASSERT_EQ(response->status, 200);
         generated += max_tokens;
@@ -430,7 +429,8 @@ TEST_F(RouterTest, DisaggregatedOutputsAreDeliveredInIndexOrder) {
               (std::vector<TokenId>{70, 71, 72}));
     EXPECT_EQ(body["usage"]["completion_tokens"], 3);
   });
-  ASSERT_TRUE(fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
+  ASSERT_TRUE(
+      fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
   const RequestId id = fake_->submitted()[0].request.id;
   // The decode instance's tokens overtake the prefill instance's first token.
   const std::vector<TokenOutput> from_decode = {
@@ -454,7 +454,8 @@ TEST_F(RouterTest, DisaggregatedCancelReachesBothInstances) {
     ASSERT_TRUE(response);
     EXPECT_EQ(response->status, 503);  // aborted by stop()
   });
-  ASSERT_TRUE(fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
+  ASSERT_TRUE(
+      fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
   const auto submitted = fake_->submitted()[0];
   router_->stop();
   client_thread.join();

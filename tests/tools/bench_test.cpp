@@ -2,8 +2,8 @@
 // the HTTP client against an in-test server that speaks the router's SSE format.
 #include <httplib.h>
 
-#include <random>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -68,8 +68,11 @@ TEST(TraceTest, ScalesAndClampsLengths) {
   std::vector<TraceRequest> requests = {{.prompt_tokens = 100, .output_tokens = 10},
                                         {.prompt_tokens = 3, .output_tokens = 1},
                                         {.prompt_tokens = 9000, .output_tokens = 900}};
-  scale_lengths(requests, {.prompt_scale = 0.5, .output_scale = 0.25, .min_prompt = 4,
-                           .max_prompt = 1000, .max_output = 100});
+  scale_lengths(requests, {.prompt_scale = 0.5,
+                           .output_scale = 0.25,
+                           .min_prompt = 4,
+                           .max_prompt = 1000,
+                           .max_output = 100});
   EXPECT_EQ(requests[0].prompt_tokens, 50);
   EXPECT_EQ(requests[0].output_tokens, 3);  // 2.5 rounds away from zero
   EXPECT_EQ(requests[1].prompt_tokens, 4);  // 1.5 -> 2, clamped up to min_prompt
@@ -142,7 +145,8 @@ class FakeServer {
         return;
       }
       res.set_chunked_content_provider(
-          "text/event-stream", [max_tokens, sent = 0](std::size_t, httplib::DataSink& sink) mutable {
+          "text/event-stream",
+          [max_tokens, sent = 0](std::size_t, httplib::DataSink& sink) mutable {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
             std::string event = ": keep-alive\n\n";
             event += "data: " +

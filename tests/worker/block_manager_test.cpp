@@ -76,7 +76,8 @@ TEST(BlockManager, RandomChurnNeverHandsOutAPageTwice) {
         EXPECT_GT(count, 64 - static_cast<std::int32_t>(held.size()));
         continue;
       }
-      for (auto p : *pages) EXPECT_TRUE(held.insert(p).second) << "page " << p << " handed out twice";
+      for (auto p : *pages)
+        EXPECT_TRUE(held.insert(p).second) << "page " << p << " handed out twice";
       groups.push_back(*pages);
     } else {
       const std::size_t i = rng() % groups.size();

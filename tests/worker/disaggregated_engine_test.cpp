@@ -25,7 +25,8 @@ void record(Served& served, std::span<const TokenOutput> outputs, std::int32_t f
   for (const TokenOutput& out : outputs) {
     auto& tokens = served.tokens[out.id];
     if (out.token != TokenOutput::kNoToken) {
-      EXPECT_EQ(out.index, first_index + static_cast<std::int32_t>(tokens.size())) << "request " << out.id;
+      EXPECT_EQ(out.index, first_index + static_cast<std::int32_t>(tokens.size()))
+          << "request " << out.id;
       tokens.push_back(out.token);
     }
     if (out.finished) {
@@ -39,7 +40,6 @@ enum class KvPath { kWhole, kLayerwise, kFallback };
 
 class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
  protected:
-
   static Served serve_colocated(Engine& engine, const std::vector<GenerationRequest>& requests) {
     Served served;
     for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
@@ -62,8 +62,10 @@ class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
     const std::size_t page_bytes = source.page_elements() * dtype_size(source.dtype);
     ASSERT_EQ(page_bytes, target.page_elements() * dtype_size(target.dtype));
     for (std::size_t i = 0; i < prefill_pages.size(); ++i) {
-      std::memcpy(static_cast<std::uint8_t*>(target.data) + static_cast<std::size_t>(decode_pages[i]) * page_bytes,
-                  static_cast<const std::uint8_t*>(source.data) + static_cast<std::size_t>(prefill_pages[i]) * page_bytes,
+      std::memcpy(static_cast<std::uint8_t*>(target.data) +
+                      static_cast<std::size_t>(decode_pages[i]) * page_bytes,
+                  static_cast<const std::uint8_t*>(source.data) +
+                      static_cast<std::size_t>(prefill_pages[i]) * page_bytes,
                   page_bytes);
     }
   }
@@ -141,7 +143,8 @@ class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
   std::vector<GenerationRequest> workload() const {
     std::vector<GenerationRequest> requests;
     for (RequestId id = 1; id <= 6; ++id)
-      requests.push_back(request(id, 3 + static_cast<std::int32_t>(id) * 4, 2 + static_cast<std::int32_t>(id)));
+      requests.push_back(
+          request(id, 3 + static_cast<std::int32_t>(id) * 4, 2 + static_cast<std::int32_t>(id)));
     requests.push_back(request(7, 9, 1));  // finished by its first token
     return requests;
   }
@@ -164,7 +167,6 @@ class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
     EXPECT_EQ(prefill->scheduler().block_manager().used_pages(), 0);
     EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
   }
-
 };
 
 TEST_F(DisaggregatedEngineTest, ShippedPagesContinueLikeColocated) {

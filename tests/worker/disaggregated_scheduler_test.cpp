@@ -32,7 +32,8 @@ GenerationRequest make_request(RequestId id, std::int32_t prompt_len, std::int32
                                bool ignore_eos = true) {
   GenerationRequest r;
   r.id = id;
-  for (std::int32_t i = 0; i < prompt_len; ++i) r.prompt.push_back(100 + (i + static_cast<int>(id)) % 50);
+  for (std::int32_t i = 0; i < prompt_len; ++i)
+    r.prompt.push_back(100 + (i + static_cast<int>(id)) % 50);
   r.sampling.max_tokens = max_tokens;
   r.sampling.ignore_eos = ignore_eos;
   return r;
@@ -250,9 +251,12 @@ class SimulatedCluster {
   };
 
   SimulatedCluster(const ClusterWorkload& w)
-      : prefill_(config(w.token_budget, w.max_running, w.page_size, w.prefill_pages, w.max_model_len)),
-        decode_(config(w.token_budget, w.max_running, w.page_size, w.decode_pages, w.max_model_len)),
-        rng_(w.seed), workload_(w) {}
+      : prefill_(
+            config(w.token_budget, w.max_running, w.page_size, w.prefill_pages, w.max_model_len)),
+        decode_(
+            config(w.token_budget, w.max_running, w.page_size, w.decode_pages, w.max_model_len)),
+        rng_(w.seed),
+        workload_(w) {}
 
   void arrive(RequestId id) {
     const auto prompt_len = static_cast<std::int32_t>(1 + rng_() % (workload_.max_model_len - 1));
@@ -313,8 +317,7 @@ class SimulatedCluster {
         EXPECT_EQ(decode_.find(id), nullptr);
         req.stage = Stage::kDone;
         break;
-      case Stage::kDone:
-        break;
+      case Stage::kDone: break;
     }
   }
 
@@ -362,14 +365,16 @@ class SimulatedCluster {
       if (delay-- > 0) continue;
       Request& req = requests_.at(id);
       EXPECT_EQ(decode_.block_manager().page_table(id).size(), req.reserved_pages.size());
-      const Status activated = req.fallback ? decode_.activate_fallback(req.request, req.first_token)
-                                            : decode_.activate_prefilled(req.request, req.first_token);
+      const Status activated = req.fallback
+                                   ? decode_.activate_fallback(req.request, req.first_token)
+                                   : decode_.activate_prefilled(req.request, req.first_token);
       EXPECT_TRUE(activated.ok()) << activated.to_string();
       EXPECT_TRUE(prefill_.release_retained(id).ok());
       EXPECT_FALSE(decode_.is_reserved(id));
       EXPECT_EQ(decode_.find(id) != nullptr, !req.cancelled);
       req.stage = req.cancelled ? Stage::kDone : Stage::kDecode;
-      req.computed_on_decode = req.fallback ? 0 : static_cast<std::int32_t>(req.request.prompt.size());
+      req.computed_on_decode =
+          req.fallback ? 0 : static_cast<std::int32_t>(req.request.prompt.size());
     }
     std::erase_if(transfers_, [](const auto& t) { return t.second < 0; });
     for (auto& [id, delay] : pending_releases_) {
@@ -397,7 +402,8 @@ class SimulatedCluster {
       if (w.is_prefill) {
         seen_prefill = true;
         EXPECT_TRUE(req.fallback || req.decode_preemptions > 0)
-            << "decode instance prefilled " << w.seq_id << " that was neither a fallback nor preempted";
+            << "decode instance prefilled " << w.seq_id
+            << " that was neither a fallback nor preempted";
       } else {
         EXPECT_FALSE(seen_prefill) << "decode after a prefill chunk";
         EXPECT_EQ(w.num_new_tokens(), 1);
@@ -455,8 +461,8 @@ class SimulatedCluster {
   std::mt19937 rng_;
   ClusterWorkload workload_;
   std::map<RequestId, Request> requests_;
-  std::vector<std::pair<RequestId, int>> transfers_;          // id, steps until it ends
-  std::vector<std::pair<RequestId, int>> pending_releases_;   // id, steps until P's final word
+  std::vector<std::pair<RequestId, int>> transfers_;         // id, steps until it ends
+  std::vector<std::pair<RequestId, int>> pending_releases_;  // id, steps until P's final word
   std::deque<GenerationRequest> backlog_;
   std::int64_t refused_reservations_ = 0;
 };
@@ -511,19 +517,20 @@ TEST_P(ClusterWorkloadTest, EveryPageComesBackOnBothSides) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Workloads, ClusterWorkloadTest,
-    ::testing::Values(ClusterWorkload{64, 8, 16, 64, 64, 96, 21, 0.0, 0.0},
-                      ClusterWorkload{32, 16, 4, 200, 200, 64, 22, 0.1, 0.2},
-                      ClusterWorkload{16, 4, 1, 60, 60, 40, 23, 0.05, 0.5},
-                      ClusterWorkload{32, 16, 4, 40, 24, 48, 24, 0.1, 0.2},   // small pools
-                      ClusterWorkload{8, 8, 2, 30, 32, 48, 25, 0.2, 0.3}),
-    [](const auto& info) {
-      const ClusterWorkload& w = info.param;
-      return "budget" + std::to_string(w.token_budget) + "_page" + std::to_string(w.page_size) +
-             "_pages" + std::to_string(w.prefill_pages) + "x" + std::to_string(w.decode_pages) +
-             "_seed" + std::to_string(w.seed);
-    });
+INSTANTIATE_TEST_SUITE_P(Workloads, ClusterWorkloadTest,
+                         ::testing::Values(ClusterWorkload{64, 8, 16, 64, 64, 96, 21, 0.0, 0.0},
+                                           ClusterWorkload{32, 16, 4, 200, 200, 64, 22, 0.1, 0.2},
+                                           ClusterWorkload{16, 4, 1, 60, 60, 40, 23, 0.05, 0.5},
+                                           ClusterWorkload{32, 16, 4, 40, 24, 48, 24, 0.1,
+                                                           0.2},  // small pools
+                                           ClusterWorkload{8, 8, 2, 30, 32, 48, 25, 0.2, 0.3}),
+                         [](const auto& info) {
+                           const ClusterWorkload& w = info.param;
+                           return "budget" + std::to_string(w.token_budget) + "_page" +
+                                  std::to_string(w.page_size) + "_pages" +
+                                  std::to_string(w.prefill_pages) + "x" +
+                                  std::to_string(w.decode_pages) + "_seed" + std::to_string(w.seed);
+                         });
 
 }  // namespace
 }  // namespace podserve

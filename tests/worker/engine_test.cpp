@@ -20,7 +20,6 @@ struct Served {
 
 class EngineTest : public testing_support::TinyEngineTest {
  protected:
-
   Served serve(Engine& engine, const std::vector<GenerationRequest>& requests) {
     Served served;
     for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
@@ -54,13 +53,14 @@ class EngineTest : public testing_support::TinyEngineTest {
     served.used_pages_at_end = engine.scheduler().block_manager().used_pages();
     return served;
   }
-
 };
 
 TEST_F(EngineTest, ServesEightRequestsWithExactTokenCounts) {
   auto engine = make_engine(InstanceRole::kColocated, 256, 32);
   std::vector<GenerationRequest> requests;
-  for (RequestId id = 1; id <= 8; ++id) requests.push_back(request(id, 5 + static_cast<std::int32_t>(id) * 3, 3 + static_cast<std::int32_t>(id)));
+  for (RequestId id = 1; id <= 8; ++id)
+    requests.push_back(
+        request(id, 5 + static_cast<std::int32_t>(id) * 3, 3 + static_cast<std::int32_t>(id)));
   const Served served = serve(*engine, requests);
   for (const auto& r : requests) {
     ASSERT_TRUE(served.reasons.contains(r.id));
@@ -80,9 +80,11 @@ TEST_F(EngineTest, GreedyOutputIndependentOfBatchAndPreemption) {
   ASSERT_EQ(alone.tokens.at(probe.id).size(), 12u);
 
   std::vector<GenerationRequest> busy;
-  for (RequestId id = 1; id <= 7; ++id) busy.push_back(request(id, 9 + static_cast<std::int32_t>(id) * 2, 10));
+  for (RequestId id = 1; id <= 7; ++id)
+    busy.push_back(request(id, 9 + static_cast<std::int32_t>(id) * 2, 10));
   busy.insert(busy.begin() + 3, probe);
-  auto busy_engine = make_engine(InstanceRole::kColocated, 256, 16);  // small budget: the probe's prompt is chunked
+  auto busy_engine = make_engine(InstanceRole::kColocated, 256,
+                                 16);  // small budget: the probe's prompt is chunked
   const Served batched = serve(*busy_engine, busy);
   EXPECT_EQ(batched.tokens.at(probe.id), alone.tokens.at(probe.id));
 

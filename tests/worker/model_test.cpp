@@ -5,6 +5,8 @@
 // Tolerance: |model - reference| <= 2e-3 + 2e-3 * |reference| per logit (fp32 accumulation over
 // hidden 64 / intermediate 96, 2 layers, against fp64). Different chunkings of the same tokens
 // agree to 1e-4 + 1e-4 * |logit|.
+#include "worker/model.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,7 +18,6 @@
 
 #include "kernels/cpu_backend.h"
 #include "test_communicators.h"
-#include "worker/model.h"
 #include "worker/safetensors.h"
 
 namespace podserve {
@@ -59,7 +60,8 @@ std::vector<double> reference_logits(const ModelConfig& c, WeightSource& weights
   const auto named = [&](const std::string& name) { return get(*llama_tensor_spec(c, name)); };
   const int n = static_cast<int>(tokens.size()), h = c.hidden_size, d = c.head_dim;
   const int hq = c.num_heads, hkv = c.num_kv_heads, f = c.intermediate_size, vocab = c.vocab_size;
-  const auto linear = [](const std::vector<double>& w, const std::vector<double>& x, int out, int in) {
+  const auto linear = [](const std::vector<double>& w, const std::vector<double>& x, int out,
+                         int in) {
     std::vector<double> y(static_cast<std::size_t>(out), 0.0);
     for (int o = 0; o < out; ++o)
       for (int i = 0; i < in; ++i) y[o] += w[static_cast<std::size_t>(o) * in + i] * x[i];
@@ -93,8 +95,10 @@ std::vector<double> reference_logits(const ModelConfig& c, WeightSource& weights
                 embed.begin() + static_cast<std::ptrdiff_t>(tokens[t] + 1) * h);
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerTensorNames names = layer_tensor_names(layer);
-    const auto in_norm = named(names.input_norm), wq = named(names.q_proj), wk = named(names.k_proj);
-    const auto wv = named(names.v_proj), wo = named(names.o_proj), post = named(names.post_attention_norm);
+    const auto in_norm = named(names.input_norm), wq = named(names.q_proj),
+               wk = named(names.k_proj);
+    const auto wv = named(names.v_proj), wo = named(names.o_proj),
+               post = named(names.post_attention_norm);
     const auto wg = named(names.gate_proj), wu = named(names.up_proj), wd = named(names.down_proj);
     std::vector<std::vector<double>> q(n), k(n), v(n);
     for (int t = 0; t < n; ++t) {
@@ -120,7 +124,8 @@ std::vector<double> reference_logits(const ModelConfig& c, WeightSource& weights
         double denom = 0;
         for (double& sc : scores) denom += (sc = std::exp(sc - max_score));
         for (int s = 0; s <= t; ++s)
-          for (int i = 0; i < d; ++i) attn[head * d + i] += scores[s] / denom * v[s][kv_head * d + i];
+          for (int i = 0; i < d; ++i)
+            attn[head * d + i] += scores[s] / denom * v[s][kv_head * d + i];
       }
       const auto o = linear(wo, attn, h, hq * d);
       for (int i = 0; i < h; ++i) x[t][i] += o[i];
@@ -332,7 +337,8 @@ TEST_F(ModelTest, TensorParallelTwoRanksInThreadsMatchOneRank) {
   const auto pages = scattered_pages(8, 8);
   BatchPlan plan;
   plan.sequences.push_back(work_for(1, a, 0, 15, pages, true));
-  plan.sequences.push_back(work_for(2, b, 0, 6, std::vector<std::int32_t>(pages.begin() + 4, pages.end()), true));
+  plan.sequences.push_back(
+      work_for(2, b, 0, 6, std::vector<std::int32_t>(pages.begin() + 4, pages.end()), true));
   auto expected = single->forward(plan);
   ASSERT_TRUE(expected.ok());
 
@@ -379,7 +385,8 @@ TEST_F(ModelTest, SafetensorsLoadedModelEqualsRandomModel) {
   for (std::size_t i = 0; i < specs.size(); ++i) {
     auto values = weights_.load(specs[i], 0, 1);
     ASSERT_TRUE(values.ok());
-    (i < specs.size() / 2 ? first : second).push_back({specs[i].name, DType::kF32, specs[i].shape, *values});
+    (i < specs.size() / 2 ? first : second)
+        .push_back({specs[i].name, DType::kF32, specs[i].shape, *values});
   }
   ASSERT_TRUE(write_safetensors((dir / "model-00001-of-00002.safetensors").string(), first).ok());
   ASSERT_TRUE(write_safetensors((dir / "model-00002-of-00002.safetensors").string(), second).ok());

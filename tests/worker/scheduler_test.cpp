@@ -31,7 +31,8 @@ GenerationRequest make_request(RequestId id, std::int32_t prompt_len, std::int32
                                bool ignore_eos = true) {
   GenerationRequest r;
   r.id = id;
-  for (std::int32_t i = 0; i < prompt_len; ++i) r.prompt.push_back(100 + (i + static_cast<int>(id)) % 50);
+  for (std::int32_t i = 0; i < prompt_len; ++i)
+    r.prompt.push_back(100 + (i + static_cast<int>(id)) % 50);
   r.sampling.max_tokens = max_tokens;
   r.sampling.ignore_eos = ignore_eos;
   return r;
@@ -144,7 +145,8 @@ class Harness {
       EXPECT_EQ(w.sample, static_cast<std::size_t>(s.computed) == s.tokens.size());
       EXPECT_EQ(static_cast<std::int32_t>(w.page_table.size()),
                 scheduler_.block_manager().pages_for_tokens(w.context_length()));
-      for (auto page : w.page_table) EXPECT_TRUE(pages_in_plan.insert(page).second) << "page shared";
+      for (auto page : w.page_table)
+        EXPECT_TRUE(pages_in_plan.insert(page).second) << "page shared";
       if (!s.ever_admitted) {
         EXPECT_GT(static_cast<std::int64_t>(s.arrival), last_first_admission_) << "not FCFS";
         last_first_admission_ = static_cast<std::int64_t>(s.arrival);
@@ -383,8 +385,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(RandomWorkload{64, 8, 16, 64, 96, 11, 0.0},
                       RandomWorkload{32, 16, 4, 200, 64, 12, 0.05},
                       RandomWorkload{16, 4, 1, 40, 40, 13, 0.02},
-                      RandomWorkload{128, 32, 8, 12, 80, 14, 0.0},    // tiny pool: preemption
-                      RandomWorkload{24, 8, 4, 17, 64, 15, 0.03},     // tiny pool and aborts
+                      RandomWorkload{128, 32, 8, 12, 80, 14, 0.0},  // tiny pool: preemption
+                      RandomWorkload{24, 8, 4, 17, 64, 15, 0.03},   // tiny pool and aborts
                       RandomWorkload{8, 8, 2, 24, 48, 16, 0.1}),
     [](const auto& info) {
       const RandomWorkload& w = info.param;

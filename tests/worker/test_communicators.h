@@ -25,7 +25,8 @@ class SingleRankCommunicator final : public Communicator {
 // Shared state of a thread group; each thread holds a ThreadCommunicator with its rank.
 class ThreadGroup {
  public:
-  explicit ThreadGroup(int size) : size_(size), barrier_(size), slots_(static_cast<std::size_t>(size)) {}
+  explicit ThreadGroup(int size)
+      : size_(size), barrier_(size), slots_(static_cast<std::size_t>(size)) {}
   int size() const { return size_; }
 
  private:

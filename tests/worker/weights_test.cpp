@@ -1,5 +1,7 @@
 // Random weights (sharding is slicing), fp16/bf16 conversion, and the safetensors reader and
 // writer: a tiny random model written to a temp dir loads back bit for bit, sharded or not.
+#include "worker/weights.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 
 #include "worker/float_convert.h"
 #include "worker/safetensors.h"
-#include "worker/weights.h"
 
 namespace podserve {
 namespace {
@@ -32,9 +33,10 @@ ModelConfig small_model() {
 class TempDir {
  public:
   TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("podserve-weights-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-             "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    path_ =
+        std::filesystem::temp_directory_path() /
+        ("podserve-weights-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+         "-" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
@@ -104,14 +106,17 @@ TEST(RandomWeights, AmplitudesAndSeeds) {
     EXPECT_NEAR(sum_sq / static_cast<double>(va->size()), expected, 0.35 * expected) << spec.name;
     EXPECT_NE(*va, *vb) << spec.name;
   }
-  EXPECT_FALSE(shard_slice(*llama_tensor_spec(config, "model.layers.0.mlp.up_proj.weight"), 0, 5).ok());
+  EXPECT_FALSE(
+      shard_slice(*llama_tensor_spec(config, "model.layers.0.mlp.up_proj.weight"), 0, 5).ok());
 }
 
 TEST(FloatConvert, HalfFormatsRoundTrip) {
-  for (float v : {0.0f, 1.0f, -2.5f, 0.333251953125f, 65504.0f, -6.103515625e-05f, 5.960464477539063e-08f}) {
+  for (float v :
+       {0.0f, 1.0f, -2.5f, 0.333251953125f, 65504.0f, -6.103515625e-05f, 5.960464477539063e-08f}) {
     EXPECT_EQ(f16_to_f32(f32_to_f16(v)), v) << v;
   }
-  for (float v : {0.0f, 1.0f, -2.5f, 3.140625f, 0x1p100f}) EXPECT_EQ(bf16_to_f32(f32_to_bf16(v)), v) << v;
+  for (float v : {0.0f, 1.0f, -2.5f, 3.140625f, 0x1p100f})
+    EXPECT_EQ(bf16_to_f32(f32_to_bf16(v)), v) << v;
   EXPECT_EQ(f32_to_bf16(1.00390625f), f32_to_bf16(1.0f));   // tie rounds to even
   EXPECT_EQ(f32_to_f16(1.00048828125f), f32_to_f16(1.0f));  // tie rounds to even
   EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));

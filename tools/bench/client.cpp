@@ -95,17 +95,17 @@ CompletionResult send_completion(const std::string& url, const CompletionSpec& s
   request.method = "POST";
   request.path = "/v1/completions";
   request.set_header("Content-Type", "application/json");
-  request.body = json{{"prompt", spec.prompt},
-                      {"max_tokens", spec.max_tokens},
-                      {"temperature", 0},
-                      {"ignore_eos", true},
-                      {"stream", spec.stream}}
-                     .dump();
+  request.body = json{
+      {"prompt", spec.prompt},
+      {"max_tokens", spec.max_tokens},
+      {"temperature", 0},
+      {"ignore_eos", true},
+      {"stream",
+       spec.stream}}.dump();
   std::string body;
   const Clock::time_point start = Clock::now();
   SseReader reader(result, start);
-  request.content_receiver = [&](const char* data, std::size_t size, std::uint64_t,
-                                 std::uint64_t) {
+  request.content_receiver = [&](const char* data, std::size_t size, std::uint64_t, std::uint64_t) {
     body.append(data, size);
     if (spec.stream) reader.feed(data, size);
     return true;

@@ -21,17 +21,16 @@ struct CompletionSpec {
 
 struct CompletionResult {
   bool ok = false;
-  int http_status = 0;     // 0: no HTTP response (connection error)
-  std::string error;       // why it failed, when !ok
-  double ttft_s = 0.0;     // stream only
+  int http_status = 0;  // 0: no HTTP response (connection error)
+  std::string error;    // why it failed, when !ok
+  double ttft_s = 0.0;  // stream only
   double e2e_s = 0.0;
   std::vector<double> itl_s;  // stream only
   std::int32_t output_tokens = 0;
 };
 
 // url: "http://host:port". timeout_s bounds each read on the connection.
-CompletionResult send_completion(const std::string& url, const CompletionSpec& spec,
-                                 int timeout_s);
+CompletionResult send_completion(const std::string& url, const CompletionSpec& spec, int timeout_s);
 
 // Random prompt token ids in [0, vocab_limit) from `seed` (reproducible workloads).
 std::vector<TokenId> random_prompt(std::int32_t length, std::int32_t vocab_limit,

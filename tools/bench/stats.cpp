@@ -20,8 +20,8 @@ LatencySummary summarize(const std::vector<double>& values) {
   LatencySummary summary;
   summary.count = values.size();
   if (values.empty()) return summary;
-  summary.mean = std::accumulate(values.begin(), values.end(), 0.0) /
-                 static_cast<double>(values.size());
+  summary.mean =
+      std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(values.size());
   summary.p50 = percentile(values, 50);
   summary.p90 = percentile(values, 90);
   summary.p99 = percentile(values, 99);

@@ -47,8 +47,10 @@ Result<std::vector<TraceRequest>> parse_azure_trace(std::istream& csv, std::size
   if (!std::getline(csv, line)) return invalid_argument("trace: empty file");
   if (!line.empty() && line.back() == '\r') line.pop_back();
   if (line != "TIMESTAMP,ContextTokens,GeneratedTokens") {
-    return invalid_argument("trace: line 1: expected header TIMESTAMP,ContextTokens,"
-                            "GeneratedTokens, got '" + line + "'");
+    return invalid_argument(
+        "trace: line 1: expected header TIMESTAMP,ContextTokens,"
+        "GeneratedTokens, got '" +
+        line + "'");
   }
   std::vector<TraceRequest> requests;
   double first_timestamp = 0.0;
@@ -64,8 +66,8 @@ Result<std::vector<TraceRequest>> parse_azure_trace(std::istream& csv, std::size
     if (comma2 == std::string::npos || !parse_timestamp(line.substr(0, comma1), timestamp) ||
         !parse_count(line.substr(comma1 + 1, comma2 - comma1 - 1), request.prompt_tokens) ||
         !parse_count(line.substr(comma2 + 1), request.output_tokens)) {
-      return invalid_argument("trace: line " + std::to_string(row + 2) + ": cannot parse '" +
-                              line + "'");
+      return invalid_argument("trace: line " + std::to_string(row + 2) + ": cannot parse '" + line +
+                              "'");
     }
     if (requests.empty()) first_timestamp = timestamp;
     request.arrival_s = timestamp - first_timestamp;
@@ -78,8 +80,8 @@ void scale_lengths(std::vector<TraceRequest>& requests, const ScaleOptions& opti
   for (TraceRequest& request : requests) {
     const auto prompt = std::lround(request.prompt_tokens * options.prompt_scale);
     const auto output = std::lround(request.output_tokens * options.output_scale);
-    request.prompt_tokens = static_cast<std::int32_t>(
-        std::clamp<long>(prompt, options.min_prompt, options.max_prompt));
+    request.prompt_tokens =
+        static_cast<std::int32_t>(std::clamp<long>(prompt, options.min_prompt, options.max_prompt));
     request.output_tokens =
         static_cast<std::int32_t>(std::clamp<long>(output, 1, options.max_output));
   }
