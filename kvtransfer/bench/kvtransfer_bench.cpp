@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kvtransfer/bench/bench_common.h"
+#include "kvtransfer/bench/mpi_exchange.h"
 #include "kvtransfer/ucx_transport.h"
 #ifdef PODSERVE_KVTRANSFER_HAS_NCCL
 #include "kvtransfer/bench/nccl_bench.h"
@@ -60,18 +61,6 @@ bool check(const Status& status, const char* what) {
   if (status.ok()) return true;
   std::fprintf(stderr, "%s: %s\n", what, status.to_string().c_str());
   return false;
-}
-
-// Swaps a byte blob with the peer rank.
-std::vector<std::uint8_t> swap_bytes(std::span<const std::uint8_t> mine, int peer) {
-  int my_size = static_cast<int>(mine.size());
-  int peer_size = 0;
-  MPI_Sendrecv(&my_size, 1, MPI_INT, peer, 0, &peer_size, 1, MPI_INT, peer, 0, MPI_COMM_WORLD,
-               MPI_STATUS_IGNORE);
-  std::vector<std::uint8_t> theirs(static_cast<std::size_t>(peer_size));
-  MPI_Sendrecv(mine.data(), my_size, MPI_BYTE, peer, 1, theirs.data(), peer_size, MPI_BYTE, peer, 1,
-               MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  return theirs;
 }
 
 // Page-scattered segment list: local pages in order, remote pages in a random permutation.

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "kvtransfer/bench/mpi_exchange.h"
 #include "kvtransfer/ucx_transport.h"
 #include "segment_patterns.h"
 
@@ -36,15 +37,7 @@ int world_rank() {
 
 // Swaps a byte blob with the other rank.
 std::vector<std::uint8_t> swap_bytes(std::span<const std::uint8_t> mine) {
-  const int peer = 1 - world_rank();
-  int my_size = static_cast<int>(mine.size());
-  int peer_size = 0;
-  MPI_Sendrecv(&my_size, 1, MPI_INT, peer, 0, &peer_size, 1, MPI_INT, peer, 0, MPI_COMM_WORLD,
-               MPI_STATUS_IGNORE);
-  std::vector<std::uint8_t> theirs(static_cast<std::size_t>(peer_size));
-  MPI_Sendrecv(mine.data(), my_size, MPI_BYTE, peer, 1, theirs.data(), peer_size, MPI_BYTE, peer, 1,
-               MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  return theirs;
+  return podserve::swap_bytes(mine, 1 - world_rank());
 }
 
 std::uint64_t shared_seed() {

@@ -9,35 +9,15 @@
 #include <random>
 #include <set>
 
+#include "scheduler_fixtures.h"
 #include "worker/scheduler.h"
 
 namespace podserve {
 namespace {
 
-constexpr TokenId kEos = 2;
-
-SchedulerConfig config(std::int32_t token_budget, std::int32_t max_running, std::int32_t page_size,
-                       std::int32_t num_pages, std::int32_t max_model_len) {
-  SchedulerConfig c;
-  c.token_budget = token_budget;
-  c.max_running = max_running;
-  c.page_size = page_size;
-  c.num_pages = num_pages;
-  c.max_model_len = max_model_len;
-  c.eos_token_id = kEos;
-  return c;
-}
-
-GenerationRequest make_request(RequestId id, std::int32_t prompt_len, std::int32_t max_tokens,
-                               bool ignore_eos = true) {
-  GenerationRequest r;
-  r.id = id;
-  for (std::int32_t i = 0; i < prompt_len; ++i)
-    r.prompt.push_back(100 + (i + static_cast<int>(id)) % 50);
-  r.sampling.max_tokens = max_tokens;
-  r.sampling.ignore_eos = ignore_eos;
-  return r;
-}
+using testing_support::kEos;
+using testing_support::make_request;
+using testing_support::scheduler_config;
 
 std::vector<std::int32_t> table_of(const SchedulerBase& s, RequestId id) {
   const auto pages = s.block_manager().page_table(id);
@@ -45,7 +25,7 @@ std::vector<std::int32_t> table_of(const SchedulerBase& s, RequestId id) {
 }
 
 TEST(PrefillScheduler, PrefillOnlyChunksThenRetainsPagesUntilReleased) {
-  PrefillScheduler p(config(8, 4, 4, 32, 64));
+  PrefillScheduler p(scheduler_config(8, 4, 4, 32, 64));
   ASSERT_TRUE(p.add(make_request(1, 10, 5)).ok());
   ASSERT_TRUE(p.add(make_request(2, 3, 1)).ok());
   EXPECT_EQ(p.load().outstanding_tokens, 13);  // prompt tokens only
@@ -97,7 +77,7 @@ TEST(PrefillScheduler, PrefillOnlyChunksThenRetainsPagesUntilReleased) {
 }
 
 TEST(PrefillScheduler, EosFinishesTheRequestUnlessIgnored) {
-  PrefillScheduler p(config(16, 4, 4, 16, 64));
+  PrefillScheduler p(scheduler_config(16, 4, 4, 16, 64));
   ASSERT_TRUE(p.add(make_request(1, 3, 8, /*ignore_eos=*/false)).ok());
   ASSERT_TRUE(p.add(make_request(2, 3, 8, /*ignore_eos=*/true)).ok());
   const std::vector<TokenId> eos_twice{kEos, kEos};
@@ -110,7 +90,7 @@ TEST(PrefillScheduler, EosFinishesTheRequestUnlessIgnored) {
 }
 
 TEST(PrefillScheduler, AbortMidPrefillFreesAtOnce) {
-  PrefillScheduler p(config(4, 4, 4, 16, 64));
+  PrefillScheduler p(scheduler_config(4, 4, 4, 16, 64));
   ASSERT_TRUE(p.add(make_request(1, 10, 4)).ok());
   ASSERT_TRUE(p.on_step_done(p.schedule(), {}).ok());
   EXPECT_GT(p.block_manager().used_pages(), 0);
@@ -122,7 +102,7 @@ TEST(PrefillScheduler, AbortMidPrefillFreesAtOnce) {
 }
 
 TEST(DecodeScheduler, ReserveIsAllOrNothing) {
-  DecodeScheduler d(config(16, 4, 4, 8, 32));
+  DecodeScheduler d(scheduler_config(16, 4, 4, 8, 32));
   auto pages = d.reserve(1, 9);
   ASSERT_TRUE(pages.ok());
   EXPECT_EQ(pages->size(), 3u);
@@ -142,7 +122,7 @@ TEST(DecodeScheduler, ReserveIsAllOrNothing) {
 }
 
 TEST(DecodeScheduler, PrefilledRequestDecodesFromItsReservedPages) {
-  DecodeScheduler d(config(16, 4, 4, 16, 64));
+  DecodeScheduler d(scheduler_config(16, 4, 4, 16, 64));
   const GenerationRequest r = make_request(1, 8, 3);
   auto reserved = d.reserve(1, 8);
   ASSERT_TRUE(reserved.ok());
@@ -173,7 +153,7 @@ TEST(DecodeScheduler, PrefilledRequestDecodesFromItsReservedPages) {
 }
 
 TEST(DecodeScheduler, FallbackPrefillsPromptAndFirstTokenInChunks) {
-  DecodeScheduler d(config(4, 4, 4, 16, 64));
+  DecodeScheduler d(scheduler_config(4, 4, 4, 16, 64));
   ASSERT_TRUE(d.reserve(1, 6).ok());
   ASSERT_TRUE(d.activate_fallback(make_request(1, 6, 4), 50).ok());
   BatchPlan first = d.schedule();
@@ -196,7 +176,7 @@ TEST(DecodeScheduler, FallbackPrefillsPromptAndFirstTokenInChunks) {
 }
 
 TEST(DecodeScheduler, CancelledReservationKeepsItsPagesUntilReleased) {
-  DecodeScheduler d(config(16, 4, 4, 16, 64));
+  DecodeScheduler d(scheduler_config(16, 4, 4, 16, 64));
   ASSERT_TRUE(d.reserve(1, 8).ok());
   ASSERT_TRUE(d.reserve(2, 8).ok());
   const auto out = d.abort(1);
@@ -216,7 +196,7 @@ TEST(DecodeScheduler, CancelledReservationKeepsItsPagesUntilReleased) {
 }
 
 TEST(DecodeScheduler, FirstTokenThatFinishesTheRequestReleasesTheReservation) {
-  DecodeScheduler d(config(16, 4, 4, 16, 64));
+  DecodeScheduler d(scheduler_config(16, 4, 4, 16, 64));
   ASSERT_TRUE(d.reserve(1, 8).ok());
   ASSERT_TRUE(d.reserve(2, 8).ok());
   EXPECT_TRUE(d.activate_prefilled(make_request(1, 8, 1), 50).ok());  // max_tokens == 1
@@ -251,10 +231,10 @@ class SimulatedCluster {
   };
 
   SimulatedCluster(const ClusterWorkload& w)
-      : prefill_(
-            config(w.token_budget, w.max_running, w.page_size, w.prefill_pages, w.max_model_len)),
-        decode_(
-            config(w.token_budget, w.max_running, w.page_size, w.decode_pages, w.max_model_len)),
+      : prefill_(scheduler_config(w.token_budget, w.max_running, w.page_size, w.prefill_pages,
+                                  w.max_model_len)),
+        decode_(scheduler_config(w.token_budget, w.max_running, w.page_size, w.decode_pages,
+                                 w.max_model_len)),
         rng_(w.seed),
         workload_(w) {}
 

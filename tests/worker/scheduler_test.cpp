@@ -9,34 +9,14 @@
 #include <random>
 #include <set>
 
+#include "scheduler_fixtures.h"
+
 namespace podserve {
 namespace {
 
-constexpr TokenId kEos = 2;
-
-SchedulerConfig small_config(std::int32_t token_budget, std::int32_t max_running,
-                             std::int32_t page_size, std::int32_t num_pages,
-                             std::int32_t max_model_len) {
-  SchedulerConfig c;
-  c.token_budget = token_budget;
-  c.max_running = max_running;
-  c.page_size = page_size;
-  c.num_pages = num_pages;
-  c.max_model_len = max_model_len;
-  c.eos_token_id = kEos;
-  return c;
-}
-
-GenerationRequest make_request(RequestId id, std::int32_t prompt_len, std::int32_t max_tokens,
-                               bool ignore_eos = true) {
-  GenerationRequest r;
-  r.id = id;
-  for (std::int32_t i = 0; i < prompt_len; ++i)
-    r.prompt.push_back(100 + (i + static_cast<int>(id)) % 50);
-  r.sampling.max_tokens = max_tokens;
-  r.sampling.ignore_eos = ignore_eos;
-  return r;
-}
+using testing_support::kEos;
+using testing_support::make_request;
+using testing_support::scheduler_config;
 
 // What the test knows about one request, independently of the scheduler.
 struct Shadow {
@@ -229,13 +209,13 @@ class Harness {
 };
 
 TEST(SchedulerConfig, RejectsPoolsThatCannotHoldOneSequence) {
-  EXPECT_TRUE(small_config(64, 8, 16, 4, 64).validate().ok());
-  EXPECT_FALSE(small_config(64, 8, 16, 3, 64).validate().ok());
-  EXPECT_FALSE(small_config(4, 8, 16, 64, 64).validate().ok());  // max_running > budget
+  EXPECT_TRUE(scheduler_config(64, 8, 16, 4, 64).validate().ok());
+  EXPECT_FALSE(scheduler_config(64, 8, 16, 3, 64).validate().ok());
+  EXPECT_FALSE(scheduler_config(4, 8, 16, 64, 64).validate().ok());  // max_running > budget
 }
 
 TEST(ColocatedScheduler, RejectsBadRequests) {
-  ColocatedScheduler s(small_config(64, 8, 16, 16, 32));
+  ColocatedScheduler s(scheduler_config(64, 8, 16, 16, 32));
   EXPECT_FALSE(s.add(make_request(1, 0, 4)).ok());
   EXPECT_FALSE(s.add(make_request(1, 32, 4)).ok());
   EXPECT_FALSE(s.add(make_request(1, 4, 0)).ok());
@@ -244,7 +224,7 @@ TEST(ColocatedScheduler, RejectsBadRequests) {
 }
 
 TEST(ColocatedScheduler, DecodesFirstThenChunkedPrefillUnderBudget) {
-  Harness h(small_config(16, 4, 4, 64, 128), 1);
+  Harness h(scheduler_config(16, 4, 4, 64, 128), 1);
   h.add(make_request(1, 10, 3));
   h.add(make_request(2, 30, 3));
   BatchPlan p0 = h.step(9);  // [1: 10 prefill] [2: 6 of 30]
@@ -265,7 +245,7 @@ TEST(ColocatedScheduler, DecodesFirstThenChunkedPrefillUnderBudget) {
 }
 
 TEST(ColocatedScheduler, MaxRunningCapsTheRunningSet) {
-  Harness h(small_config(64, 2, 16, 64, 128), 2);
+  Harness h(scheduler_config(64, 2, 16, 64, 128), 2);
   for (RequestId id = 1; id <= 5; ++id) h.add(make_request(id, 4, 5));
   BatchPlan p = h.step(9);
   EXPECT_EQ(p.sequences.size(), 2u);
@@ -278,7 +258,7 @@ TEST(ColocatedScheduler, MaxRunningCapsTheRunningSet) {
 TEST(ColocatedScheduler, PreemptsTheNewestAndRequeuesItFirst) {
   // 4 pages of 4 tokens; two sequences of 7 prompt tokens each take 2 pages, and the first
   // decode past position 8 needs a third page that only preempting the newer one frees.
-  Harness h(small_config(32, 4, 4, 4, 16), 3);
+  Harness h(scheduler_config(32, 4, 4, 4, 16), 3);
   h.add(make_request(1, 7, 6));
   h.add(make_request(2, 7, 6));
   h.add(make_request(3, 3, 2));
@@ -301,7 +281,7 @@ TEST(ColocatedScheduler, PreemptsTheNewestAndRequeuesItFirst) {
 }
 
 TEST(ColocatedScheduler, AbortFreesWaitingAndRunning) {
-  Harness h(small_config(8, 4, 4, 16, 64), 4);
+  Harness h(scheduler_config(8, 4, 4, 16, 64), 4);
   h.add(make_request(1, 20, 4));
   h.add(make_request(2, 20, 4));
   h.step(9);  // seq 1 partially prefilled, seq 2 waiting
@@ -315,7 +295,7 @@ TEST(ColocatedScheduler, AbortFreesWaitingAndRunning) {
 }
 
 TEST(ColocatedScheduler, EosStopsUnlessIgnored) {
-  ColocatedScheduler s(small_config(16, 4, 4, 16, 64));
+  ColocatedScheduler s(scheduler_config(16, 4, 4, 16, 64));
   ASSERT_TRUE(s.add(make_request(1, 3, 8, /*ignore_eos=*/false)).ok());
   ASSERT_TRUE(s.add(make_request(2, 3, 8, /*ignore_eos=*/true)).ok());
   BatchPlan plan = s.schedule();
@@ -330,7 +310,7 @@ TEST(ColocatedScheduler, EosStopsUnlessIgnored) {
 }
 
 TEST(ColocatedScheduler, MaxModelLenFinishesWithLength) {
-  Harness h(small_config(16, 4, 4, 16, 12), 5);
+  Harness h(scheduler_config(16, 4, 4, 16, 12), 5);
   h.add(make_request(1, 8, 100));
   h.run_to_completion(50);
   const Shadow& s = h.shadows().at(1);
@@ -349,8 +329,9 @@ class RandomWorkloadTest : public ::testing::TestWithParam<RandomWorkload> {};
 
 TEST_P(RandomWorkloadTest, InvariantsHoldAndEveryRequestFinishes) {
   const RandomWorkload& w = GetParam();
-  Harness h(small_config(w.token_budget, w.max_running, w.page_size, w.num_pages, w.max_model_len),
-            w.seed);
+  Harness h(
+      scheduler_config(w.token_budget, w.max_running, w.page_size, w.num_pages, w.max_model_len),
+      w.seed);
   std::mt19937& rng = h.rng();
   RequestId next_id = 1;
   const RequestId num_requests = 120;

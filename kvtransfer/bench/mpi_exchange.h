@@ -1,0 +1,26 @@
+// Out-of-band exchange of transport addresses and region descriptors between two MPI ranks,
+// for the benchmark and the two-process tests (the service does its own, over all ranks, in
+// cluster/kv_fabric.cpp). Blocking; MPI_COMM_WORLD.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace podserve {
+
+// Sends `mine` to `peer` and returns what `peer` sent.
+inline std::vector<std::uint8_t> swap_bytes(std::span<const std::uint8_t> mine, int peer) {
+  int my_size = static_cast<int>(mine.size());
+  int peer_size = 0;
+  MPI_Sendrecv(&my_size, 1, MPI_INT, peer, 0, &peer_size, 1, MPI_INT, peer, 0, MPI_COMM_WORLD,
+               MPI_STATUS_IGNORE);
+  std::vector<std::uint8_t> theirs(static_cast<std::size_t>(peer_size));
+  MPI_Sendrecv(mine.data(), my_size, MPI_BYTE, peer, 1, theirs.data(), peer_size, MPI_BYTE, peer, 1,
+               MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  return theirs;
+}
+
+}  // namespace podserve
