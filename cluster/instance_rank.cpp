@@ -372,6 +372,7 @@ class Leader {
     if (stats.num_prefill_tokens + stats.num_decode_tokens > 0) {
       metrics_.iteration_seconds(batch_kind(stats)).Observe(stats.iteration_seconds);
       metrics_.batch_tokens.Observe(stats.num_prefill_tokens + stats.num_decode_tokens);
+      metrics_.attention_seconds.Observe(stats.attention_seconds);
     }
     const auto preemptions = engine_.scheduler().num_preemptions();
     metrics_.preemptions.Increment(static_cast<double>(preemptions - reported_preemptions_));
@@ -467,6 +468,7 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
       metrics.iteration_seconds(batch_kind(stats))
           .Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       metrics.batch_tokens.Observe(plan->total_new_tokens());
+      metrics.attention_seconds.Observe(engine.model().attention_seconds());
     }
     if (shipper && !shipper->idle()) {
       for (const auto& done : shipper->poll()) {

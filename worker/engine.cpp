@@ -105,6 +105,7 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward,
   const auto forward_start = std::chrono::steady_clock::now();
   PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan, after_layer));
   result.stats.forward_seconds = seconds_since(forward_start);
+  result.stats.attention_seconds = model_->attention_seconds();
 
   const auto vocab = static_cast<std::size_t>(model_->config().vocab_size);
   std::vector<TokenId> sampled;

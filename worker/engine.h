@@ -44,6 +44,7 @@ struct StepStats {
   std::int32_t num_decode_tokens = 0;
   double iteration_seconds = 0.0;  // the whole step: schedule, callback, forward, sampling
   double forward_seconds = 0.0;    // the model's forward pass alone
+  double attention_seconds = 0.0;  // attention within the forward pass (all layers)
 };
 
 struct StepResult {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "worker/float_convert.h"
@@ -197,6 +198,7 @@ Status LlamaModel::validate_plan(const BatchPlan& plan) const {
 Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
                                                const LayerCallback& after_layer) {
   PODSERVE_RETURN_IF_ERROR(validate_plan(plan));
+  attention_seconds_ = 0.0;
   const std::int32_t num_tokens = plan.total_new_tokens();
   if (num_tokens == 0) return std::vector<float>{};
 
@@ -300,8 +302,11 @@ Status LlamaModel::run_layer(Layer& layer, std::int32_t num_tokens,
   PODSERVE_RETURN_IF_ERROR(backend_.rope(q_heads, k_heads, positions, config_.rope_theta));
   PODSERVE_RETURN_IF_ERROR(backend_.kv_append(k_heads, v_heads, slots, cache));
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const auto attention_start = std::chrono::steady_clock::now();
   PODSERVE_RETURN_IF_ERROR(backend_.attention(q_heads, cache, attention_sequences, scale,
                                               options_.attention, attention_heads));
+  attention_seconds_ +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(attention_rows, layer.o_proj.view, projected));
   if (tp_size_ > 1) PODSERVE_RETURN_IF_ERROR(comm_.all_reduce_sum(projected));
   PODSERVE_RETURN_IF_ERROR(backend_.add(residual, projected, residual));

@@ -58,6 +58,10 @@ class LlamaModel {
   // calls no callback.
   Result<std::vector<float>> forward(const BatchPlan& plan, const LayerCallback& after_layer = {});
 
+  // Host wall time of the attention calls of the last forward() (all layers). On the CPU
+  // backend ops are synchronous, so this is the attention's own time.
+  double attention_seconds() const { return attention_seconds_; }
+
   const ModelConfig& config() const { return config_; }
   const ModelOptions& options() const { return options_; }
   int tp_size() const { return tp_size_; }
@@ -120,6 +124,7 @@ class LlamaModel {
   Tensor lm_head_;                       // [V/tp, H]
   std::vector<Layer> layers_;
   Workspace ws_;
+  double attention_seconds_ = 0.0;
 };
 
 }  // namespace podserve

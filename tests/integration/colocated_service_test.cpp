@@ -250,6 +250,9 @@ TEST_F(ColocatedService, EveryRankExportsMetricsAndCountersMatchRequestsServed) 
       EXPECT_NE(res->body.find("podserve_time_to_first_token_seconds_bucket"), std::string::npos);
     } else {
       EXPECT_NE(res->body.find("podserve_iteration_seconds"), std::string::npos) << "rank " << rank;
+      EXPECT_GT(
+          scrape_sum(service_->metrics_port_base() + rank, "podserve_attention_seconds_count"), 0.0)
+          << "rank " << rank;
     }
   }
   EXPECT_EQ(router_requests, completed_requests_.load());
