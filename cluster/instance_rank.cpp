@@ -65,11 +65,6 @@ void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) 
   metrics.kv_transfer_failures.Increment(done.failed_attempts);
 }
 
-bool same_load(const InstanceLoad& a, const InstanceLoad& b) {
-  return a.running == b.running && a.waiting == b.waiting &&
-         a.outstanding_tokens == b.outstanding_tokens && a.free_pages == b.free_pages;
-}
-
 // One instance's leader: control messages in, iterations, outputs out; sleeps (backing off to
 // 5 ms) while it has nothing to do. Colocated, prefill and decode leaders share the loop;
 // the disaggregated protocol (DESIGN section 2) lives in the role-specific handlers.
@@ -83,10 +78,10 @@ class Leader {
         metrics_(metrics),
         control_(topology.control_comm()),
         role_(topology.instance().role),
-        has_peers_(topology.instance().tp > 1) {
+        has_peers_(topology.instance().tp > 1),
+        fabric_(fabric) {
     if (role_ == InstanceRole::kPrefill)
       shipper_.emplace(*fabric, topology, config, engine.model().config());
-    fabric_ = fabric;
   }
 
   Status run() {
@@ -289,29 +284,25 @@ class Leader {
 
   Status iterate() {
     OutputsMessage message;
-    BatchPlan shipped_plan;
-    const auto before_forward = [&](const BatchPlan& plan) -> Status {
+    std::vector<KvShipment> shipments;  // this iteration's, as broadcast
+    const auto before_forward = [&](BatchPlan& plan) -> Status {
       for (const auto& seq : plan.sequences) {
         if (seq.is_prefill && seq.num_cached_tokens == 0) message.scheduled.push_back(seq.seq_id);
       }
-      const BatchPlan* to_broadcast = &plan;
       if (role_ == InstanceRole::kPrefill) {
-        shipped_plan = plan;
         for (const auto& seq : plan.sequences) {
           auto target = targets_.find(seq.seq_id);
           if (!seq.is_prefill || !seq.sample || target == targets_.end()) continue;
           target->second.shipping = true;
-          shipped_plan.shipments.push_back({seq.seq_id, target->second.decode_instance,
-                                            seq.context_length(), seq.page_table,
-                                            target->second.dest_pages});
+          plan.shipments.push_back({seq.seq_id, target->second.decode_instance,
+                                    seq.context_length(), seq.page_table,
+                                    target->second.dest_pages});
         }
-        to_broadcast = &shipped_plan;
+        shipments = plan.shipments;
       }
-      return has_peers_ ? broadcast_plan(topology_.instance_comm(), *to_broadcast) : Status::Ok();
+      return has_peers_ ? broadcast_plan(topology_.instance_comm(), plan) : Status::Ok();
     };
-    const auto after_layer = [&](std::int32_t layer) -> Status {
-      return ship_layer(shipped_plan, layer);
-    };
+    const auto after_layer = [&](std::int32_t layer) -> Status { return ship(shipments, layer); };
     const bool layerwise = role_ == InstanceRole::kPrefill && config_.kv_transfer.layerwise;
     PODSERVE_ASSIGN_OR_RETURN(auto step, layerwise ? engine_.step(before_forward, after_layer)
                                                    : engine_.step(before_forward, {}));
@@ -338,8 +329,7 @@ class Leader {
       PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, message));
     }
     if (role_ == InstanceRole::kPrefill && !layerwise) {
-      for (const auto& shipment : shipped_plan.shipments)
-        PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, std::nullopt));
+      PODSERVE_RETURN_IF_ERROR(ship(shipments, std::nullopt));
     }
     for (const auto& completion : step.prefill_completions) {
       auto target = targets_.find(completion.id);
@@ -356,14 +346,14 @@ class Leader {
   // router's view and the gauges current.
   Status report_load_if_changed() {
     const auto load = engine_.load();
-    if (same_load(load, reported_load_)) return Status::Ok();
+    if (load == reported_load_) return Status::Ok();
     reported_load_ = load;
     publish_load(load, metrics_);
     return control_.send(kRouterRank, LoadMessage{load});
   }
 
-  Status ship_layer(const BatchPlan& plan, std::int32_t layer) {
-    for (const auto& shipment : plan.shipments)
+  Status ship(const std::vector<KvShipment>& shipments, std::optional<std::int32_t> layer) {
+    for (const auto& shipment : shipments)
       PODSERVE_RETURN_IF_ERROR(shipper_->post(shipment, layer));
     return Status::Ok();
   }
@@ -386,11 +376,8 @@ class Leader {
     for (const auto& done : shipper_->poll()) {
       active = true;
       record_shipment(done, metrics_);
-      const auto target = targets_.find(done.id);
-      if (target == targets_.end())
-        return internal_error(fmt::format("shipment of unknown request {}", done.id));
       PODSERVE_RETURN_IF_ERROR(
-          control_.send(leader_rank(target->second.decode_instance),
+          control_.send(leader_rank(done.decode_instance),
                         KvPartDoneMessage{done.id, topology_.tp_rank(), done.ok}));
       PODSERVE_RETURN_IF_ERROR(prefill_part_done(done.id));
     }
@@ -419,7 +406,7 @@ class Leader {
   ControlEndpoint control_;
   const InstanceRole role_;
   const bool has_peers_;
-  KvFabric* fabric_ = nullptr;
+  KvFabric* const fabric_;
   std::optional<KvShipper> shipper_;
   InstanceLoad reported_load_;
   std::int64_t reported_preemptions_ = 0;
@@ -441,7 +428,6 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
   const bool layerwise = prefill && config.kv_transfer.layerwise;
   IdleBackoff backoff(50, 5000);
   const int leader = topology.instance().first_rank;
-  std::unordered_map<RequestId, std::int32_t> decode_instance_of;  // shipments in flight
   while (true) {
     bool active = false;
     PODSERVE_ASSIGN_OR_RETURN(auto plan, receiver.try_receive());
@@ -460,8 +446,6 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
         for (const auto& shipment : plan->shipments)
           PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, std::nullopt));
       }
-      for (const auto& shipment : plan->shipments)
-        decode_instance_of[shipment.seq_id] = shipment.decode_instance;
       StepStats stats;
       stats.num_prefill_tokens = plan->num_prefill_tokens();
       stats.num_decode_tokens = plan->num_decode_tokens();
@@ -475,9 +459,7 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
         active = true;
         record_shipment(done, metrics);
         const KvPartDoneMessage part{done.id, topology.tp_rank(), done.ok};
-        const int decode_leader =
-            topology.instances().at(decode_instance_of.at(done.id)).first_rank;
-        decode_instance_of.erase(done.id);
+        const int decode_leader = topology.instances().at(done.decode_instance).first_rank;
         PODSERVE_RETURN_IF_ERROR(control.send(decode_leader, part));
         PODSERVE_RETURN_IF_ERROR(control.send(leader, part));
       }

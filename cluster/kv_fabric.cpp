@@ -185,7 +185,10 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
   auto [it, inserted] = shipments_.try_emplace(shipment.seq_id);
   auto& state = it->second;
   const auto now = std::chrono::steady_clock::now();
-  if (inserted) state.start = now;
+  if (inserted) {
+    state.start = now;
+    state.decode_instance = shipment.decode_instance;
+  }
   state.last_post = now;  // the compute this post waited for is done
   const std::int32_t first = layer.value_or(0);
   const std::int32_t last = layer ? *layer + 1 : model_.num_layers;
@@ -257,6 +260,7 @@ std::vector<KvShipper::Finished> KvShipper::poll() {
     }
     Finished f;
     f.id = it->first;
+    f.decode_instance = shipment.decode_instance;
     f.ok = !shipment.failed;
     f.failed_attempts = shipment.failed_attempts;
     const auto now = std::chrono::steady_clock::now();

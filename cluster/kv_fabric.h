@@ -52,12 +52,6 @@ class KvFabric {
   // True when the transport moved anything.
   bool progress() { return transport_->progress(); }
 
-  // Layout facts a shipper needs.
-  struct RankLayout {
-    int world_rank = 0;
-    int tp_rank = 0;
-    int tp = 1;
-  };
   const LlamaModel& model() const { return *model_; }
   // Remote region handle of `world_rank`'s layer `layer`.
   int remote_region(int world_rank, int layer) const {
@@ -86,6 +80,7 @@ class KvShipper {
 
   struct Finished {
     RequestId id = 0;
+    std::int32_t decode_instance = 0;  // where it went
     bool ok = true;
     std::uint64_t bytes = 0;
     double seconds = 0.0;       // first post -> final
@@ -108,6 +103,7 @@ class KvShipper {
     TransferState state = TransferState::kPending;
   };
   struct Shipment {
+    std::int32_t decode_instance = 0;
     std::vector<Transfer> transfers;
     std::int32_t layers_posted = 0;
     std::int32_t failed_attempts = 0;

@@ -34,6 +34,8 @@ struct InstanceLoad {
       0;  // prompt tokens not yet prefilled + tokens not yet generated
   std::int32_t free_pages = 0;
   std::int32_t total_pages = 0;
+
+  bool operator==(const InstanceLoad&) const = default;
 };
 
 }  // namespace podserve

@@ -256,6 +256,9 @@ TEST_F(ColocatedService, EveryRankExportsMetricsAndCountersMatchRequestsServed) 
     }
   }
   EXPECT_EQ(router_requests, completed_requests_.load());
+  // Every token the tests received was counted; the aborted stream adds some of its own.
+  EXPECT_GE(scrape_sum(service_->metrics_port_base(), "podserve_generation_tokens_total"),
+            generated_tokens_.load());
 }
 
 // A real Prometheus server discovers every rank through the router's file_sd output, scrapes
