@@ -188,15 +188,21 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
   if (inserted) {
     state.start = now;
     state.decode_instance = shipment.decode_instance;
+    for (int dest_tp_rank = 0; dest_tp_rank < dest.tp; ++dest_tp_rank) {
+      auto segments = segments_for(shipment, dest_tp_rank, dest.tp);
+      state.segments_by_dest.push_back(
+          segments.empty() ? nullptr
+                           : std::make_shared<const std::vector<PutSegment>>(std::move(segments)));
+    }
   }
   state.last_post = now;  // the compute this post waited for is done
   const std::int32_t first = layer.value_or(0);
   const std::int32_t last = layer ? *layer + 1 : model_.num_layers;
   for (int dest_tp_rank = 0; dest_tp_rank < dest.tp; ++dest_tp_rank) {
-    auto segments = segments_for(shipment, dest_tp_rank, dest.tp);
-    if (segments.empty()) continue;
+    const auto& segments = state.segments_by_dest[dest_tp_rank];
+    if (!segments) continue;
     std::uint64_t bytes = 0;
-    for (const auto& s : segments) bytes += s.bytes;
+    for (const auto& s : *segments) bytes += s.bytes;
     for (std::int32_t l = first; l < last; ++l) {
       Transfer t;
       t.local_region = fabric_.local_region(l);
@@ -205,7 +211,7 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
       t.bytes = bytes;
       PODSERVE_ASSIGN_OR_RETURN(
           t.transfer_id,
-          fabric_.transport().post_put(t.local_region, t.remote_region, t.segments, timeout_));
+          fabric_.transport().post_put(t.local_region, t.remote_region, *t.segments, timeout_));
       state.transfers.push_back(std::move(t));
     }
   }
@@ -235,7 +241,7 @@ std::vector<KvShipper::Finished> KvShipper::poll() {
       }
       ++shipment.failed_attempts;
       if (t.attempts <= retries_ && !shipment.failed) {
-        auto reposted = transport.post_put(t.local_region, t.remote_region, t.segments, timeout_);
+        auto reposted = transport.post_put(t.local_region, t.remote_region, *t.segments, timeout_);
         if (reposted.ok()) {
           ++t.attempts;
           t.transfer_id = *reposted;

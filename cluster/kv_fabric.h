@@ -96,7 +96,7 @@ class KvShipper {
   struct Transfer {
     int local_region = 0;
     int remote_region = 0;
-    std::vector<PutSegment> segments;
+    std::shared_ptr<const std::vector<PutSegment>> segments;  // shared by every layer
     std::uint64_t bytes = 0;
     std::uint64_t transfer_id = 0;
     std::int32_t attempts = 1;
@@ -104,6 +104,9 @@ class KvShipper {
   };
   struct Shipment {
     std::int32_t decode_instance = 0;
+    // Per decode TP rank: the segments of one layer (the same for every layer); null when that
+    // rank holds none of this rank's heads.
+    std::vector<std::shared_ptr<const std::vector<PutSegment>>> segments_by_dest;
     std::vector<Transfer> transfers;
     std::int32_t layers_posted = 0;
     std::int32_t failed_attempts = 0;
