@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session for the CUDA attention: the gpu-labelled tests, compute-sanitizer (memcheck and
 # racecheck on small cases) and the kernel benchmark, logs and CSVs into $OUT.
-# usage: kernels/bench/gpu_session.sh BUILD_DIR check|bench|quick|torch [extra bench args...]
+# usage: kernels/bench/gpu_session.sh BUILD_DIR check|bench|quick|torch|ncu [extra bench args...]
+# ncu: Nsight Compute on the prefill and POD kernels of one prefill-heavy configuration, plus the
+# SASS instruction mix (HGMMA = wgmma) of the attention kernels.
 # BUILD_DIR/gpu-libs holds the shared libraries the GPU host lacks (/work/shared/tools/gpu-bundle.sh).
 set -uo pipefail
 build=${1:-build-cuda}
@@ -26,6 +28,18 @@ case "$mode" in
     ;;
   bench)
     "$build/bin/podserve-kernel-bench" --csv "$out/kernel_bench.csv" "$@" 2>&1 | tee "$out/bench.log"
+    ;;
+  ncu)
+    one=(--heads 32:8:128 --chunks 2048 --prefixes 12288 --batches 32 --contexts 16384 --runs 1 --warmup 0 --csv /dev/null)
+    sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
+              --section Occupancy --section WarpStateStats --section LaunchStats --section SchedulerStats)
+    for k in prefill_kernel pod_kernel decode_kernel; do
+      ncu --clock-control none --kernel-name "regex:$k" --launch-count 1 "${sections[@]}" "$build/bin/podserve-kernel-bench" "${one[@]}" \
+        > "$out/ncu_$k.txt" 2>&1
+      echo "== $k"; grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|Stall|Executed Ipc A" "$out/ncu_$k.txt" | head -14
+    done
+    cuobjdump -sass "$build/bin/podserve-kernel-bench" > "$out/sass.txt" 2>/dev/null
+    echo "HGMMA in SASS: $(grep -c HGMMA "$out/sass.txt"), HMMA: $(grep -c HMMA "$out/sass.txt"), LDL/STL: $(grep -cE 'LDL|STL' "$out/sass.txt")"
     ;;
   torch)
     PYTHONUNBUFFERED=1 python3 tools/torch_attention_reference.py --csv "$out/torch_reference.csv" "$@" 2>&1 | tee "$out/torch.log"

@@ -14,32 +14,26 @@ namespace {
 
 using device::KernelArgs;
 
-// Tile configuration per CTAs-per-SM target. 2 CTAs/SM: 128-row x 64-key prefill tiles (two
-// 16-row tiles per warp share every K/V fragment), 3-stage decode pipelines. 4 CTAs/SM (128
-// registers a thread): 64-row x 32-key prefill tiles, single-stage decode warps (16 warps per SM
-// keep the loads in flight). Q is read from shared memory in both.
-// kM = row tiles of 16 per warp (plan.prefill_rows_per_cta / 64); with one, Q fits in registers.
+// Tile configuration per CTAs-per-SM target. The prefill tile is kM halves of 64 query rows on
+// one warpgroup (wgmma). 2 CTAs/SM: 64-key steps, 3-stage decode pipelines. 4 CTAs/SM (128
+// registers a thread): one half, 32-key steps, single-stage decode warps (16 warps per SM keep
+// the loads in flight). kM = plan.prefill_rows_per_cta / 64.
 template <int D, int kCtasPerSm, int kM>
 struct TileConfig;
 template <int D, int kM>
 struct TileConfig<D, 2, kM> {
   static constexpr int kPrefillKeys = 64;
-  static constexpr int kPrefillM = kM;
-  static constexpr bool kQInRegs = kM == 1;
   static constexpr int kDecodeStages = 3;
 };
 template <int D>
 struct TileConfig<D, 4, 1> {
   static constexpr int kPrefillKeys = 32;
-  static constexpr int kPrefillM = 1;
-  static constexpr bool kQInRegs = false;
   static constexpr int kDecodeStages = 1;
 };
 
 template <int D, int kCtasPerSm, int kM>
 constexpr int prefill_smem() {
-  using Cfg = TileConfig<D, kCtasPerSm, kM>;
-  return device::prefill_smem_bytes<D, Cfg::kPrefillKeys, Cfg::kPrefillM>();
+  return device::prefill_smem_bytes<D, kM, TileConfig<D, kCtasPerSm, kM>::kPrefillKeys>();
 }
 template <int D, int kCtasPerSm, int kM>
 constexpr int decode_smem() {
@@ -53,16 +47,12 @@ constexpr int pod_smem() {
              : decode_smem<D, kCtasPerSm, kM>();
 }
 
-// Standalone prefill, 64-key tiles, 2 CTAs/SM; kM row tiles of 16 per warp (the plan's
-// prefill_rows_per_cta / 64). With one row tile Q fits in registers.
+// Standalone prefill: the 2-CTAs/SM tile of kM halves (the plan's prefill_rows_per_cta / 64).
 template <int D, int kM>
 __global__ void __launch_bounds__(kThreadsPerCta, 2) prefill_kernel(const KernelArgs args) {
   extern __shared__ __align__(128) char smem[];
-  device::prefill_tile<D, 64, kM, kM == 1>(args, static_cast<int>(blockIdx.x), smem);
-}
-template <int D, int kM>
-constexpr int standalone_prefill_smem() {
-  return device::prefill_smem_bytes<D, 64, kM>();
+  device::prefill_tile<D, kM, TileConfig<D, 2, kM>::kPrefillKeys>(
+      args, static_cast<int>(blockIdx.x), smem);
 }
 
 template <int D>
@@ -120,7 +110,7 @@ __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const K
   __syncthreads();
   const int role = role_and_id;
   if (role >= 0) {
-    device::prefill_tile<D, Cfg::kPrefillKeys, Cfg::kPrefillM, Cfg::kQInRegs>(args, role, smem);
+    device::prefill_tile<D, kM, Cfg::kPrefillKeys>(args, role, smem);
   } else {
     const int warp = static_cast<int>(threadIdx.x >> 5);
     const int item = (-role - 1) * kWarpsPerCta + warp;
@@ -197,11 +187,11 @@ Status launch_prefill(const KernelArgs& args, const HybridAttentionPlan& plan,
                       cudaStream_t stream) {
   switch (plan.prefill_rows_per_cta) {
     case 128:
-      return launch(prefill_kernel<D, 2>, args.num_prefill_ctas, standalone_prefill_smem<D, 2>(),
-                    stream, args);
+      return launch(prefill_kernel<D, 2>, args.num_prefill_ctas, prefill_smem<D, 2, 2>(), stream,
+                    args);
     case 64:
-      return launch(prefill_kernel<D, 1>, args.num_prefill_ctas, standalone_prefill_smem<D, 1>(),
-                    stream, args);
+      return launch(prefill_kernel<D, 1>, args.num_prefill_ctas, prefill_smem<D, 2, 1>(), stream,
+                    args);
     default: return invalid_argument("attention: prefill_rows_per_cta must be 64 or 128");
   }
 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/attention_cuda.h"
+#include "kernels/cuda/wgmma.cuh"
 
 namespace podserve::cuda::device {
 
@@ -241,18 +242,83 @@ __device__ __forceinline__ const __nv_bfloat16* kv_address(const HybridAttention
   return static_cast<const __nv_bfloat16*>(p.kv) + (row * p.num_kv_heads + kv_head) * D + chunk * 8;
 }
 
-// Shared memory of one prefill CTA: Q [kM * 64][D] + 2 buffers of K and V [KT][D].
-template <int D, int KT, int kM>
+// Shared memory of one prefill CTA: Q [kHalves * 64][D] and two stages of K and V [KT][D], each
+// tile in 128-byte-swizzled panels (wgmma.cuh), plus 1 KB to align the base to 1024 bytes.
+template <int D, int kHalves, int KT>
 constexpr int prefill_smem_bytes() {
-  return (kM * 16 * kWarpsPerCta * D + 2 * 2 * KT * D) * 2;
+  return 1024 + (kHalves * 64 * D + 2 * 2 * KT * D) * 2;
 }
 
-// One prefill tile (4 warps, all of the CTA): kM * 64 (token, head-in-group) query rows of one
-// sequence and KV head (each warp kM * 16 consecutive rows), against keys [0, kv_len), causal
-// bottom-right.
-template <int D, int KT, int kM, bool kQInRegs>
-__device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_index, char* smem) {
-  constexpr int kRows = kM * 16 * kWarpsPerCta;
+// Byte offset of 16-byte chunk `chunk` (< D / 8) of row `row` in a [rows][D] tile of panels.
+__device__ __forceinline__ std::uint32_t panel_offset(int rows, int row, int chunk) {
+  return static_cast<std::uint32_t>((chunk >> 3) * rows * 128 + row * 128 +
+                                    (((chunk & 7) ^ (row & 7)) << 4));
+}
+
+// Online softmax of one 64-row half's S tile [64][KT] (this thread's two rows, wgmma accumulator
+// layout) in place: scales into the log2 domain, masks keys at or past a row's limit, updates
+// the running max and sum, rescales O, and packs P as the bf16 A operand of P V.
+template <int D, int KT>
+__device__ __forceinline__ void softmax_half(float (&s)[KT / 2], float (&o)[D / 2], float (&m)[2],
+                                             float (&l)[2], std::uint32_t (&pf)[KT / 16][4],
+                                             const int (&limit)[2], int key0, bool need_mask,
+                                             float scale_log2) {
+  const int lane = lane_id();
+  float tile_max[2] = {kNegInf, kNegInf};
+#pragma unroll
+  for (int j = 0; j < KT / 8; ++j) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float v = s[4 * j + e] * scale_log2;
+      if (need_mask && key0 + 8 * j + 2 * (lane & 3) + (e & 1) >= limit[e >> 1]) v = kNegInf;
+      s[4 * j + e] = v;
+      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
+    }
+  }
+  float alpha[2], m_use[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    const float m_new = fmaxf(m[r], tile_max[r]);
+    m_use[r] = m_new == kNegInf ? 0.0f : m_new;  // a row with no key yet: keep p = 0, no NaN
+    alpha[r] = exp2f(m[r] - m_use[r]);
+    m[r] = m_new;
+  }
+  float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int i = 0; i < KT / 2; ++i) {
+    const float pv = exp2f(s[i] - m_use[(i >> 1) & 1]);
+    s[i] = pv;
+    row_sum[(i >> 1) & 1] += pv;
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + row_sum[r];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
+#pragma unroll
+  for (int kk = 0; kk < KT / 16; ++kk) {
+    pf[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+    pf[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+    pf[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+    pf[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+// One prefill tile on one warpgroup (the whole 128-thread CTA): kHalves * 64 (token,
+// head-in-group) query rows of one sequence and KV head against keys [0, kv_len), causal
+// bottom-right, KT keys per step. S = Q K^T and O += P V run on wgmma with Q, K and V in shared
+// memory (P from registers); K/V stages are gathered page by page with cp.async, double
+// buffered, the next stage's loads issued while the current S is on the tensor cores (one
+// barrier a step: a warp reaches step t + 1's barrier only after its step-t wgmmas completed,
+// so the stage they read is free once the barrier passes). Within a step the halves are pipelined:
+// half 1's S is in flight during half 0's softmax, and half 0's P V during half 1's.
+template <int D, int kHalves, int KT>
+__device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_index,
+                                             char* smem_raw) {
+  constexpr int kRows = 64 * kHalves;
+  constexpr int kChunks = D / 8;
+  constexpr int kStageBytes = KT * D * 2;  // one K or V stage
   const HybridAttentionParams& p = args.params;
   const PrefillWorkItem item = args.prefill_items[item_index];
   const int tid = static_cast<int>(threadIdx.x);
@@ -268,10 +334,9 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
   const int kv_len = item.kv_len;
   const auto* q = static_cast<const __nv_bfloat16*>(p.q);
 
-  const std::uint32_t q_smem = smem_addr(smem);
-  const std::uint32_t k_smem = q_smem + kRows * D * 2;
-  const std::uint32_t v_smem = k_smem + 2 * KT * D * 2;
-  constexpr int kChunks = D / 8;
+  const std::uint32_t q_smem = (smem_addr(smem_raw) + 1023u) & ~1023u;  // [kRows][D] panels
+  const std::uint32_t k_smem = q_smem + kRows * D * 2;                  // [2][KT][D] panels
+  const std::uint32_t v_smem = k_smem + 2 * kStageBytes;                // [2][KT][D] panels
 
   for (int idx = tid; idx < kRows * kChunks; idx += kThreadsPerCta) {
     const int r = idx / kChunks;
@@ -282,90 +347,121 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
     const int head = item.kv_head * group + (valid ? row % group : 0);
     const __nv_bfloat16* src =
         q + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D + c * 8;
-    cp_async16(q_smem + swizzle<D>(r, c), src, valid);
+    cp_async16(q_smem + panel_offset(kRows, r, c), src, valid);
   }
   cp_async_commit();
 
-  auto load_kv = [&](int tile, int buffer) {
-    const std::uint32_t k_dst = k_smem + buffer * KT * D * 2;
-    const std::uint32_t v_dst = v_smem + buffer * KT * D * 2;
+  auto load_kv = [&](int tile, int stage) {
+    const std::uint32_t k_dst = k_smem + stage * kStageBytes;
+    const std::uint32_t v_dst = v_smem + stage * kStageBytes;
     for (int idx = tid; idx < KT * kChunks; idx += kThreadsPerCta) {
       const int r = idx / kChunks;
       const int c = idx % kChunks;
       const int key = tile * KT + r;
       const bool valid = key < kv_len;
       const int safe_key = valid ? key : 0;
-      cp_async16(k_dst + swizzle<D>(r, c),
-                 kv_address<D>(p, page_table, safe_key, item.kv_head, 0, c), valid);
-      cp_async16(v_dst + swizzle<D>(r, c),
-                 kv_address<D>(p, page_table, safe_key, item.kv_head, 1, c), valid);
+      const std::uint32_t offset = panel_offset(KT, r, c);
+      cp_async16(k_dst + offset, kv_address<D>(p, page_table, safe_key, item.kv_head, 0, c), valid);
+      cp_async16(v_dst + offset, kv_address<D>(p, page_table, safe_key, item.kv_head, 1, c), valid);
     }
   };
 
   const int num_tiles = (kv_len + KT - 1) / KT;
   load_kv(0, 0);
   cp_async_commit();
-  cp_async_wait<1>();
-  __syncthreads();
 
-  const int warp_row0 = warp * 16 * kM;
-  std::uint32_t q_frag[kM][D / 16][4];
-  if constexpr (kQInRegs) {
+  // This thread's rows: 16 * warp + lane / 4 (+8) of each half.
+  int limit[kHalves][2];
 #pragma unroll
-    for (int mt = 0; mt < kM; ++mt)
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const int row = warp_row0 + 16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ldmatrix_x4(q_frag[mt][kk], q_smem + swizzle<D>(row, 2 * kk + (lane >> 4)));
-      }
-  }
-  int limit[kM][2];
-#pragma unroll
-  for (int mt = 0; mt < kM; ++mt)
+  for (int h = 0; h < kHalves; ++h)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int row = row0 + warp_row0 + 16 * mt + 8 * r + (lane >> 2);
-      limit[mt][r] = row < rows ? num_cached + row / group + 1 : 0;
+      const int row = row0 + 64 * h + 16 * warp + 8 * r + (lane >> 2);
+      limit[h][r] = row < rows ? num_cached + row / group + 1 : 0;
     }
   const int tile_min_limit = num_cached + row0 / group + 1;
 
-  WarpSoftmaxState<D> st[kM];
+  float o[kHalves][D / 2];
+  float m[kHalves][2];
+  float l[kHalves][2];
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt) st[mt].init();
+  for (int h = 0; h < kHalves; ++h) {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[h][i] = 0.0f;
+    m[h][0] = m[h][1] = kNegInf;
+    l[h][0] = l[h][1] = 0.0f;
+  }
+
   for (int t = 0; t < num_tiles; ++t) {
-    if (t + 1 < num_tiles) {
-      load_kv(t + 1, (t + 1) & 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
+    // Stage t (and Q) landed; every warp finished step t - 1, so stage (t + 1) & 1 is free.
+    cp_async_wait<0>();
+    fence_proxy_async_shared();
+    __syncthreads();
+    const std::uint32_t k_tile = k_smem + (t & 1) * kStageBytes;
+    const std::uint32_t v_tile = v_smem + (t & 1) * kStageBytes;
+
+    float s[kHalves][KT / 2];
+    wgmma_fence();
+#pragma unroll
+    for (int h = 0; h < kHalves; ++h) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint64_t desc_q =
+            wgmma_desc(q_smem + (kk >> 2) * kRows * 128 + h * 64 * 128 + (kk & 3) * 32, 16, 1024);
+        const std::uint64_t desc_k =
+            wgmma_desc(k_tile + (kk >> 2) * KT * 128 + (kk & 3) * 32, 16, 1024);
+        wgmma_ss<KT>(s[h], desc_q, desc_k, kk > 0);
+      }
+      wgmma_commit();
     }
-    __syncthreads();
+    // The next stage's gather is issued while the tensor cores compute S.
+    if (t + 1 < num_tiles) load_kv(t + 1, (t + 1) & 1);
+    cp_async_commit();
+
     const bool need_mask = (t + 1) * KT > tile_min_limit;
-    attend_tile<D, KT, kM, kQInRegs>(st, q_frag, q_smem, warp_row0, k_smem + (t & 1) * KT * D * 2,
-                                     v_smem + (t & 1) * KT * D * 2, t * KT, limit, need_mask,
-                                     args.scale_log2);
-    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < kHalves; ++h) {
+      // Pending groups: S of halves h.. and P V of halves ..h-1, oldest first.
+      if (h == 0) {
+        wgmma_wait<kHalves - 1>();
+      } else {
+        wgmma_wait<1>();
+      }
+      wgmma_pin(s[h]);
+      std::uint32_t pf[KT / 16][4];
+      softmax_half<D, KT>(s[h], o[h], m[h], l[h], pf, limit[h], t * KT, need_mask, args.scale_log2);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < KT / 16; ++kk) {
+        wgmma_rs_tb<D>(o[h], pf[kk], wgmma_desc(v_tile + kk * 16 * 128, KT * 128, 1024));
+      }
+      wgmma_commit();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int h = 0; h < kHalves; ++h) wgmma_pin(o[h]);
   }
 
   auto* out = static_cast<__nv_bfloat16*>(p.out);
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt) {
-    st[mt].reduce_l();
+  for (int h = 0; h < kHalves; ++h) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int row = row0 + warp_row0 + 16 * mt + 8 * r + (lane >> 2);
+      float row_l = l[h][r];
+      row_l += __shfl_xor_sync(0xffffffffu, row_l, 1);
+      row_l += __shfl_xor_sync(0xffffffffu, row_l, 2);
+      const int row = row0 + 64 * h + 16 * warp + 8 * r + (lane >> 2);
       if (row >= rows) continue;
-      const float inv_l = 1.0f / st[mt].l[r];
+      const float inv_l = 1.0f / row_l;
       const int token = row / group;
       const int head = item.kv_head * group + row % group;
       __nv_bfloat16* dst =
           out + (static_cast<std::int64_t>(query_offset + token) * p.num_q_heads + head) * D +
           (lane & 3) * 2;
 #pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) {
-        *reinterpret_cast<__nv_bfloat162*>(dst + dt * 8) =
-            __floats2bfloat162_rn(st[mt].o[dt][2 * r] * inv_l, st[mt].o[dt][2 * r + 1] * inv_l);
+      for (int j = 0; j < D / 8; ++j) {
+        *reinterpret_cast<__nv_bfloat162*>(dst + j * 8) =
+            __floats2bfloat162_rn(o[h][4 * j + 2 * r] * inv_l, o[h][4 * j + 2 * r + 1] * inv_l);
       }
     }
   }
