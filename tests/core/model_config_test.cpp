@@ -67,6 +67,28 @@ TEST(ModelConfig, ReadsHuggingFaceConfigJson) {
   EXPECT_TRUE(c->validate(2).ok());
 }
 
+// deploy/configs/models/tiny-32l.json (tools/layerwise_probe.sh): the tiny preset at Llama depth.
+TEST(ModelConfig, Tiny32LayerConfigIsTinyWithLlamaDepth) {
+  auto deep = model_config_from_hf_json(PODSERVE_SOURCE_DIR "/deploy/configs/models/tiny-32l.json");
+  ASSERT_TRUE(deep.ok()) << deep.status().to_string();
+  auto tiny = model_preset("tiny");
+  ASSERT_TRUE(tiny.ok());
+  EXPECT_EQ(deep->num_layers, 32);
+  EXPECT_EQ(deep->vocab_size, tiny->vocab_size);
+  EXPECT_EQ(deep->hidden_size, tiny->hidden_size);
+  EXPECT_EQ(deep->intermediate_size, tiny->intermediate_size);
+  EXPECT_EQ(deep->num_heads, tiny->num_heads);
+  EXPECT_EQ(deep->num_kv_heads, tiny->num_kv_heads);
+  EXPECT_EQ(deep->head_dim, tiny->head_dim);
+  EXPECT_FLOAT_EQ(deep->rope_theta, tiny->rope_theta);
+  EXPECT_FLOAT_EQ(deep->rms_norm_eps, tiny->rms_norm_eps);
+  EXPECT_EQ(deep->max_position_embeddings, tiny->max_position_embeddings);
+  EXPECT_EQ(deep->bos_token_id, tiny->bos_token_id);
+  EXPECT_EQ(deep->eos_token_id, tiny->eos_token_id);
+  EXPECT_EQ(deep->tie_word_embeddings, tiny->tie_word_embeddings);
+  EXPECT_TRUE(deep->validate(2).ok());
+}
+
 TEST(ModelConfig, MissingFieldIsAnError) {
   const auto path = std::filesystem::temp_directory_path() / "podserve_model_config_bad.json";
   std::ofstream(path) << R"({"vocab_size": 10})";
