@@ -31,15 +31,18 @@ case "$mode" in
     ;;
   ncu)
     one=(--heads 32:8:128 --chunks 2048 --prefixes 12288 --batches 32 --contexts 16384 --runs 1 --warmup 0 --csv /dev/null)
-    sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis
-              --section Occupancy --section WarpStateStats --section LaunchStats --section SchedulerStats)
-    for k in prefill_kernel pod_kernel decode_kernel; do
-      ncu --clock-control none --kernel-name "regex:$k" --launch-count 1 "${sections[@]}" "$build/bin/podserve-kernel-bench" "${one[@]}" \
-        > "$out/ncu_$k.txt" 2>&1
-      echo "== $k"; grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|Stall|Executed Ipc A" "$out/ncu_$k.txt" | head -14
+    sections=(--section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis --page raw)
+    for k in prefill_kernel pod_kernel; do
+      echo "== $k" | tee -a "$out/ncu.txt"
+      ncu --clock-control none --kernel-name "regex:$k" --launch-count 1 "${sections[@]}" \
+        "$build/bin/podserve-kernel-bench" "${one[@]}" > "$out/ncu_one.txt" 2>&1
+      cat "$out/ncu_one.txt" >> "$out/ncu.txt"
+      grep -E "gpu__time_duration.sum |sm__throughput.avg.pct|tensor.*pct_of_peak_sustained_active|achieved_occupancy|registers_per_thread|issue_active.avg.pct" "$out/ncu_one.txt" | head -12
+      grep -E "smsp__average_warps_issue_stalled_[a-z_]+_per_issue_active.ratio" "$out/ncu_one.txt" | awk '$NF+0 >= 0.1 {print $1, $NF}' | sort -k2 -nr | head -8
     done
-    cuobjdump -sass "$build/bin/podserve-kernel-bench" > "$out/sass.txt" 2>/dev/null
-    echo "HGMMA in SASS: $(grep -c HGMMA "$out/sass.txt"), HMMA: $(grep -c HMMA "$out/sass.txt"), LDL/STL: $(grep -cE 'LDL|STL' "$out/sass.txt")"
+    rm -f "$out/ncu_one.txt"
+    cuobjdump -sass "$build/bin/podserve-kernel-bench" > /tmp/sass.txt 2>/dev/null
+    echo "HGMMA in SASS: $(grep -c HGMMA /tmp/sass.txt), HMMA: $(grep -c HMMA /tmp/sass.txt), LDL/STL: $(grep -cE 'LDL|STL' /tmp/sass.txt)"
     ;;
   torch)
     PYTHONUNBUFFERED=1 python3 tools/torch_attention_reference.py --csv "$out/torch_reference.csv" "$@" 2>&1 | tee "$out/torch.log"

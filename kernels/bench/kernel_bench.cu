@@ -234,7 +234,9 @@ double measure_gemm_rate(cudaStream_t stream) {
 struct Row {
   Heads heads;
   int c, p, b, l, pod_ctas;
-  double prefill_ms, decode_ms, serial_ms, streams_ms, pod_ms, bound_ms, pod_alt_ms, prefill_alt_ms;
+  double prefill_ms, decode_ms, serial_ms, streams_ms, pod_ms, bound_ms;
+  double pod_slots_ms;  // the plan's CTAs per SM, PodPolicy::kSlots
+  double pod_4cta_ms;   // 4 CTAs per SM, the plan's policy
 };
 
 double geomean(const std::vector<double>& v) {
@@ -273,8 +275,7 @@ int main(int argc, char** argv) {
       csv,
       "card,copy_tbps,gemm_tflops,hq,hkv,d,C,P,B,L,pod_ctas_per_sm,prefill_ms,decode_ms,serial_ms,"
       "streams_ms,pod_ms,pod_speedup_vs_serial,pod_speedup_vs_streams,prefill_tflops,decode_tbps,"
-      "bound_ms,pod_over_bound,serial_over_bound,streams_over_bound,pod_alt_ctas_per_sm,pod_alt_ms,"
-      "prefill_alt_ms\n");
+      "bound_ms,pod_over_bound,serial_over_bound,streams_over_bound,pod_slots_ms,pod_4cta_ms\n");
   std::vector<Row> rows;
   std::mt19937 rng(42);
 
@@ -350,13 +351,19 @@ int main(int argc, char** argv) {
             BENCH_OK(plan.status());
             BENCH_CUDA(cudaMalloc(&workspace, plan->workspace_bytes));
             BENCH_OK(upload_plan(*plan, workspace, stream));
-            // The other CTAs-per-SM variant, timed beside the heuristic's choice to judge it.
-            auto alt_plan = plan_hybrid_attention(shape, {prop.multiProcessorCount},
-                                                  plan->pod_ctas_per_sm == 2 ? 4 : 2);
-            BENCH_OK(alt_plan.status());
+            // The other policy and the 4-CTAs-per-SM variant, timed beside the plan's choice to
+            // judge it.
+            auto slots_plan = plan_hybrid_attention(shape, {prop.multiProcessorCount},
+                                                    plan->pod_ctas_per_sm, PodPolicy::kSlots);
+            BENCH_OK(slots_plan.status());
+            auto plan_4cta = plan_hybrid_attention(shape, {prop.multiProcessorCount}, 4);
+            BENCH_OK(plan_4cta.status());
             void* alt_workspace = nullptr;
-            BENCH_CUDA(cudaMalloc(&alt_workspace, alt_plan->workspace_bytes));
-            BENCH_OK(upload_plan(*alt_plan, alt_workspace, stream));
+            void* workspace_4cta = nullptr;
+            BENCH_CUDA(cudaMalloc(&alt_workspace, slots_plan->workspace_bytes));
+            BENCH_CUDA(cudaMalloc(&workspace_4cta, plan_4cta->workspace_bytes));
+            BENCH_OK(upload_plan(*slots_plan, alt_workspace, stream));
+            BENCH_OK(upload_plan(*plan_4cta, workspace_4cta, stream));
 
             auto time = [&](auto&& fn) {
               return median_ms(fn, stream, flush_buf, flush_bytes, opt.warmup, opt.runs);
@@ -368,10 +375,10 @@ int main(int argc, char** argv) {
             r.streams_ms =
                 time([&] { BENCH_OK(run_streams(params, *plan, workspace, stream, side)); });
             r.pod_ms = time([&] { BENCH_OK(run_pod(params, *plan, workspace, stream)); });
-            r.pod_alt_ms =
-                time([&] { BENCH_OK(run_pod(params, *alt_plan, alt_workspace, stream)); });
-            r.prefill_alt_ms =
-                time([&] { BENCH_OK(run_prefill(params, *alt_plan, alt_workspace, stream)); });
+            r.pod_slots_ms =
+                time([&] { BENCH_OK(run_pod(params, *slots_plan, alt_workspace, stream)); });
+            r.pod_4cta_ms =
+                time([&] { BENCH_OK(run_pod(params, *plan_4cta, workspace_4cta, stream)); });
 
             // Roofline: FLOPs of prefill + decode over the GEMM rate; the fewest bytes (all KV read
             // once, Q read and O written once) over the copy bandwidth.
@@ -383,26 +390,26 @@ int main(int argc, char** argv) {
             rows.push_back(r);
             std::fprintf(csv,
                          "\"%s\",%.3f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%."
-                         "4f,%.1f,%.3f,%.4f,%.4f,%.4f,%.4f,%d,%.4f,%.4f\n",
+                         "4f,%.1f,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n",
                          prop.name, copy_bw / 1e12, gemm_rate / 1e12, h.hq, h.hkv, h.d, c, p, b, l,
                          r.pod_ctas, r.prefill_ms, r.decode_ms, r.serial_ms, r.streams_ms, r.pod_ms,
                          r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms,
                          plan->prefill_flops / (r.prefill_ms * 1e9),
                          plan->decode_kv_bytes / (r.decode_ms * 1e9), r.bound_ms,
                          r.pod_ms / r.bound_ms, r.serial_ms / r.bound_ms, r.streams_ms / r.bound_ms,
-                         alt_plan->pod_ctas_per_sm, r.pod_alt_ms, r.prefill_alt_ms);
+                         r.pod_slots_ms, r.pod_4cta_ms);
             std::fflush(csv);
             std::printf(
                 "%2d/%2d/%3d C=%4d P=%5d B=%3d L=%5d ctas=%d | prefill %.3f (%.0f TF/s) decode "
                 "%.3f (%.2f TB/s) "
                 "serial %.3f streams %.3f pod %.3f | x%.2f vs serial x%.2f vs streams | bound %.3f "
                 "pod/bound %.2f | "
-                "alt: pod %.3f prefill %.3f\n",
+                "slots %.3f 4cta %.3f\n",
                 h.hq, h.hkv, h.d, c, p, b, l, r.pod_ctas, r.prefill_ms,
                 plan->prefill_flops / (r.prefill_ms * 1e9), r.decode_ms,
                 plan->decode_kv_bytes / (r.decode_ms * 1e9), r.serial_ms, r.streams_ms, r.pod_ms,
                 r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms, r.bound_ms, r.pod_ms / r.bound_ms,
-                r.pod_alt_ms, r.prefill_alt_ms);
+                r.pod_slots_ms, r.pod_4cta_ms);
             std::fflush(stdout);
             cudaFree(q);
             cudaFree(out);
@@ -410,15 +417,17 @@ int main(int argc, char** argv) {
             cudaFree(d_meta);
             cudaFree(workspace);
             cudaFree(alt_workspace);
+            cudaFree(workspace_4cta);
           }
   }
   std::fclose(csv);
 
   std::printf("\nsummary (geometric means; %s)\n", prop.name);
-  std::printf("%-12s %6s %12s %13s %10s %12s %13s\n", "heads", "rows", "pod/serial", "pod/streams",
-              "pod/bound", "serial/bound", "streams/bound");
+  std::printf("%-12s %6s %12s %13s %10s %12s %13s %16s %13s\n", "heads", "rows", "pod/serial",
+              "pod/streams", "pod/bound", "serial/bound", "streams/bound", "slots/serial",
+              "4cta/serial");
   auto summarize = [&](const char* label, auto pred) {
-    std::vector<double> sp, st, pb, sb, tb;
+    std::vector<double> sp, st, pb, sb, tb, ts, fs;
     for (const Row& r : rows) {
       if (!pred(r)) continue;
       sp.push_back(r.serial_ms / r.pod_ms);
@@ -426,9 +435,12 @@ int main(int argc, char** argv) {
       pb.push_back(r.pod_ms / r.bound_ms);
       sb.push_back(r.serial_ms / r.bound_ms);
       tb.push_back(r.streams_ms / r.bound_ms);
+      ts.push_back(r.serial_ms / r.pod_slots_ms);
+      fs.push_back(r.serial_ms / r.pod_4cta_ms);
     }
-    std::printf("%-12s %6zu %11.3fx %12.3fx %10.3f %12.3f %13.3f\n", label, sp.size(), geomean(sp),
-                geomean(st), geomean(pb), geomean(sb), geomean(tb));
+    std::printf("%-12s %6zu %11.3fx %12.3fx %10.3f %12.3f %13.3f %15.3fx %12.3fx\n", label,
+                sp.size(), geomean(sp), geomean(st), geomean(pb), geomean(sb), geomean(tb),
+                geomean(ts), geomean(fs));
   };
   for (const Heads& h : opt.heads) {
     char label[32];
@@ -446,6 +458,9 @@ int main(int argc, char** argv) {
         "worst POD vs serial: %d/%d/%d C=%d P=%d B=%d L=%d: x%.3f (pod %.3f ms, serial %.3f ms)\n",
         worst.heads.hq, worst.heads.hkv, worst.heads.d, worst.c, worst.p, worst.b, worst.l,
         worst.serial_ms / worst.pod_ms, worst.pod_ms, worst.serial_ms);
+    double worst_slots = 1e30;
+    for (const Row& r : rows) worst_slots = std::min(worst_slots, r.serial_ms / r.pod_slots_ms);
+    std::printf("worst POD (slots policy) vs serial: x%.3f\n", worst_slots);
   }
   std::printf("csv: %s\n", opt.csv.c_str());
   return 0;

@@ -71,38 +71,47 @@ __global__ void __launch_bounds__(kThreadsPerCta) merge_kernel(const KernelArgs 
   device::merge_item<D>(args, static_cast<int>(blockIdx.x));
 }
 
-// POD: grid = prefill CTAs + decode CTAs. Each CTA takes a ticket from the counter of the SM it
-// landed on; the first two tickets of an SM are one prefill and one decode, later ones alternate
-// in proportion to the two CTA counts, so every SM holds both kinds from the start. Logical ids
-// come from two global counters; a CTA whose side has run out binds to the other side (the total is
-// the grid, so one side always has an id left).
+// POD: grid = prefill CTAs + decode CTAs. Each CTA reads the counter of the SM it landed on
+// (%smid) and picks its kind by the plan's policy (PodPolicy): tickets in proportion to the CTA
+// counts, or resident slots (sm_tickets[sm] counts the SM's running prefill CTAs). Logical ids
+// come from two global counters; a CTA whose side has run out binds to the other side (the total
+// is the grid, so one side always has an id left).
 template <int D, int kCtasPerSm, int kM>
 __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const KernelArgs args) {
   extern __shared__ __align__(128) char smem[];
   __shared__ int role_and_id;  // >= 0: prefill id; < 0: -(decode id) - 1
   using Cfg = TileConfig<D, kCtasPerSm, kM>;
+  const bool slots = args.pod_prefill_slots > 0;
+  int* const sm_counter = &args.sm_tickets[device::sm_id() % kPodCounterSlots];
   if (threadIdx.x == 0) {
-    const unsigned slot = device::sm_id() % kPodCounterSlots;
-    const long long ticket = atomicAdd(&args.sm_tickets[slot], 1);
-    const long long total = static_cast<long long>(args.num_prefill_ctas) + args.num_decode_ctas;
-    // Tickets 0 and 1 of every SM: one prefill (the longest tiles come first, so the critical
-    // path starts at once) and one decode; later tickets alternate in proportion to the counts.
-    bool prefill = ticket == 0   ? true
-                   : ticket == 1 ? false
-                                 : ((ticket - 1) * args.num_prefill_ctas) / total >
-                                       ((ticket - 2) * args.num_prefill_ctas) / total;
+    bool prefill;
+    if (slots) {
+      prefill = atomicAdd(sm_counter, 1) < args.pod_prefill_slots;
+      if (!prefill) atomicSub(sm_counter, 1);
+    } else {
+      // Tickets 0 and 1 of every SM: one prefill (the longest tiles come first, so the critical
+      // path starts at once) and one decode; later tickets alternate in proportion to the counts.
+      const long long ticket = atomicAdd(sm_counter, 1);
+      const long long total = static_cast<long long>(args.num_prefill_ctas) + args.num_decode_ctas;
+      prefill = ticket == 0   ? true
+                : ticket == 1 ? false
+                              : ((ticket - 1) * args.num_prefill_ctas) / total >
+                                    ((ticket - 2) * args.num_prefill_ctas) / total;
+    }
     int id;
     if (prefill) {
       id = atomicAdd(&args.next_ids[0], 1);
       if (id >= args.num_prefill_ctas) {
         prefill = false;
         id = atomicAdd(&args.next_ids[1], 1);
+        if (slots) atomicSub(sm_counter, 1);
       }
     } else {
       id = atomicAdd(&args.next_ids[1], 1);
       if (id >= args.num_decode_ctas) {
         prefill = true;
         id = atomicAdd(&args.next_ids[0], 1);
+        if (slots) atomicAdd(sm_counter, 1);
       }
     }
     role_and_id = prefill ? id : -id - 1;
@@ -111,6 +120,8 @@ __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const K
   const int role = role_and_id;
   if (role >= 0) {
     device::prefill_tile<D, kM, Cfg::kPrefillKeys>(args, role, smem);
+    // The slot frees when this thread is done (the other warps finish within the same step).
+    if (slots && threadIdx.x == 0) atomicSub(sm_counter, 1);
   } else {
     const int warp = static_cast<int>(threadIdx.x >> 5);
     const int item = (-role - 1) * kWarpsPerCta + warp;
@@ -165,6 +176,7 @@ KernelArgs make_args(const HybridAttentionParams& p, const HybridAttentionPlan& 
   args.next_ids = reinterpret_cast<int*>(base) + kPodCounterSlots;
   args.num_prefill_ctas = plan.prefill_ctas;
   args.num_decode_ctas = plan.decode_ctas;
+  args.pod_prefill_slots = plan.pod_policy == PodPolicy::kSlots ? plan.pod_prefill_slots : 0;
   args.num_decode_items = static_cast<int>(plan.decode_items.size());
   args.num_merge_items = static_cast<int>(plan.merge_items.size());
   args.scale_log2 = p.scale * device::kLog2e;

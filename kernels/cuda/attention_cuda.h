@@ -98,6 +98,18 @@ struct DecodeMergeItem {
   std::int32_t num_splits = 0;
 };
 
+// How POD's CTAs pick prefill or decode on the SM they landed on (per-SM counters read via %smid).
+enum class PodPolicy : std::int32_t {
+  kAuto = 0,  // planning input only: let the plan choose
+  // Per-SM tickets: tickets 0 and 1 of an SM are one prefill and one decode CTA, later tickets
+  // alternate in proportion to the two CTA counts (the paper's policy).
+  kTickets = 1,
+  // Resident slots: each SM keeps pod_prefill_slots prefill CTAs running and fills its other
+  // slots with decode CTAs, so a finishing CTA is replaced by one of its own kind (long prefill
+  // tiles start early instead of trickling in at the count ratio and forming a tail).
+  kSlots = 2,
+};
+
 struct HybridAttentionPlan {
   std::int32_t head_dim = 0;
   std::int32_t group_size = 0;                 // Hq / Hkv
@@ -108,6 +120,8 @@ struct HybridAttentionPlan {
   std::int32_t prefill_ctas = 0;       // = prefill_items.size()
   std::int32_t decode_ctas = 0;        // ceil(decode_items / kWarpsPerCta): one warp per item
   std::int32_t pod_ctas_per_sm = 2;    // 2 (measured best) or 4 (forced); see attention_plan.cpp
+  PodPolicy pod_policy = PodPolicy::kTickets;  // never kAuto; see attention_plan.cpp
+  std::int32_t pod_prefill_slots = 1;          // kSlots: prefill CTAs resident per SM
   // Query rows per prefill CTA: 128 (4 warps x 2 row tiles of 16) or 64 (one row tile a warp:
   // twice the CTAs for small prefills; the only choice with 4 CTAs per SM). The standalone
   // prefill kernel follows the plan, so serial, streams and POD compute the same tiles.
@@ -126,10 +140,11 @@ struct HybridAttentionPlan {
 };
 
 // Partitions the batch. Pure C++; validates the shape (kInvalidArgument on unsupported values).
-// force_ctas_per_sm: 0 = the plan's choice (2), else 2 or 4.
+// force_ctas_per_sm: 0 = the plan's choice (2), else 2 or 4. policy: kAuto = the plan's choice.
 Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& shape,
                                                   const DeviceShape& device,
-                                                  int force_ctas_per_sm = 0);
+                                                  int force_ctas_per_sm = 0,
+                                                  PodPolicy policy = PodPolicy::kAuto);
 
 // Copies the plan's static image into `workspace` (device, plan.workspace_bytes). Async.
 Status upload_plan(const HybridAttentionPlan& plan, void* workspace, void* stream);

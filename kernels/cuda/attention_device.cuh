@@ -1,10 +1,10 @@
 // Internal to kernels/cuda: the device bodies of hybrid attention. One body per kind of work
-// (a prefill tile of 4 warps, a one-warp decode item, a merge of decode splits); the standalone
-// kernels and the POD kernel in attention_cuda.cu are thin wrappers over them.
+// (a prefill tile of one warpgroup, a one-warp decode item, a merge of decode splits); the
+// standalone kernels and the POD kernel in attention_cuda.cu are thin wrappers over them.
 //
-// Tiles live in shared memory row-major [rows][D] bf16 with the 16-byte chunk c of row r stored
-// at chunk c ^ (r & 7) (conflict-free ldmatrix). Matrix products are mma.sync m16n8k16 bf16 with
-// fp32 accumulators; softmax runs in the log2 domain (scores pre-multiplied by scale * log2 e).
+// Prefill: wgmma (sm_90a) on 128-byte-swizzled panels (wgmma.cuh). Decode: mma.sync m16n8k16 on
+// row-major [rows][D] tiles with 16-byte chunk c of row r at chunk c ^ (r & 7) (conflict-free
+// ldmatrix). bf16 operands, fp32 accumulators; softmax in the log2 domain (scale * log2 e).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -28,10 +28,11 @@ struct KernelArgs {
   const DecodeMergeItem* merge_items;    // [num_merge_items]
   float* partial_out;                    // [num_decode_items, group, D]
   float* partial_lse;                    // [num_decode_items, group]
-  int* sm_tickets;                       // [kPodCounterSlots]
+  int* sm_tickets;                       // [kPodCounterSlots]: tickets, or running prefill CTAs
   int* next_ids;                         // [2]: next prefill CTA id, next decode CTA id
   int num_prefill_ctas;
   int num_decode_ctas;
+  int pod_prefill_slots;  // > 0: PodPolicy::kSlots with this many prefill CTAs per SM; 0: kTickets
   int num_decode_items;
   int num_merge_items;
   float scale_log2;  // scale * log2(e)
@@ -112,122 +113,92 @@ struct WarpSoftmaxState {
   }
 };
 
-// One warp attends its kM x 16 query rows to KT keys held in shared memory (swizzled [KT][D]
-// tiles sK, sV); each K/V fragment loaded from shared memory feeds all kM row tiles. Q comes from
-// registers (kQInRegs) or from a swizzled [*, D] shared tile at rows q_row0 + 16 * mt. Key
-// key0 + j is masked for a row when need_mask and key >= the row's limit.
-template <int D, int KT, int kM, bool kQInRegs>
-__device__ __forceinline__ void attend_tile(WarpSoftmaxState<D> (&st)[kM],
-                                            const std::uint32_t (&q_frag)[kM][D / 16][4],
-                                            std::uint32_t q_smem, int q_row0, std::uint32_t k_smem,
-                                            std::uint32_t v_smem, int key0,
-                                            const int (&limit)[kM][2], bool need_mask,
+// One warp attends its 16 query rows (Q as mma.sync A fragments in registers) to KT keys held in
+// shared memory (swizzled [KT][D] tiles sK, sV: 16-byte chunk c of row r at chunk c ^ (r & 7)).
+// Key key0 + j is masked for a row when need_mask and key >= the row's limit.
+template <int D, int KT>
+__device__ __forceinline__ void attend_tile(WarpSoftmaxState<D>& st,
+                                            const std::uint32_t (&q_frag)[D / 16][4],
+                                            std::uint32_t k_smem, std::uint32_t v_smem, int key0,
+                                            const int (&limit)[2], bool need_mask,
                                             float scale_log2) {
   const int lane = lane_id();
-  float s[kM][KT / 8][4];
+  float s[KT / 8][4];
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt)
-#pragma unroll
-    for (int i = 0; i < KT / 8; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+  for (int i = 0; i < KT / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
 
-      // S = Q K^T
+    // S = Q K^T
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    std::uint32_t a[kM][4];
-#pragma unroll
-    for (int mt = 0; mt < kM; ++mt) {
-      if constexpr (kQInRegs) {
-        a[mt][0] = q_frag[mt][kk][0];
-        a[mt][1] = q_frag[mt][kk][1];
-        a[mt][2] = q_frag[mt][kk][2];
-        a[mt][3] = q_frag[mt][kk][3];
-      } else {
-        const int row = q_row0 + 16 * mt + (lane & 7) + ((lane >> 3) & 1) * 8;
-        ldmatrix_x4(a[mt], q_smem + swizzle<D>(row, 2 * kk + (lane >> 4)));
-      }
-    }
 #pragma unroll
     for (int j = 0; j < KT / 16; ++j) {
       std::uint32_t b[4];
       const int key = 16 * j + (lane & 7) + (lane >> 4) * 8;
       ldmatrix_x4(b, k_smem + swizzle<D>(key, 2 * kk + ((lane >> 3) & 1)));
-#pragma unroll
-      for (int mt = 0; mt < kM; ++mt) {
-        mma_16816(s[mt][2 * j], a[mt], b[0], b[1]);
-        mma_16816(s[mt][2 * j + 1], a[mt], b[2], b[3]);
-      }
+      mma_16816(s[2 * j], q_frag[kk], b[0], b[1]);
+      mma_16816(s[2 * j + 1], q_frag[kk], b[2], b[3]);
     }
   }
 
   // Scale, mask, online softmax.
+  float tile_max[2] = {kNegInf, kNegInf};
 #pragma unroll
-  for (int mt = 0; mt < kM; ++mt) {
-    float tile_max[2] = {kNegInf, kNegInf};
+  for (int nt = 0; nt < KT / 8; ++nt) {
 #pragma unroll
-    for (int nt = 0; nt < KT / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float v = s[mt][nt][e] * scale_log2;
-        if (need_mask) {
-          const int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-          if (key >= limit[mt][e >> 1]) v = kNegInf;
-        }
-        s[mt][nt][e] = v;
-        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
+    for (int e = 0; e < 4; ++e) {
+      float v = s[nt][e] * scale_log2;
+      if (need_mask) {
+        const int key = key0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+        if (key >= limit[e >> 1]) v = kNegInf;
       }
+      s[nt][e] = v;
+      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
     }
-    float alpha[2], m_use[2];
+  }
+  float alpha[2], m_use[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-      const float m_new = fmaxf(st[mt].m[r], tile_max[r]);
-      m_use[r] = m_new == kNegInf ? 0.0f : m_new;  // a row with no key yet: keep p = 0, no NaN
-      alpha[r] = exp2f(st[mt].m[r] - m_use[r]);
-      st[mt].m[r] = m_new;
+  for (int r = 0; r < 2; ++r) {
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+    tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+    const float m_new = fmaxf(st.m[r], tile_max[r]);
+    m_use[r] = m_new == kNegInf ? 0.0f : m_new;  // a row with no key yet: keep p = 0, no NaN
+    alpha[r] = exp2f(st.m[r] - m_use[r]);
+    st.m[r] = m_new;
+  }
+  float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+  for (int nt = 0; nt < KT / 8; ++nt) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float p = exp2f(s[nt][e] - m_use[e >> 1]);
+      s[nt][e] = p;
+      row_sum[e >> 1] += p;
     }
-    float row_sum[2] = {0.0f, 0.0f};
+  }
 #pragma unroll
-    for (int nt = 0; nt < KT / 8; ++nt) {
+  for (int r = 0; r < 2; ++r) st.l[r] = st.l[r] * alpha[r] + row_sum[r];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = exp2f(s[mt][nt][e] - m_use[e >> 1]);
-        s[mt][nt][e] = p;
-        row_sum[e >> 1] += p;
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) st[mt].l[r] = st[mt].l[r] * alpha[r] + row_sum[r];
-#pragma unroll
-    for (int dt = 0; dt < D / 8; ++dt) {
-      st[mt].o[dt][0] *= alpha[0];
-      st[mt].o[dt][1] *= alpha[0];
-      st[mt].o[dt][2] *= alpha[1];
-      st[mt].o[dt][3] *= alpha[1];
-    }
+  for (int dt = 0; dt < D / 8; ++dt) {
+    st.o[dt][0] *= alpha[0];
+    st.o[dt][1] *= alpha[0];
+    st.o[dt][2] *= alpha[1];
+    st.o[dt][3] *= alpha[1];
   }
 
   // O += P V
 #pragma unroll
   for (int kk = 0; kk < KT / 16; ++kk) {
-    std::uint32_t a[kM][4];
-#pragma unroll
-    for (int mt = 0; mt < kM; ++mt) {
-      a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-      a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-      a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-      a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-    }
+    const std::uint32_t a[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]),
+                                pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
     const int key = 16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
     for (int dt = 0; dt < D / 16; ++dt) {
       std::uint32_t b[4];
       ldmatrix_x4_trans(b, v_smem + swizzle<D>(key, 2 * dt + (lane >> 4)));
-#pragma unroll
-      for (int mt = 0; mt < kM; ++mt) {
-        mma_16816(st[mt].o[2 * dt], a[mt], b[0], b[1]);
-        mma_16816(st[mt].o[2 * dt + 1], a[mt], b[2], b[3]);
-      }
+      mma_16816(st.o[2 * dt], a, b[0], b[1]);
+      mma_16816(st.o[2 * dt + 1], a, b[2], b[3]);
     }
   }
 }
@@ -256,7 +227,8 @@ __device__ __forceinline__ std::uint32_t panel_offset(int rows, int row, int chu
 }
 
 // Online softmax of one 64-row half's S tile [64][KT] (this thread's two rows, wgmma accumulator
-// layout) in place: scales into the log2 domain, masks keys at or past a row's limit, updates
+// layout) in place: masks keys at or past a row's limit, scales into the log2 domain inside the
+// exponent (one FFMA per score), updates
 // the running max and sum, rescales O, and packs P as the bf16 A operand of P V.
 template <int D, int KT>
 __device__ __forceinline__ void softmax_half(float (&s)[KT / 2], float (&o)[D / 2], float (&m)[2],
@@ -269,10 +241,9 @@ __device__ __forceinline__ void softmax_half(float (&s)[KT / 2], float (&o)[D / 
   for (int j = 0; j < KT / 8; ++j) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      float v = s[4 * j + e] * scale_log2;
-      if (need_mask && key0 + 8 * j + 2 * (lane & 3) + (e & 1) >= limit[e >> 1]) v = kNegInf;
-      s[4 * j + e] = v;
-      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
+      if (need_mask && key0 + 8 * j + 2 * (lane & 3) + (e & 1) >= limit[e >> 1])
+        s[4 * j + e] = kNegInf;
+      tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[4 * j + e]);
     }
   }
   float alpha[2], m_use[2];
@@ -280,7 +251,7 @@ __device__ __forceinline__ void softmax_half(float (&s)[KT / 2], float (&o)[D / 
   for (int r = 0; r < 2; ++r) {
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
     tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-    const float m_new = fmaxf(m[r], tile_max[r]);
+    const float m_new = fmaxf(m[r], tile_max[r] * scale_log2);  // scale > 0: max commutes
     m_use[r] = m_new == kNegInf ? 0.0f : m_new;  // a row with no key yet: keep p = 0, no NaN
     alpha[r] = exp2f(m[r] - m_use[r]);
     m[r] = m_new;
@@ -288,7 +259,7 @@ __device__ __forceinline__ void softmax_half(float (&s)[KT / 2], float (&o)[D / 
   float row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
   for (int i = 0; i < KT / 2; ++i) {
-    const float pv = exp2f(s[i] - m_use[(i >> 1) & 1]);
+    const float pv = exp2f(fmaf(s[i], scale_log2, -m_use[(i >> 1) & 1]));
     s[i] = pv;
     row_sum[(i >> 1) & 1] += pv;
   }
@@ -522,23 +493,20 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
   }
 
   // Q fragments straight from global memory (read once per item); rows >= group are zero.
-  std::uint32_t q_frag[1][D / 16][4];
+  std::uint32_t q_frag[D / 16][4];
   const int r0 = lane >> 2;
   const int r1 = r0 + 8;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const int col = kk * 16 + (lane & 3) * 2;
-    q_frag[0][kk][0] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col) : 0u;
-    q_frag[0][kk][1] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col) : 0u;
-    q_frag[0][kk][2] =
-        r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col + 8) : 0u;
-    q_frag[0][kk][3] =
-        r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col + 8) : 0u;
+    q_frag[kk][0] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col) : 0u;
+    q_frag[kk][1] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col) : 0u;
+    q_frag[kk][2] = r0 < group ? *reinterpret_cast<const std::uint32_t*>(q + r0 * D + col + 8) : 0u;
+    q_frag[kk][3] = r1 < group ? *reinterpret_cast<const std::uint32_t*>(q + r1 * D + col + 8) : 0u;
   }
-  const int limit[1][2] = {{item.kv_end, item.kv_end}};
+  const int limit[2] = {item.kv_end, item.kv_end};
 
-  WarpSoftmaxState<D> state[1];
-  WarpSoftmaxState<D>& st = state[0];
+  WarpSoftmaxState<D> st;
   st.init();
   for (int t = 0; t < num_tiles; ++t) {
     const int next = t + kStages - 1;
@@ -548,9 +516,9 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
     __syncwarp();
     const int key0 = item.kv_begin + t * kDecodeKeysPerStage;
     const std::uint32_t k_src = smem + (t % kStages) * kStageBytes;
-    attend_tile<D, kDecodeKeysPerStage, 1, true>(
-        state, q_frag, 0u, 0, k_src, k_src + kDecodeKeysPerStage * D * 2, key0, limit,
-        key0 + kDecodeKeysPerStage > item.kv_end, args.scale_log2);
+    attend_tile<D, kDecodeKeysPerStage>(st, q_frag, k_src, k_src + kDecodeKeysPerStage * D * 2,
+                                        key0, limit, key0 + kDecodeKeysPerStage > item.kv_end,
+                                        args.scale_log2);
     __syncwarp();
   }
   cp_async_wait<0>();

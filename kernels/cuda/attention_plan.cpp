@@ -48,8 +48,8 @@ Status validate(const HybridAttentionShape& shape, const DeviceShape& device) {
 }  // namespace
 
 Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& shape,
-                                                  const DeviceShape& device,
-                                                  int force_ctas_per_sm) {
+                                                  const DeviceShape& device, int force_ctas_per_sm,
+                                                  PodPolicy policy) {
   PODSERVE_RETURN_IF_ERROR(validate(shape, device));
   if (force_ctas_per_sm != 0 && force_ctas_per_sm != 2 && force_ctas_per_sm != 4)
     return invalid_argument("attention: force_ctas_per_sm must be 0, 2 or 4");
@@ -122,18 +122,33 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   // 1.33x), across decode:prefill time ratios from 0.1 to 100 (docs/perf.md). So the plan picks 2;
   // 4 stays available through force_ctas_per_sm for experiments on other cards.
   plan.pod_ctas_per_sm = force_ctas_per_sm != 0 ? force_ctas_per_sm : 2;
-  // Prefill rows per CTA: 128 (two 16-row tiles per warp share each K/V fragment: fewer shared
-  // memory reads per FLOP) when that still fills a wave of 2 CTAs per SM; else 64 rows, which
-  // doubles the CTAs (measured: C=512 after P=12K runs 0.47 ms with 64-row tiles, 0.61 ms with
-  // 128). The 4-CTA variant holds only 64-row tiles.
+  // Policy: tickets. Resident slots (half of an SM's CTAs prefill) won 40 of 162 sweep
+  // configurations on H100 but lost the geomean (1.072x vs 1.089x over serial) and the worst case
+  // (0.918x vs 0.984x), and picking the better of the two per configuration would gain 0.3%
+  // (docs/perf.md); it stays selectable for experiments.
+  switch (policy) {
+    case PodPolicy::kAuto:
+    case PodPolicy::kTickets: plan.pod_policy = PodPolicy::kTickets; break;
+    case PodPolicy::kSlots: plan.pod_policy = PodPolicy::kSlots; break;
+    default: return invalid_argument("attention: unknown PodPolicy");
+  }
+  plan.pod_prefill_slots = plan.pod_ctas_per_sm / 2;
+  // Prefill rows per CTA: 128 (two 64-row wgmma halves pipelined against each other, K/V read
+  // once for both) or 64 (one half: twice the CTAs for small prefills; the only choice with 4
+  // CTAs per SM). Whichever finishes in fewer row-steps: waves of 2 CTAs per SM times rows per
+  // CTA, a 64-row tile counted at 1 / 0.76 of its rows (measured on H100: C=2048 after P=12K
+  // takes 1.30 ms with 128-row tiles, 1.71 ms with 64-row tiles, both several full waves).
   std::int64_t tiles_at_128 = 0;
-  for (int s = 0; s < num_prefill; ++s)
-    tiles_at_128 +=
-        (static_cast<std::int64_t>(shape.prefill_new_tokens[s]) * group + 127) / 128 * hkv;
-  plan.prefill_rows_per_cta =
-      plan.pod_ctas_per_sm == 2 && tiles_at_128 >= 2 * static_cast<std::int64_t>(device.num_sms)
-          ? 128
-          : 64;
+  std::int64_t tiles_at_64 = 0;
+  for (int s = 0; s < num_prefill; ++s) {
+    const std::int64_t rows = static_cast<std::int64_t>(shape.prefill_new_tokens[s]) * group;
+    tiles_at_128 += (rows + 127) / 128 * hkv;
+    tiles_at_64 += (rows + 63) / 64 * hkv;
+  }
+  const std::int64_t slots = 2 * static_cast<std::int64_t>(device.num_sms);
+  const double cost_128 = static_cast<double>((tiles_at_128 + slots - 1) / slots) * 128;
+  const double cost_64 = static_cast<double>((tiles_at_64 + slots - 1) / slots) * 64 / 0.76;
+  plan.prefill_rows_per_cta = plan.pod_ctas_per_sm == 2 && cost_128 <= cost_64 ? 128 : 64;
 
   // Prefill: tiles of prefill_rows_per_cta (token, head-in-group) rows per KV head; heaviest
   // (longest KV) first so the tail of the launch is made of short tiles.

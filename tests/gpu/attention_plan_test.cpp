@@ -157,12 +157,17 @@ TEST(AttentionPlan, CtasPerSmAndTileRowsHeuristic) {
   auto big = plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, many_decodes), {132});
   ASSERT_TRUE(big.ok());
   EXPECT_EQ(big->pod_ctas_per_sm, 2);
-  EXPECT_EQ(big->prefill_rows_per_cta, 128);  // 2048 * 4 / 128 * 8 = 512 tiles >= 264
+  EXPECT_EQ(big->prefill_rows_per_cta, 128);  // 512 tiles: 2 waves of 128 rows < 4 waves of 64
+  // TP=2 heads: 256 tiles of 128 rows, one wave, beats two waves of 64-row tiles.
+  const std::vector<int> tp2_decodes(64, 4095);
+  auto tp2 = plan_hybrid_attention(make_shape(16, 4, 128, big_c, big_p, tp2_decodes), {132});
+  ASSERT_TRUE(tp2.ok());
+  EXPECT_EQ(tp2->prefill_rows_per_cta, 128);
   const std::vector<int> small_c{512}, small_p{0};
   auto small = plan_hybrid_attention(make_shape(32, 8, 128, small_c, small_p, many_decodes), {132});
   ASSERT_TRUE(small.ok());
   EXPECT_EQ(small->pod_ctas_per_sm, 2);
-  EXPECT_EQ(small->prefill_rows_per_cta, 64);  // 128 tiles of 128 rows < 264
+  EXPECT_EQ(small->prefill_rows_per_cta, 64);  // 128 tiles of 128 rows: half a wave
   // Decode-only batches too: the 4-CTA variant lost everywhere it was measured.
   auto decode_only = plan_hybrid_attention(make_shape(32, 8, 128, none, none, many_decodes), {132});
   ASSERT_TRUE(decode_only.ok());
@@ -171,6 +176,18 @@ TEST(AttentionPlan, CtasPerSmAndTileRowsHeuristic) {
   ASSERT_TRUE(forced.ok());
   EXPECT_EQ(forced->pod_ctas_per_sm, 4);
   EXPECT_EQ(forced->prefill_rows_per_cta, 64);
+  // POD policy: tickets by default; resident slots (half of the SM's CTAs prefill) on request.
+  EXPECT_EQ(big->pod_policy, PodPolicy::kTickets);
+  auto slots = plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, many_decodes), {132}, 0,
+                                     PodPolicy::kSlots);
+  ASSERT_TRUE(slots.ok());
+  EXPECT_EQ(slots->pod_policy, PodPolicy::kSlots);
+  EXPECT_EQ(slots->pod_prefill_slots, 1);
+  EXPECT_EQ(slots->prefill_items.size(), big->prefill_items.size());
+  EXPECT_EQ(forced->pod_prefill_slots, 2);
+  EXPECT_FALSE(plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, many_decodes), {132}, 0,
+                                     static_cast<PodPolicy>(7))
+                   .ok());
   auto empty = plan_hybrid_attention(make_shape(32, 8, 128, none, none, none), {132});
   ASSERT_TRUE(empty.ok());
   EXPECT_EQ(empty->prefill_ctas + empty->decode_ctas, 0);
