@@ -55,8 +55,10 @@ __global__ void __launch_bounds__(kThreadsPerCta, 2) prefill_kernel(const Kernel
       args, static_cast<int>(blockIdx.x), smem);
 }
 
+// Standalone decode: kDecodeCtasPerSm CTAs of 4 one-warp items per SM.
 template <int D>
-__global__ void __launch_bounds__(kThreadsPerCta, 2) decode_kernel(const KernelArgs args) {
+__global__ void __launch_bounds__(kThreadsPerCta, kDecodeCtasPerSm)
+    decode_kernel(const KernelArgs args) {
   extern __shared__ __align__(128) char smem[];
   using Cfg = TileConfig<D, 2, 1>;
   const int warp = static_cast<int>(threadIdx.x >> 5);
@@ -81,11 +83,13 @@ __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const K
   extern __shared__ __align__(128) char smem[];
   __shared__ int role_and_id;  // >= 0: prefill id; < 0: -(decode id) - 1
   using Cfg = TileConfig<D, kCtasPerSm, kM>;
-  const bool slots = args.pod_prefill_slots > 0;
+  const bool slots = args.pod_policy == static_cast<int>(PodPolicy::kSlots);
   int* const sm_counter = &args.sm_tickets[device::sm_id() % kPodCounterSlots];
   if (threadIdx.x == 0) {
     bool prefill;
-    if (slots) {
+    if (args.pod_policy == static_cast<int>(PodPolicy::kPrefillFirst)) {
+      prefill = true;  // rebinds to decode once the prefill ids run out
+    } else if (slots) {
       prefill = atomicAdd(sm_counter, 1) < args.pod_prefill_slots;
       if (!prefill) atomicSub(sm_counter, 1);
     } else {
@@ -176,7 +180,8 @@ KernelArgs make_args(const HybridAttentionParams& p, const HybridAttentionPlan& 
   args.next_ids = reinterpret_cast<int*>(base) + kPodCounterSlots;
   args.num_prefill_ctas = plan.prefill_ctas;
   args.num_decode_ctas = plan.decode_ctas;
-  args.pod_prefill_slots = plan.pod_policy == PodPolicy::kSlots ? plan.pod_prefill_slots : 0;
+  args.pod_policy = static_cast<int>(plan.pod_policy);
+  args.pod_prefill_slots = plan.pod_prefill_slots;
   args.num_decode_items = static_cast<int>(plan.decode_items.size());
   args.num_merge_items = static_cast<int>(plan.merge_items.size());
   args.scale_log2 = p.scale * device::kLog2e;

@@ -69,7 +69,9 @@ inline constexpr int kThreadsPerCta = 128;  // 4 warps, every kernel
 inline constexpr int kWarpsPerCta = 4;
 inline constexpr int kDecodeKeysPerStage = 16;   // one page
 inline constexpr int kMinDecodeSplitKeys = 256;  // smallest KV split of one decode item
-inline constexpr int kPodCounterSlots = 1024;    // per-SM ticket counters (>= any %smid)
+inline constexpr int kDecodeCtasPerSm =
+    2;  // standalone decode kernel residency (3 measured slower)
+inline constexpr int kPodCounterSlots = 1024;  // per-SM ticket counters (>= any %smid)
 
 // Prefill tile: query rows [row_tile * R, +R) of one sequence's (token, head-in-group) rows (row
 // = token * group + head-in-group; R = plan.prefill_rows_per_cta), for one KV head. Stored as int4
@@ -108,6 +110,10 @@ enum class PodPolicy : std::int32_t {
   // slots with decode CTAs, so a finishing CTA is replaced by one of its own kind (long prefill
   // tiles start early instead of trickling in at the count ratio and forming a tail).
   kSlots = 2,
+  // Prefill first: every CTA takes a prefill id while any is left, then decode, so decode fills
+  // the prefill's last wave. For batches whose decode is a small part of the work, where sharing
+  // SMs from the start delays the prefill's critical path more than it overlaps.
+  kPrefillFirst = 3,
 };
 
 struct HybridAttentionPlan {

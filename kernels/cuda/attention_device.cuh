@@ -32,7 +32,8 @@ struct KernelArgs {
   int* next_ids;                         // [2]: next prefill CTA id, next decode CTA id
   int num_prefill_ctas;
   int num_decode_ctas;
-  int pod_prefill_slots;  // > 0: PodPolicy::kSlots with this many prefill CTAs per SM; 0: kTickets
+  int pod_policy;         // PodPolicy as int (never kAuto)
+  int pod_prefill_slots;  // PodPolicy::kSlots: prefill CTAs per SM
   int num_decode_items;
   int num_merge_items;
   float scale_log2;  // scale * log2(e)
@@ -203,16 +204,6 @@ __device__ __forceinline__ void attend_tile(WarpSoftmaxState<D>& st,
   }
 }
 
-// Address of K (kv = 0) or V (kv = 1) for `key` of a sequence, chunk `chunk` (8 elements).
-template <int D>
-__device__ __forceinline__ const __nv_bfloat16* kv_address(const HybridAttentionParams& p,
-                                                           const std::int32_t* page_table, int key,
-                                                           int kv_head, int kv, int chunk) {
-  const std::int64_t page = page_table[key >> 4];
-  const std::int64_t row = (page * 2 + kv) * kDecodeKeysPerStage + (key & 15);
-  return static_cast<const __nv_bfloat16*>(p.kv) + (row * p.num_kv_heads + kv_head) * D + chunk * 8;
-}
-
 // Shared memory of one prefill CTA: Q [kHalves * 64][D] and two stages of K and V [KT][D], each
 // tile in 128-byte-swizzled panels (wgmma.cuh), plus 1 KB to align the base to 1024 bytes.
 template <int D, int kHalves, int KT>
@@ -322,18 +313,32 @@ __device__ __forceinline__ void prefill_tile(const KernelArgs& args, int item_in
   }
   cp_async_commit();
 
+  // K/V gather: thread tid copies 16-byte chunk tid % kChunks of rows tid / kChunks + j * kRowStep
+  // of each page; one page-table read per page and thread, the rest is compile-time offsets.
+  constexpr int kRowStep = kThreadsPerCta / kChunks;  // 8 (D = 128) or 16 (D = 64)
+  static_assert(kDecodeKeysPerStage % kRowStep == 0, "rows of a page split evenly");
+  const int chunk = tid % kChunks;
+  const int row_in_page0 = tid / kChunks;
+  const std::int64_t kv_row_stride = static_cast<std::int64_t>(p.num_kv_heads) * D;  // one key
+  const auto* kv_head_base = static_cast<const __nv_bfloat16*>(p.kv) + item.kv_head * D + chunk * 8;
   auto load_kv = [&](int tile, int stage) {
     const std::uint32_t k_dst = k_smem + stage * kStageBytes;
     const std::uint32_t v_dst = v_smem + stage * kStageBytes;
-    for (int idx = tid; idx < KT * kChunks; idx += kThreadsPerCta) {
-      const int r = idx / kChunks;
-      const int c = idx % kChunks;
-      const int key = tile * KT + r;
-      const bool valid = key < kv_len;
-      const int safe_key = valid ? key : 0;
-      const std::uint32_t offset = panel_offset(KT, r, c);
-      cp_async16(k_dst + offset, kv_address<D>(p, page_table, safe_key, item.kv_head, 0, c), valid);
-      cp_async16(v_dst + offset, kv_address<D>(p, page_table, safe_key, item.kv_head, 1, c), valid);
+#pragma unroll
+    for (int pg = 0; pg < KT / kDecodeKeysPerStage; ++pg) {
+      const int page_key0 = tile * KT + pg * kDecodeKeysPerStage;
+      const std::int64_t page = page_key0 < kv_len ? page_table[page_key0 >> 4] : 0;
+      const __nv_bfloat16* k_page = kv_head_base + page * 2 * kDecodeKeysPerStage * kv_row_stride;
+      const __nv_bfloat16* v_page = k_page + kDecodeKeysPerStage * kv_row_stride;
+#pragma unroll
+      for (int j = 0; j < kDecodeKeysPerStage / kRowStep; ++j) {
+        const int row_in_page = row_in_page0 + j * kRowStep;
+        const int r = pg * kDecodeKeysPerStage + row_in_page;
+        const bool valid = page_key0 + row_in_page < kv_len;
+        const std::uint32_t offset = panel_offset(KT, r, chunk);
+        cp_async16(k_dst + offset, k_page + row_in_page * kv_row_stride, valid);
+        cp_async16(v_dst + offset, v_page + row_in_page * kv_row_stride, valid);
+      }
     }
   };
 

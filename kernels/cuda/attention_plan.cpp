@@ -70,7 +70,8 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   // Decode: split each (sequence, KV head) into page-aligned KV chunks: the smallest split (at
   // least kMinDecodeSplitKeys) whose item count stays within two waves of one-warp items (8 warps
   // per SM for the standalone kernel), so the last wave is not a sliver (measured: 2176 items on
-  // 132 SMs, just over two waves, read at 2.7 TB/s).
+  // 132 SMs, just over two waves, read at 2.7 TB/s; 3 CTAs per SM with three-wave targets read
+  // 1-4% slower on every decode shape of the H100 sweep).
   const int num_decode = static_cast<int>(shape.decode_cached_tokens.size());
   std::int64_t max_len = 1;
   for (int i = 0; i < num_decode; ++i) {
@@ -78,7 +79,8 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
     max_len = std::max(max_len, len);
     plan.decode_kv_bytes += 2.0 * hkv * d * len * 2.0;
   }
-  const std::int64_t target_items = static_cast<std::int64_t>(device.num_sms) * 8 * 2;
+  const std::int64_t target_items =
+      static_cast<std::int64_t>(device.num_sms) * kDecodeCtasPerSm * kWarpsPerCta * 2;
   auto items_for = [&](std::int64_t split) {
     std::int64_t items = 0;
     for (int i = 0; i < num_decode; ++i)
@@ -122,14 +124,31 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   // 1.33x), across decode:prefill time ratios from 0.1 to 100 (docs/perf.md). So the plan picks 2;
   // 4 stays available through force_ctas_per_sm for experiments on other cards.
   plan.pod_ctas_per_sm = force_ctas_per_sm != 0 ? force_ctas_per_sm : 2;
-  // Policy: tickets. Resident slots (half of an SM's CTAs prefill) won 40 of 162 sweep
-  // configurations on H100 but lost the geomean (1.072x vs 1.089x over serial) and the worst case
-  // (0.918x vs 0.984x), and picking the better of the two per configuration would gain 0.3%
-  // (docs/perf.md); it stays selectable for experiments.
+  // Policy: tickets, or prefill first when the decode is a small part of the batch: estimated
+  // decode time under kPrefillFirstRatio of the prefill's, with the two estimated at our kernels'
+  // H100 balance of kKernelFlopsPerByte (~390 TFLOP/s prefill over ~2.9 TB/s decode). Measured on
+  // the H100 sweep: at a decode:prefill time ratio of 0.20 tickets ran 0.935x of serial (the
+  // decode CTAs delay the prefill's two waves) where two streams ran 1.07x; above ~0.3 tickets
+  // win. Resident slots won 40 of 162 configurations but lost the geomean (1.073x vs 1.089x) and
+  // the worst case (0.921x vs 0.984x); selectable for experiments.
+  constexpr double kKernelFlopsPerByte = 135.0;
+  constexpr double kPrefillFirstRatio = 0.3;
   switch (policy) {
-    case PodPolicy::kAuto:
+    case PodPolicy::kAuto: {
+      const bool small_decode =
+          kKernelFlopsPerByte * plan.decode_kv_bytes < kPrefillFirstRatio * plan.prefill_flops;
+      // Without GQA (group 1) a prefill tile reads K/V for one query head per row: its K/V
+      // traffic competes with the decode's stream instead of hiding under it (H100 sweep, 54
+      // Llama-2 configurations: tickets 1.002x over serial, worst 0.947x; two streams 1.010x).
+      const bool no_gqa = group == 1;
+      plan.pod_policy = plan.prefill_flops > 0 && (small_decode || no_gqa)
+                            ? PodPolicy::kPrefillFirst
+                            : PodPolicy::kTickets;
+      break;
+    }
     case PodPolicy::kTickets: plan.pod_policy = PodPolicy::kTickets; break;
     case PodPolicy::kSlots: plan.pod_policy = PodPolicy::kSlots; break;
+    case PodPolicy::kPrefillFirst: plan.pod_policy = PodPolicy::kPrefillFirst; break;
     default: return invalid_argument("attention: unknown PodPolicy");
   }
   plan.pod_prefill_slots = plan.pod_ctas_per_sm / 2;

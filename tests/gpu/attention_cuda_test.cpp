@@ -246,13 +246,14 @@ std::vector<RowRef> reference_rows(const Batch& b, std::mt19937_64& rng, double 
   return rows;
 }
 
-enum class Strategy { kSerial, kStreams, kPod, kPodSlots, kPod4, kSerial64Rows };
+enum class Strategy { kSerial, kStreams, kPod, kPodSlots, kPodPrefillFirst, kPod4, kSerial64Rows };
 const char* strategy_name(Strategy s) {
   switch (s) {
     case Strategy::kSerial: return "serial";
     case Strategy::kStreams: return "streams";
     case Strategy::kPod: return "pod";
     case Strategy::kPodSlots: return "pod_slots";
+    case Strategy::kPodPrefillFirst: return "pod_prefill_first";
     case Strategy::kPod4: return "pod4";
     case Strategy::kSerial64Rows: return "serial_64_row_tiles";
   }
@@ -317,11 +318,14 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
   ASSERT_CUDA(cudaStreamCreate(&side));
 
   std::vector<float> serial_out;
-  for (Strategy strategy : {Strategy::kSerial, Strategy::kStreams, Strategy::kPod,
-                            Strategy::kPodSlots, Strategy::kPod4, Strategy::kSerial64Rows}) {
+  for (Strategy strategy :
+       {Strategy::kSerial, Strategy::kStreams, Strategy::kPod, Strategy::kPodSlots,
+        Strategy::kPodPrefillFirst, Strategy::kPod4, Strategy::kSerial64Rows}) {
     SCOPED_TRACE(strategy_name(strategy));
     const int force = strategy == Strategy::kPod4 || strategy == Strategy::kSerial64Rows ? 4 : 0;
-    const PodPolicy policy = strategy == Strategy::kPodSlots ? PodPolicy::kSlots : PodPolicy::kAuto;
+    const PodPolicy policy = strategy == Strategy::kPodSlots          ? PodPolicy::kSlots
+                             : strategy == Strategy::kPodPrefillFirst ? PodPolicy::kPrefillFirst
+                                                                      : PodPolicy::kAuto;
     auto plan = plan_hybrid_attention(shape, {prop.multiProcessorCount}, force, policy);
     ASSERT_TRUE(plan.ok()) << plan.status().to_string();
     void* workspace = nullptr;
@@ -335,6 +339,7 @@ TEST_P(HybridAttentionTest, MatchesFp64ReferenceAndPodMatchesSerial) {
       case Strategy::kStreams: st = run_streams(params, *plan, workspace, stream, side); break;
       case Strategy::kPod:
       case Strategy::kPodSlots:
+      case Strategy::kPodPrefillFirst:
       case Strategy::kPod4: st = run_pod(params, *plan, workspace, stream); break;
     }
     ASSERT_TRUE(st.ok()) << st.to_string();

@@ -113,7 +113,7 @@ TEST(AttentionPlan, WorkListsCoverTheBatchExactly) {
         for (int ctx : dec) n += (ctx + split) / split * hkv;
         return n;
       };
-      const long target = static_cast<long>(device.num_sms) * 16;
+      const long target = static_cast<long>(device.num_sms) * kDecodeCtasPerSm * kWarpsPerCta * 2;
       const long split = plan.decode_split_keys;
       EXPECT_EQ(split % 16, 0);
       EXPECT_GE(split, kMinDecodeSplitKeys);
@@ -185,6 +185,18 @@ TEST(AttentionPlan, CtasPerSmAndTileRowsHeuristic) {
   EXPECT_EQ(slots->pod_prefill_slots, 1);
   EXPECT_EQ(slots->prefill_items.size(), big->prefill_items.size());
   EXPECT_EQ(forced->pod_prefill_slots, 2);
+  // A small decode beside a long prefill (estimated decode time 0.17 of the prefill's): prefill
+  // first.
+  const std::vector<int> few_short_decodes(32, 4096);
+  auto prefill_heavy =
+      plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, few_short_decodes), {132});
+  ASSERT_TRUE(prefill_heavy.ok());
+  EXPECT_EQ(prefill_heavy->pod_policy, PodPolicy::kPrefillFirst);
+  EXPECT_EQ(decode_only->pod_policy, PodPolicy::kTickets);
+  // No GQA: prefill first whatever the ratio.
+  auto mha = plan_hybrid_attention(make_shape(32, 32, 128, big_c, big_p, many_decodes), {132});
+  ASSERT_TRUE(mha.ok());
+  EXPECT_EQ(mha->pod_policy, PodPolicy::kPrefillFirst);
   EXPECT_FALSE(plan_hybrid_attention(make_shape(32, 8, 128, big_c, big_p, many_decodes), {132}, 0,
                                      static_cast<PodPolicy>(7))
                    .ok());
