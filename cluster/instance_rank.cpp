@@ -120,6 +120,7 @@ class Leader {
   struct AwaitingKv {  // decode leader: a reserved request waiting for its KV
     GenerationRequest request;
     std::int32_t prefill_instance = 0;
+    std::vector<std::int32_t> dest_pages;  // reserved for its KV
     bool cancelled = false;
     std::optional<PrefillResultMessage> result;
     std::int32_t parts_ok = 0;
@@ -197,7 +198,8 @@ class Leader {
       forward.decode_instance = topology_.instance_id();
       forward.dest_pages = std::move(*pages);
       PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(next.prefill_instance), forward));
-      awaiting_[next.request.id] = AwaitingKv{std::move(next.request), next.prefill_instance};
+      awaiting_[next.request.id] =
+          AwaitingKv{std::move(next.request), next.prefill_instance, std::move(forward.dest_pages)};
       unreserved_.pop_front();
     }
     metrics_.requests_waiting_for_kv.Set(
@@ -258,6 +260,7 @@ class Leader {
         PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, aborted));
       }
     } else if (a.parts_failed == 0) {
+      PODSERVE_RETURN_IF_ERROR(fabric_->deliver(a.dest_pages));
       PODSERVE_RETURN_IF_ERROR(
           engine_.activate_prefilled(std::move(a.request), result.first_token));
     } else {

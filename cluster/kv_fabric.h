@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -51,6 +52,10 @@ class KvFabric {
   KvTransport& transport() { return *transport_; }
   // True when the transport moved anything.
   bool progress() { return transport_->progress(); }
+  // Decode side, once every transfer into `pages` is final and done: makes their bytes visible
+  // in this rank's KV cache, every layer (KvTransport::deliver: a no-op unless the transport
+  // stages GPU memory through a host mirror). Blocks until done.
+  Status deliver(std::span<const std::int32_t> pages);
 
   const LlamaModel& model() const { return *model_; }
   // Remote region handle of `world_rank`'s layer `layer`.

@@ -1,5 +1,7 @@
 #include "kvtransfer/transport.h"
 
+#include "kvtransfer/host_staged_transport.h"
+
 namespace podserve {
 
 std::string_view to_string(TransferState state) {
@@ -30,5 +32,13 @@ std::vector<PutSegment> coalesce_segments(std::span<const PutSegment> segments) 
   }
   return merged;
 }
+
+#ifndef PODSERVE_KVTRANSFER_HAS_CUDA
+// Builds without CUDA have no device memory to stage (host_staged_transport.cpp is CUDA-only).
+Result<std::unique_ptr<KvTransport>> make_host_staged_transport(std::unique_ptr<KvTransport>,
+                                                                const HostStagingOptions&) {
+  return unimplemented("host staging of GPU memory needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)");
+}
+#endif
 
 }  // namespace podserve

@@ -6,13 +6,16 @@
 //
 // Contract:
 // - Not thread-safe: one thread (the rank's loop) owns a transport and makes every call.
-// - Nothing blocks. post_put only queues work; progress() and poll() drive it. Both sides must
-//   call progress() regularly: some transports (TCP) apply puts in the target's progress.
+// - Nothing blocks but deliver(). post_put only queues work; progress() and poll() drive it.
+//   Both sides must call progress() regularly: some transports (TCP) apply puts in the target's
+//   progress.
 // - Memory: the caller owns registered memory and keeps it alive and mapped until the region's
 //   transport is destroyed; the transport owns its bookkeeping only.
 // - Every TransferState except kPending is final and fenced: once poll() returned it, no byte
-//   of that transfer is written to the target any more. kDone additionally means every byte is
-//   visible at the target. Timeouts are enforced in progress()/poll() from the post time.
+//   of that transfer is written to the target any more. kDone additionally means every byte
+//   reached the target; the target makes them visible in its registered memory with deliver()
+//   (a no-op unless the transport stages device memory through a host mirror). Timeouts are
+//   enforced in progress()/poll() from the post time.
 #pragma once
 
 #include <chrono>
@@ -79,8 +82,9 @@ class KvTransport {
   virtual ~KvTransport() = default;
 
   virtual std::string name() const = 0;
-  // Whether register_region accepts MemoryKind::kDevice. When false, the caller stages GPU
-  // pages through registered pinned host memory (README "Host staging").
+  // Whether register_region accepts MemoryKind::kDevice. When false, wrap the transport with
+  // make_transport_for (host_staged_transport.h), which stages GPU pages through pinned host
+  // memory (README "Host staging").
   virtual bool supports_device_memory() const = 0;
 
   // This process's address, to be exchanged out of band (the cluster uses MPI).
@@ -119,6 +123,13 @@ class KvTransport {
   virtual void cancel(std::uint64_t transfer_id) = 0;
   // Forgets a final transfer. Releasing a pending one cancels it and forgets it once fenced.
   virtual void release(std::uint64_t transfer_id) = 0;
+
+  // Target side: makes the bytes that completed transfers wrote into `segments`' remote ranges
+  // of this local region visible in the registered memory. Blocks until done. Call it after the
+  // initiator reported kDone (over the control plane) and before reading those bytes. A no-op
+  // (bounds checks only) for transports that write in place; the host-staging wrapper copies
+  // its host mirror into the device region here (host_staged_transport.h).
+  virtual Status deliver(int local_region_id, std::span<const PutSegment> segments) = 0;
 
   virtual TransportStats stats() const = 0;
 };

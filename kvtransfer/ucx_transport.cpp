@@ -379,6 +379,23 @@ class UcxTransportImpl final : public UcxTransport {
     found->second.released = true;
   }
 
+  // UCX writes into the registered memory itself: nothing to copy, only the ranges to check.
+  Status deliver(int local_region_id, std::span<const PutSegment> segments) override {
+    auto found = regions_.find(local_region_id);
+    if (found == regions_.end()) {
+      return not_found("UCX deliver: no local region " + std::to_string(local_region_id));
+    }
+    for (const PutSegment& segment : segments) {
+      if (segment.remote_offset > found->second.bytes ||
+          segment.bytes > found->second.bytes - segment.remote_offset) {
+        return out_of_range("UCX deliver: range [" + std::to_string(segment.remote_offset) + ", " +
+                            std::to_string(segment.bytes) + " bytes] outside region " +
+                            std::to_string(local_region_id));
+      }
+    }
+    return Status::Ok();
+  }
+
   TransportStats stats() const override { return stats_; }
 
   Result<std::string> describe_connection(int peer_id) const override {

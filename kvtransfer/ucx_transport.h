@@ -8,8 +8,9 @@
 // Device memory: supports_device_memory() tells at run time whether this UCX build has CUDA
 // memory support (ucp_context_query memory types include CUDA). Without it,
 // register_region(..., MemoryKind::kDevice) returns kUnimplemented ("UCX has no CUDA
-// transports: stage through host memory") and the caller stages GPU pages through a registered
-// pinned host buffer (README "Host staging").
+// transports: stage through host memory"): make_transport_for (host_staged_transport.h) wraps the
+// transport with host staging then (README "Host staging"). deliver() only checks its ranges:
+// UCX writes into the registered memory itself.
 //
 // Fence (what cancel() and timeouts guarantee, and how): UCX cannot withdraw a put once handed
 // to a transport (ucp_request_cancel does not apply to RMA), and a put's request completing

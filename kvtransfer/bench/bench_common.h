@@ -4,13 +4,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <numeric>
+#include <random>
 #include <string>
 #include <vector>
+
+#include "kvtransfer/transport.h"
 
 namespace podserve::bench {
 
 struct BenchOptions {
-  std::string backend = "ucx";
+  std::string backend = "ucx";  // ucx | nccl | staged | gpu (nccl and staged, then a summary)
   std::uint64_t min_bytes = 4096;
   std::uint64_t max_bytes = 64ull << 20;
   std::uint64_t page_bytes = 16384;  // scattered mode: one segment per page, random order
@@ -21,14 +25,15 @@ struct BenchOptions {
 };
 
 struct BenchRow {
-  std::string backend;  // "ucx" / "nccl"
-  std::string path;     // UCX_TLS/target memory, or "gpu0->gpu1"
+  std::string backend;  // "ucx" / "nccl" / "staged"
+  std::string path;     // UCX_TLS/target memory, "gpu0->gpu1/raw" (NCCL's own), ...
   std::string mode;     // "contiguous" / "scattered"
   std::uint64_t bytes = 0;
   std::uint64_t segments = 0;
   double latency_us = 0.0;     // median of the samples
   double bandwidth_gbs = 0.0;  // bytes / median time
-  double peak_gbs = 0.0;       // the same bytes by the baseline copy (memcpy / cudaMemcpyPeer)
+  double peak_gbs = 0.0;       // the same bytes by `baseline`, measured in the same run
+  std::string baseline;        // memcpy, memcpyPeer, raw-nccl (contiguous), stages (D2H+memcpy+H2D)
 };
 
 using Clock = std::chrono::steady_clock;
@@ -48,6 +53,20 @@ inline int samples_for(const BenchOptions& options, std::uint64_t bytes) {
   const std::uint64_t budget = (1ull << 30) / std::max<std::uint64_t>(bytes, 1);
   return static_cast<int>(
       std::clamp<std::uint64_t>(budget, 5, static_cast<std::uint64_t>(options.iterations)));
+}
+
+// Page-scattered segment list: local pages in order, remote pages in a random permutation.
+inline std::vector<PutSegment> scattered_segments(std::uint64_t bytes, std::uint64_t page_bytes,
+                                                  std::mt19937_64& rng) {
+  const std::uint64_t pages = bytes / page_bytes;
+  std::vector<std::uint64_t> order(pages);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<PutSegment> segments;
+  for (std::uint64_t page = 0; page < pages; ++page) {
+    segments.push_back({page * page_bytes, order[page] * page_bytes, page_bytes});
+  }
+  return segments;
 }
 
 // Prints the table and writes the CSV (when a path is set). Returns false when the CSV fails.

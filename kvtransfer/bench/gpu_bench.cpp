@@ -1,18 +1,33 @@
-#include "kvtransfer/bench/nccl_bench.h"
+#include "kvtransfer/bench/gpu_bench.h"
 
 #include <cuda_runtime.h>
+#include <nccl.h>
 
 #include <cstdio>
-#include <numeric>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 
+#include "kvtransfer/host_staged_transport.h"
 #include "kvtransfer/nccl_transport.h"
+#include "kvtransfer/ucx_transport.h"
 
 namespace podserve::bench {
 namespace {
 
 constexpr auto kTimeout = std::chrono::seconds(30);
+// Chunk sizes tried besides kNcclPackChunkBytes on the shuffled pages; the last one is larger
+// than any message (one chunk: gather, send, scatter one after another).
+constexpr std::uint64_t kSweptChunkBytes[] = {4ull << 20, 8ull << 20, 32ull << 20, 64ull << 20,
+                                              1ull << 62};
+
+// Row path suffix of a swept chunk size: "/packed-c8M", "/packed-single".
+std::string chunk_suffix(std::uint64_t chunk_bytes) {
+  if (chunk_bytes == kSweptChunkBytes[std::size(kSweptChunkBytes) - 1]) return "/packed-single";
+  return "/packed-c" + std::to_string(chunk_bytes >> 20) + "M";
+}
 
 bool cuda_ok(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return true;
@@ -20,118 +35,485 @@ bool cuda_ok(cudaError_t error, const char* what) {
   return false;
 }
 
-// Median seconds of one GPU0 -> GPU1 send/recv of `segments`, both posted in one NCCL group.
-double send_recv_seconds(NcclKvChannel& sender, NcclKvChannel& receiver, const void* source,
-                         void* target, std::span<const PutSegment> segments, int samples) {
+bool nccl_ok(ncclResult_t result, const char* what) {
+  if (result == ncclSuccess) return true;
+  std::fprintf(stderr, "%s: %s\n", what, ncclGetErrorString(result));
+  return false;
+}
+
+bool status_ok(const Status& status, const char* what) {
+  if (status.ok()) return true;
+  std::fprintf(stderr, "%s: %s\n", what, status.to_string().c_str());
+  return false;
+}
+
+// Median seconds of `sample` (false: it failed, and so does the measurement: -1). Sample 0
+// warms up.
+double median_seconds(int samples, const std::function<bool()>& sample) {
   std::vector<double> times;
-  for (int sample = 0; sample <= samples; ++sample) {
+  for (int i = 0; i <= samples; ++i) {
     const auto start = Clock::now();
-    if (!NcclKvChannel::group_start().ok()) return -1.0;
-    auto sent = sender.send_segments(1, source, segments, nullptr, kTimeout);
-    auto received = receiver.recv_segments(0, target, segments, nullptr, kTimeout);
-    if (!NcclKvChannel::group_end().ok() || !sent.ok() || !received.ok()) return -1.0;
-    TransferState send_state = TransferState::kPending;
-    TransferState recv_state = TransferState::kPending;
-    while (send_state == TransferState::kPending || recv_state == TransferState::kPending) {
-      send_state = sender.poll(*sent);
-      recv_state = receiver.poll(*received);
-    }
-    sender.release(*sent);
-    receiver.release(*received);
-    if (send_state != TransferState::kDone || recv_state != TransferState::kDone) return -1.0;
-    if (sample > 0) times.push_back(seconds_since(start));
+    if (!sample()) return -1.0;
+    if (i > 0) times.push_back(seconds_since(start));
   }
   return median(times);
 }
 
-// Median seconds of cudaMemcpyPeer of the same segments (the link's peak in this run).
-double memcpy_peer_seconds(const void* source, void* target, std::span<const PutSegment> segments,
-                           int samples) {
-  std::vector<double> times;
-  for (int sample = 0; sample <= samples; ++sample) {
-    const auto start = Clock::now();
-    for (const PutSegment& segment : segments) {
-      cudaMemcpyPeerAsync(static_cast<std::uint8_t*>(target) + segment.remote_offset, 1,
-                          static_cast<const std::uint8_t*>(source) + segment.local_offset, 0,
-                          segment.bytes, nullptr);
-    }
-    if (!cuda_ok(cudaDeviceSynchronize(), "cudaMemcpyPeer")) return -1.0;
-    if (sample > 0) times.push_back(seconds_since(start));
+double gbs(std::uint64_t bytes, double seconds) {
+  return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
+}
+
+// The message sizes and, per size, the contiguous and (from two pages up) the shuffled-page
+// segment lists.
+std::vector<std::pair<std::string, std::vector<PutSegment>>> modes_for(const BenchOptions& options,
+                                                                       std::uint64_t bytes,
+                                                                       std::mt19937_64& rng) {
+  std::vector<std::pair<std::string, std::vector<PutSegment>>> modes;
+  modes.emplace_back("contiguous", std::vector<PutSegment>{{0, 0, bytes}});
+  if (bytes >= 2 * options.page_bytes) {
+    modes.emplace_back("scattered", scattered_segments(bytes, options.page_bytes, rng));
   }
-  return median(times);
+  return modes;
+}
+
+// GPU 0's source (random bytes, kept on the host too for checking) and GPU `target_device`'s
+// target, `bytes` each, with a non-blocking stream on each device.
+class GpuBuffers {
+ public:
+  ~GpuBuffers() {
+    if (source_ != nullptr) {
+      cudaSetDevice(0);
+      cudaFree(source_);
+      cudaStreamDestroy(source_stream_);
+    }
+    if (target_ != nullptr) {
+      cudaSetDevice(target_device_);
+      cudaFree(target_);
+      cudaStreamDestroy(target_stream_);
+    }
+    cudaSetDevice(0);
+  }
+
+  bool init(std::uint64_t bytes, int target_device) {
+    target_device_ = target_device;
+    host_source_.resize(bytes);
+    std::mt19937_64 rng(11);
+    for (std::uint64_t i = 0; i < bytes; i += 8) {
+      const std::uint64_t word = rng();
+      std::memcpy(host_source_.data() + i, &word, std::min<std::uint64_t>(8, bytes - i));
+    }
+    return cuda_ok(cudaSetDevice(0), "cudaSetDevice(0)") &&
+           cuda_ok(cudaMalloc(&source_, bytes), "cudaMalloc(source)") &&
+           cuda_ok(cudaMemcpy(source_, host_source_.data(), bytes, cudaMemcpyHostToDevice),
+                   "cudaMemcpy(source)") &&
+           cuda_ok(cudaStreamCreateWithFlags(&source_stream_, cudaStreamNonBlocking),
+                   "cudaStreamCreate") &&
+           cuda_ok(cudaSetDevice(target_device), "cudaSetDevice(target)") &&
+           cuda_ok(cudaMalloc(&target_, bytes), "cudaMalloc(target)") &&
+           cuda_ok(cudaStreamCreateWithFlags(&target_stream_, cudaStreamNonBlocking),
+                   "cudaStreamCreate") &&
+           cuda_ok(cudaSetDevice(0), "cudaSetDevice(0)");
+  }
+
+  // Clears the target, for the check after a measurement.
+  bool clear_target(std::uint64_t bytes) {
+    return cuda_ok(cudaSetDevice(target_device_), "cudaSetDevice") &&
+           cuda_ok(cudaMemset(target_, 0x5A, bytes), "cudaMemset(target)") &&
+           cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  }
+
+  // True when the target holds every segment of the source (each measurement rewrites the same
+  // bytes, so this checks the last one).
+  bool target_matches(std::span<const PutSegment> segments) {
+    std::uint64_t end = 0;
+    for (const PutSegment& segment : segments) {
+      end = std::max(end, segment.remote_offset + segment.bytes);
+    }
+    std::vector<std::uint8_t> arrived(end);
+    if (!cuda_ok(cudaSetDevice(target_device_), "cudaSetDevice") ||
+        !cuda_ok(cudaMemcpy(arrived.data(), target_, end, cudaMemcpyDeviceToHost),
+                 "cudaMemcpy(check)")) {
+      return false;
+    }
+    for (const PutSegment& segment : segments) {
+      if (std::memcmp(arrived.data() + segment.remote_offset,
+                      host_source_.data() + segment.local_offset, segment.bytes) != 0) {
+        std::fprintf(stderr, "target differs from the source in [%llu, +%llu)\n",
+                     static_cast<unsigned long long>(segment.remote_offset),
+                     static_cast<unsigned long long>(segment.bytes));
+        return false;
+      }
+    }
+    return true;
+  }
+
+  std::uint8_t* source() const { return static_cast<std::uint8_t*>(source_); }
+  std::uint8_t* target() const { return static_cast<std::uint8_t*>(target_); }
+  cudaStream_t source_stream() const { return source_stream_; }
+  cudaStream_t target_stream() const { return target_stream_; }
+
+ private:
+  int target_device_ = 1;
+  std::vector<std::uint8_t> host_source_;
+  void* source_ = nullptr;
+  void* target_ = nullptr;
+  cudaStream_t source_stream_ = nullptr;
+  cudaStream_t target_stream_ = nullptr;
+};
+
+// NCCL may use NVLink multicast (NVLS) on NVSwitch hosts; the shared GPU machines must keep it
+// off (NCCL_NVLS_ENABLE=0), and point-to-point never needs it.
+void keep_nvls_off() {
+  if (std::getenv("NCCL_NVLS_ENABLE") == nullptr) setenv("NCCL_NVLS_ENABLE", "0", 1);
+  std::printf("NCCL_NVLS_ENABLE=%s\n", std::getenv("NCCL_NVLS_ENABLE"));
 }
 
 }  // namespace
 
 int run_nccl_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
+  keep_nvls_off();
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 2) {
     std::fprintf(stderr, "--backend nccl needs 2 CUDA devices, found %d\n", devices);
     return 2;
   }
+  GpuBuffers buffers;
+  if (!buffers.init(options.max_bytes, 1)) return 1;
+  int can_access = 0;
+  if (!cuda_ok(cudaDeviceCanAccessPeer(&can_access, 0, 1), "cudaDeviceCanAccessPeer")) return 1;
+  for (int device = 0; device < 2 && can_access; ++device) {
+    if (!cuda_ok(cudaSetDevice(device), "cudaSetDevice")) return 1;
+    const cudaError_t enabled = cudaDeviceEnablePeerAccess(1 - device, 0);
+    if (enabled == cudaErrorPeerAccessAlreadyEnabled) {
+      cudaGetLastError();  // not an error here; clear it
+    } else if (!cuda_ok(enabled, "cudaDeviceEnablePeerAccess")) {
+      return 1;
+    }
+  }
+  if (!cuda_ok(cudaSetDevice(0), "cudaSetDevice")) return 1;
   const std::vector<int> device_ids = {0, 1};
   auto channels = NcclKvChannel::create_local(device_ids);
-  if (!channels.ok()) {
-    std::fprintf(stderr, "NCCL init: %s\n", channels.status().to_string().c_str());
-    return 1;
-  }
-  void* source = nullptr;
-  void* target = nullptr;
-  int can_access = 0;
-  if (!cuda_ok(cudaSetDevice(0), "cudaSetDevice") ||
-      !cuda_ok(cudaMalloc(&source, options.max_bytes), "cudaMalloc") ||
-      !cuda_ok(cudaMemset(source, 1, options.max_bytes), "cudaMemset") ||
-      !cuda_ok(cudaDeviceCanAccessPeer(&can_access, 0, 1), "cudaDeviceCanAccessPeer")) {
-    return 1;
-  }
-  if (can_access) cudaDeviceEnablePeerAccess(1, 0);
-  if (!cuda_ok(cudaSetDevice(1), "cudaSetDevice") ||
-      !cuda_ok(cudaMalloc(&target, options.max_bytes), "cudaMalloc")) {
-    return 1;
-  }
-  if (can_access) cudaDeviceEnablePeerAccess(0, 0);
-  cudaSetDevice(0);
+  if (!status_ok(channels.status(), "NcclKvChannel::create_local")) return 1;
+  NcclKvChannel& sender = *(*channels)[0];
+  NcclKvChannel& receiver = *(*channels)[1];
+  // NCCL's own figure: its communicators, no channel in between.
+  ncclComm_t comms[2] = {nullptr, nullptr};
+  if (!nccl_ok(ncclCommInitAll(comms, 2, device_ids.data()), "ncclCommInitAll")) return 1;
   const std::string path = std::string("gpu0->gpu1") + (can_access ? "/p2p" : "/no-p2p");
+
+  const auto raw_send_recv = [&](std::uint64_t bytes) {
+    return nccl_ok(ncclGroupStart(), "ncclGroupStart") &&
+           nccl_ok(
+               ncclSend(buffers.source(), bytes, ncclUint8, 1, comms[0], buffers.source_stream()),
+               "ncclSend") &&
+           nccl_ok(
+               ncclRecv(buffers.target(), bytes, ncclUint8, 0, comms[1], buffers.target_stream()),
+               "ncclRecv") &&
+           nccl_ok(ncclGroupEnd(), "ncclGroupEnd") &&
+           cuda_ok(cudaStreamSynchronize(buffers.source_stream()), "sync") &&
+           cuda_ok(cudaStreamSynchronize(buffers.target_stream()), "sync");
+  };
+  const auto memcpy_peer = [&](std::uint64_t bytes) {
+    return cuda_ok(cudaMemcpyPeerAsync(buffers.target(), 1, buffers.source(), 0, bytes,
+                                       buffers.source_stream()),
+                   "cudaMemcpyPeerAsync") &&
+           cuda_ok(cudaStreamSynchronize(buffers.source_stream()), "sync");
+  };
+  const auto channel_send_recv = [&](NcclKvChannel& from, NcclKvChannel& to,
+                                     std::span<const PutSegment> segments) {
+    if (!status_ok(NcclKvChannel::group_start(), "group_start")) return false;
+    auto sent =
+        from.send_segments(1, buffers.source(), segments, buffers.source_stream(), kTimeout);
+    auto received =
+        to.recv_segments(0, buffers.target(), segments, buffers.target_stream(), kTimeout);
+    if (!status_ok(NcclKvChannel::group_end(), "group_end") ||
+        !status_ok(sent.status(), "send_segments") ||
+        !status_ok(received.status(), "recv_segments")) {
+      return false;
+    }
+    TransferState send_state = TransferState::kPending;
+    TransferState recv_state = TransferState::kPending;
+    while (send_state == TransferState::kPending || recv_state == TransferState::kPending) {
+      send_state = from.poll(*sent);
+      recv_state = to.poll(*received);
+    }
+    from.release(*sent);
+    to.release(*received);
+    return send_state == TransferState::kDone && recv_state == TransferState::kDone;
+  };
+  // `segments` through `from` -> `to`, checked, as a row against NCCL's own figure `raw`.
+  const auto measure_channel = [&](NcclKvChannel& from, NcclKvChannel& to, const std::string& mode,
+                                   std::span<const PutSegment> segments, std::uint64_t bytes,
+                                   double raw, const std::string& path_suffix) {
+    if (!buffers.clear_target(bytes)) return false;
+    const double channel = median_seconds(samples_for(options, bytes),
+                                          [&] { return channel_send_recv(from, to, segments); });
+    if (channel < 0 || !buffers.target_matches(segments)) {
+      std::fprintf(stderr, "NcclKvChannel %s%s failed at %llu bytes\n", mode.c_str(),
+                   path_suffix.c_str(), static_cast<unsigned long long>(bytes));
+      return false;
+    }
+    rows.push_back({"nccl", path + path_suffix, mode, bytes, segments.size(), channel * 1e6,
+                    gbs(bytes, channel), gbs(bytes, raw), "raw-nccl"});
+    return true;
+  };
+
+  std::mt19937_64 rng(7);
+  int exit_code = 0;
+  struct Shuffled {
+    std::uint64_t bytes = 0;
+    std::vector<PutSegment> segments;
+    double raw_seconds = 0;  // NCCL's own figure of the same bytes
+  };
+  std::vector<Shuffled> shuffled;  // per size, for the chunk sweep
+  for (std::uint64_t bytes = options.min_bytes; bytes <= options.max_bytes && exit_code == 0;
+       bytes *= 4) {
+    const int samples = samples_for(options, bytes);
+    const double raw = median_seconds(samples, [&] { return raw_send_recv(bytes); });
+    const double peer = median_seconds(samples, [&] { return memcpy_peer(bytes); });
+    if (raw < 0 || peer < 0) {
+      exit_code = 1;
+      break;
+    }
+    rows.push_back({"nccl", path + "/raw", "contiguous", bytes, 1, raw * 1e6, gbs(bytes, raw),
+                    gbs(bytes, peer), "memcpyPeer"});
+    for (const auto& [mode, segments] : modes_for(options, bytes, rng)) {
+      if (!measure_channel(sender, receiver, mode, segments, bytes, raw,
+                           mode == "contiguous" ? "/channel" : "/channel-packed")) {
+        exit_code = 1;
+        break;
+      }
+      if (mode == "scattered") shuffled.push_back({bytes, segments, raw});
+    }
+  }
+  // The same shuffled pages with other chunk sizes (fresh channels each; "single": one message,
+  // no pipeline), where the cut differs from the default's.
+  for (const std::uint64_t chunk_bytes : kSweptChunkBytes) {
+    if (exit_code != 0) break;
+    auto swept = NcclKvChannel::create_local(device_ids, {.pack_chunk_bytes = chunk_bytes});
+    if (!status_ok(swept.status(), "NcclKvChannel::create_local")) {
+      exit_code = 1;
+      break;
+    }
+    for (const Shuffled& pages : shuffled) {
+      if (pages.bytes < 2 * std::min(chunk_bytes, kNcclPackChunkBytes)) continue;
+      if (!measure_channel(*(*swept)[0], *(*swept)[1], "scattered", pages.segments, pages.bytes,
+                           pages.raw_seconds, chunk_suffix(chunk_bytes))) {
+        exit_code = 1;
+        break;
+      }
+    }
+  }
+  ncclCommDestroy(comms[0]);
+  ncclCommDestroy(comms[1]);
+  return exit_code;
+}
+
+int run_staged_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 1) {
+    std::fprintf(stderr, "--backend staged needs a CUDA device\n");
+    return 2;
+  }
+  const int target_device = devices > 1 ? 1 : 0;
+  GpuBuffers buffers;
+  if (!buffers.init(options.max_bytes, target_device)) return 1;
+
+  // Two transports in this process, as a prefill and a decode rank would each hold one.
+  UcxOptions ucx_options;
+  ucx_options.peer_error_handling = options.peer_error_handling;
+  std::unique_ptr<KvTransport> transports[2];
+  for (int side = 0; side < 2; ++side) {
+    auto ucx = make_ucx_transport(ucx_options);
+    if (!status_ok(ucx.status(), "make_ucx_transport")) return 1;
+    auto transport = make_transport_for(std::move(*ucx), MemoryKind::kDevice,
+                                        {.cuda_device = side == 0 ? 0 : target_device});
+    if (!status_ok(transport.status(), "make_transport_for")) return 1;
+    transports[side] = std::move(*transport);
+  }
+  KvTransport& initiator = *transports[0];
+  KvTransport& target = *transports[1];
+  if (!status_ok(initiator.connect(1, target.local_address()), "connect") ||
+      !status_ok(target.connect(0, initiator.local_address()), "connect")) {
+    return 1;
+  }
+  auto local = initiator.register_region(buffers.source(), options.max_bytes, MemoryKind::kDevice);
+  auto target_region =
+      target.register_region(buffers.target(), options.max_bytes, MemoryKind::kDevice);
+  if (!status_ok(local.status(), "register_region(source)") ||
+      !status_ok(target_region.status(), "register_region(target)")) {
+    return 1;
+  }
+  auto descriptor = target.region_descriptor(*target_region);
+  if (!status_ok(descriptor.status(), "region_descriptor")) return 1;
+  auto remote = initiator.add_remote_region(1, *descriptor);
+  if (!status_ok(remote.status(), "add_remote_region")) return 1;
+
+  // The stages on their own: device -> pinned host, host -> host, pinned host -> device.
+  std::uint8_t* host_out = nullptr;
+  std::uint8_t* host_in = nullptr;
+  if (!cuda_ok(cudaMallocHost(reinterpret_cast<void**>(&host_out), options.max_bytes),
+               "cudaMallocHost") ||
+      !cuda_ok(cudaMallocHost(reinterpret_cast<void**>(&host_in), options.max_bytes),
+               "cudaMallocHost")) {
+    return 1;
+  }
+  const char* tls = std::getenv("UCX_TLS");
+  const std::string path = initiator.name() + "/" + (tls != nullptr ? tls : "default") +
+                           "/gpu0->gpu" + std::to_string(target_device);
+  std::printf("host-staged UCX: %s\n", path.c_str());
+
+  const auto staged_put = [&](std::span<const PutSegment> segments) {
+    auto id = initiator.post_put(*local, *remote, segments, kTimeout);
+    if (!status_ok(id.status(), "post_put")) return false;
+    TransferState state = TransferState::kPending;
+    while (state == TransferState::kPending) {
+      target.progress();
+      initiator.progress();
+      state = initiator.poll(*id);
+    }
+    initiator.release(*id);
+    if (state != TransferState::kDone) {
+      std::fprintf(stderr, "staged transfer ended %s\n", std::string(to_string(state)).c_str());
+      return false;
+    }
+    return status_ok(target.deliver(*target_region, segments), "deliver");
+  };
+  const auto device_to_host = [&](std::span<const PutSegment> segments) {
+    for (const PutSegment& segment : segments) {
+      if (!cuda_ok(cudaMemcpyAsync(host_out + segment.local_offset,
+                                   buffers.source() + segment.local_offset, segment.bytes,
+                                   cudaMemcpyDeviceToHost, buffers.source_stream()),
+                   "cudaMemcpyAsync(D2H)")) {
+        return false;
+      }
+    }
+    return cuda_ok(cudaStreamSynchronize(buffers.source_stream()), "sync");
+  };
+  const auto host_to_host = [&](std::span<const PutSegment> segments) {
+    for (const PutSegment& segment : segments) {
+      std::memcpy(host_in + segment.remote_offset, host_out + segment.local_offset, segment.bytes);
+    }
+    return true;
+  };
+  const auto host_to_device = [&](std::span<const PutSegment> segments) {
+    for (const PutSegment& segment : segments) {
+      if (!cuda_ok(cudaMemcpyAsync(buffers.target() + segment.remote_offset,
+                                   host_in + segment.remote_offset, segment.bytes,
+                                   cudaMemcpyHostToDevice, buffers.target_stream()),
+                   "cudaMemcpyAsync(H2D)")) {
+        return false;
+      }
+    }
+    return cuda_ok(cudaStreamSynchronize(buffers.target_stream()), "sync");
+  };
 
   std::mt19937_64 rng(7);
   int exit_code = 0;
   for (std::uint64_t bytes = options.min_bytes; bytes <= options.max_bytes && exit_code == 0;
        bytes *= 4) {
     const int samples = samples_for(options, bytes);
-    std::vector<std::pair<std::string, std::vector<PutSegment>>> modes;
-    modes.emplace_back("contiguous", std::vector<PutSegment>{{0, 0, bytes}});
-    if (bytes >= 2 * options.page_bytes) {
-      const std::uint64_t pages = bytes / options.page_bytes;
-      std::vector<std::uint64_t> order(pages);
-      std::iota(order.begin(), order.end(), 0);
-      std::shuffle(order.begin(), order.end(), rng);
-      std::vector<PutSegment> segments;
-      for (std::uint64_t page = 0; page < pages; ++page) {
-        segments.push_back(
-            {page * options.page_bytes, order[page] * options.page_bytes, options.page_bytes});
-      }
-      modes.emplace_back("scattered", std::move(segments));
-    }
-    for (const auto& [mode, segments] : modes) {
-      const double nccl =
-          send_recv_seconds(*(*channels)[0], *(*channels)[1], source, target, segments, samples);
-      const double peer = memcpy_peer_seconds(source, target, segments, samples);
-      if (nccl < 0 || peer < 0) {
-        std::fprintf(stderr, "NCCL or cudaMemcpyPeer failed at %llu bytes\n",
+    for (const auto& [mode, segments] : modes_for(options, bytes, rng)) {
+      if (!buffers.clear_target(bytes)) return 1;
+      const double staged = median_seconds(samples, [&] { return staged_put(segments); });
+      if (staged < 0 || !buffers.target_matches(segments)) {
+        std::fprintf(stderr, "host-staged %s failed at %llu bytes\n", mode.c_str(),
                      static_cast<unsigned long long>(bytes));
         exit_code = 1;
         break;
       }
-      rows.push_back({"nccl", path, mode, bytes, segments.size(), nccl * 1e6,
-                      static_cast<double>(bytes) / nccl / 1e9,
-                      static_cast<double>(bytes) / peer / 1e9});
+      const double d2h = median_seconds(samples, [&] { return device_to_host(segments); });
+      const double h2h = median_seconds(samples, [&] { return host_to_host(segments); });
+      const double h2d = median_seconds(samples, [&] { return host_to_device(segments); });
+      if (d2h < 0 || h2d < 0) {
+        exit_code = 1;
+        break;
+      }
+      std::printf(
+          "stages %-10s %10llu bytes: D2H %.2f GB/s, host memcpy %.2f GB/s, H2D %.2f GB/s\n",
+          mode.c_str(), static_cast<unsigned long long>(bytes), gbs(bytes, d2h), gbs(bytes, h2h),
+          gbs(bytes, h2d));
+      rows.push_back({"staged", path, mode, bytes, segments.size(), staged * 1e6,
+                      gbs(bytes, staged), gbs(bytes, d2h + h2h + h2d), "stages"});
     }
   }
-  cudaSetDevice(1);
-  cudaFree(target);
-  cudaSetDevice(0);
-  cudaFree(source);
+  cudaFreeHost(host_out);
+  cudaFreeHost(host_in);
   return exit_code;
+}
+
+void print_gpu_summary(const std::vector<BenchRow>& rows) {
+  const auto find = [&rows](const std::string& backend, const std::string& mode,
+                            std::uint64_t bytes,
+                            const std::string& path_suffix) -> const BenchRow* {
+    for (const BenchRow& row : rows) {
+      if (row.backend == backend && row.mode == mode && row.bytes == bytes &&
+          row.path.ends_with(path_suffix)) {
+        return &row;
+      }
+    }
+    return nullptr;
+  };
+  std::vector<std::uint64_t> sizes;
+  for (const BenchRow& row : rows) {
+    if (std::find(sizes.begin(), sizes.end(), row.bytes) == sizes.end()) sizes.push_back(row.bytes);
+  }
+  std::printf(
+      "\nsummary, GB/s (ratio = bandwidth / baseline of the same bytes, measured in this run):\n"
+      "  nccl_raw     NCCL's own peer-to-peer figure: ncclSend/ncclRecv of the whole message\n"
+      "  paged        NcclKvChannel, shuffled pages: gather, send, scatter (pipelined in chunks "
+      "from\n"
+      "               two chunks up);  ratio to nccl_raw\n"
+      "  staged       host-staged UCX, shuffled pages, post_put -> deliver done; ratio to stages "
+      "=\n"
+      "               sum of the same D2H, host memcpy and H2D copies done one after another\n");
+  std::printf("%12s %10s %10s %7s %10s %10s %7s\n", "bytes", "nccl_raw", "paged", "ratio", "staged",
+              "stages", "ratio");
+  const auto cell = [](const BenchRow* row, double value) {
+    if (row == nullptr) return std::string("-");
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.2f", value);
+    return std::string(text);
+  };
+  for (const std::uint64_t bytes : sizes) {
+    const BenchRow* raw = find("nccl", "contiguous", bytes, "/raw");
+    const BenchRow* paged = find("nccl", "scattered", bytes, "/channel-packed");
+    const BenchRow* staged = find("staged", "scattered", bytes, "");
+    std::printf("%12llu %10s %10s %7s %10s %10s %7s\n", static_cast<unsigned long long>(bytes),
+                cell(raw, raw ? raw->bandwidth_gbs : 0).c_str(),
+                cell(paged, paged ? paged->bandwidth_gbs : 0).c_str(),
+                cell(paged, paged ? paged->bandwidth_gbs / paged->peak_gbs : 0).c_str(),
+                cell(staged, staged ? staged->bandwidth_gbs : 0).c_str(),
+                cell(staged, staged ? staged->peak_gbs : 0).c_str(),
+                cell(staged, staged ? staged->bandwidth_gbs / staged->peak_gbs : 0).c_str());
+  }
+  // The chunk sweep: paged ratio to nccl_raw per chunk size, the default's column from above.
+  std::vector<std::pair<std::string, std::string>> columns;  // header, path suffix
+  bool default_listed = false;
+  for (const std::uint64_t chunk_bytes : kSweptChunkBytes) {  // ascending
+    if (chunk_bytes > kNcclPackChunkBytes && !default_listed) {
+      columns.emplace_back(std::to_string(kNcclPackChunkBytes >> 20) + "M*", "/channel-packed");
+      default_listed = true;
+    }
+    const std::string suffix = chunk_suffix(chunk_bytes);
+    columns.emplace_back(suffix.substr(std::string("/packed-").size()), suffix);
+  }
+  bool swept = false;
+  for (const BenchRow& row : rows) swept = swept || row.path.find("/packed-") != std::string::npos;
+  if (!swept) return;
+  std::printf("\npaged / nccl_raw by chunk size (c = chunk, * = default; single = one message):\n");
+  std::printf("%12s", "bytes");
+  for (const auto& [header, suffix] : columns) std::printf(" %7s", header.c_str());
+  std::printf("\n");
+  for (const std::uint64_t bytes : sizes) {
+    if (find("nccl", "scattered", bytes, "/channel-packed") == nullptr) continue;
+    std::printf("%12llu", static_cast<unsigned long long>(bytes));
+    for (const auto& [header, suffix] : columns) {
+      const BenchRow* row = find("nccl", "scattered", bytes, suffix);
+      std::printf(" %7s", cell(row, row ? row->bandwidth_gbs / row->peak_gbs : 0).c_str());
+    }
+    std::printf("\n");
+  }
 }
 
 }  // namespace podserve::bench

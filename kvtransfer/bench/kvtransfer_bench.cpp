@@ -3,14 +3,14 @@
 //   UCX (host to host, two processes):
 //     UCX_TLS=sm,self mpirun -np 2 build/bin/podserve-kvtransfer-bench --csv ucx_sm.csv
 //     UCX_TLS=tcp,self mpirun -np 2 build/bin/podserve-kvtransfer-bench --csv ucx_tcp.csv
-//   NCCL (GPU0 -> GPU1, one process, CUDA builds):
-//     build/bin/podserve-kvtransfer-bench --backend nccl --csv nccl.csv
+//   GPU0 -> GPU1 in one process (CUDA builds; kvtransfer/bench/gpu_session.sh runs them):
+//     NCCL_NVLS_ENABLE=0 build/bin/podserve-kvtransfer-bench --backend nccl|staged|gpu
 //
 // Rank 0 puts into rank 1's registered buffer: one contiguous segment per message, and a
 // page-scattered mode (one segment per --page-bytes page, target pages in random order). Each
 // sample is post_put -> kDone (remote completion included); latency is the median, bandwidth
-// bytes / median. The peak is the same bytes copied by memcpy in rank 0 (same pattern), measured
-// in the same run; the ratio is bandwidth / peak. NCCL mode compares against cudaMemcpyPeer.
+// bytes / median. The peak is the same bytes moved by a baseline measured in the same run (UCX:
+// memcpy in rank 0 with the same pattern; GPU modes: gpu_bench.h); the ratio is bandwidth / peak.
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -28,27 +28,30 @@
 #include "kvtransfer/bench/mpi_exchange.h"
 #include "kvtransfer/ucx_transport.h"
 #ifdef PODSERVE_KVTRANSFER_HAS_NCCL
-#include "kvtransfer/bench/nccl_bench.h"
+#include "kvtransfer/bench/gpu_bench.h"
 #endif
 
 namespace podserve::bench {
 
 bool report(const BenchOptions& options, const std::vector<BenchRow>& rows) {
-  std::printf("%-5s %-22s %-10s %10s %8s %12s %10s %10s %7s\n", "back", "path", "mode", "bytes",
-              "segments", "latency_us", "GB/s", "peak_GB/s", "ratio");
+  std::printf("%-6s %-30s %-10s %10s %8s %12s %10s %10s %7s %s\n", "back", "path", "mode", "bytes",
+              "segments", "latency_us", "GB/s", "peak_GB/s", "ratio", "peak=");
   for (const BenchRow& row : rows) {
-    std::printf("%-5s %-22s %-10s %10llu %8llu %12.1f %10.2f %10.2f %7.2f\n", row.backend.c_str(),
-                row.path.c_str(), row.mode.c_str(), static_cast<unsigned long long>(row.bytes),
+    std::printf("%-6s %-30s %-10s %10llu %8llu %12.1f %10.2f %10.2f %7.2f %s\n",
+                row.backend.c_str(), row.path.c_str(), row.mode.c_str(),
+                static_cast<unsigned long long>(row.bytes),
                 static_cast<unsigned long long>(row.segments), row.latency_us, row.bandwidth_gbs,
-                row.peak_gbs, row.peak_gbs > 0 ? row.bandwidth_gbs / row.peak_gbs : 0.0);
+                row.peak_gbs, row.peak_gbs > 0 ? row.bandwidth_gbs / row.peak_gbs : 0.0,
+                row.baseline.c_str());
   }
   if (options.csv_path.empty()) return true;
   std::ofstream csv(options.csv_path);
-  csv << "backend,path,mode,bytes,segments,latency_us,bandwidth_gbs,peak_gbs,ratio\n";
+  csv << "backend,path,mode,bytes,segments,latency_us,bandwidth_gbs,peak_gbs,ratio,baseline\n";
   for (const BenchRow& row : rows) {
     csv << row.backend << ',' << row.path << ',' << row.mode << ',' << row.bytes << ','
         << row.segments << ',' << row.latency_us << ',' << row.bandwidth_gbs << ',' << row.peak_gbs
-        << ',' << (row.peak_gbs > 0 ? row.bandwidth_gbs / row.peak_gbs : 0.0) << '\n';
+        << ',' << (row.peak_gbs > 0 ? row.bandwidth_gbs / row.peak_gbs : 0.0) << ',' << row.baseline
+        << '\n';
   }
   return static_cast<bool>(csv);
 }
@@ -61,20 +64,6 @@ bool check(const Status& status, const char* what) {
   if (status.ok()) return true;
   std::fprintf(stderr, "%s: %s\n", what, status.to_string().c_str());
   return false;
-}
-
-// Page-scattered segment list: local pages in order, remote pages in a random permutation.
-std::vector<PutSegment> scattered_segments(std::uint64_t bytes, std::uint64_t page_bytes,
-                                           std::mt19937_64& rng) {
-  const std::uint64_t pages = bytes / page_bytes;
-  std::vector<std::uint64_t> order(pages);
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  std::vector<PutSegment> segments;
-  for (std::uint64_t page = 0; page < pages; ++page) {
-    segments.push_back({page * page_bytes, order[page] * page_bytes, page_bytes});
-  }
-  return segments;
 }
 
 // Median seconds of memcpy over the same segments (the same-process peak).
@@ -195,6 +184,7 @@ int run_ucx_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
       row.latency_us = put * 1e6;
       row.bandwidth_gbs = static_cast<double>(bytes) / put / 1e9;
       row.peak_gbs = static_cast<double>(bytes) / copy / 1e9;
+      row.baseline = "memcpy";
       rows.push_back(row);
     }
     if (exit_code != 0) break;
@@ -213,8 +203,9 @@ int main(int argc, char** argv) {
   BenchOptions options;
   CLI::App app{"podserve KV transfer benchmark"};
   app.add_option("--backend", options.backend,
-                 "ucx (under mpirun -np 2) or nccl (one process, 2 GPUs)")
-      ->check(CLI::IsMember({"ucx", "nccl"}));
+                 "ucx (under mpirun -np 2); nccl, staged (host-staged UCX) or gpu (both): one "
+                 "process, GPU 0 -> GPU 1")
+      ->check(CLI::IsMember({"ucx", "nccl", "staged", "gpu"}));
   app.add_option("--min-bytes", options.min_bytes, "smallest message (sizes grow by 4x)");
   app.add_option("--max-bytes", options.max_bytes, "largest message");
   app.add_option("--page-bytes", options.page_bytes, "page size of the scattered mode");
@@ -239,15 +230,24 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   if (options.backend == "ucx") {
     exit_code = run_ucx_bench(options, rows);
-  } else {
+  } else if (rank == 0) {
 #ifdef PODSERVE_KVTRANSFER_HAS_NCCL
-    exit_code = rank == 0 ? run_nccl_bench(options, rows) : 0;
+    if (options.backend == "nccl" || options.backend == "gpu") {
+      exit_code = run_nccl_bench(options, rows);
+    }
+    if (exit_code == 0 && (options.backend == "staged" || options.backend == "gpu")) {
+      exit_code = run_staged_bench(options, rows);
+    }
 #else
-    std::fprintf(stderr, "--backend nccl needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)\n");
+    std::fprintf(stderr, "--backend %s needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)\n",
+                 options.backend.c_str());
     exit_code = 1;
 #endif
   }
   if (rank == 0 && exit_code == 0 && !report(options, rows)) exit_code = 1;
+#ifdef PODSERVE_KVTRANSFER_HAS_NCCL
+  if (rank == 0 && exit_code == 0 && options.backend != "ucx") print_gpu_summary(rows);
+#endif
   MPI_Finalize();
   return exit_code;
 }

@@ -1,20 +1,56 @@
-// Segment patterns shared by the UCX tests: each names a region size and a generator of
-// segments whose remote ranges never overlap, so the expected target is the poisoned target
-// with every segment copied in.
+// Segment patterns (and a printed fresh seed) shared by the kvtransfer tests: each names a region
+// size and a generator of segments whose remote ranges never overlap, so the expected target is the
+// poisoned target with every segment copied in.
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <random>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvtransfer/transport.h"
 
 namespace podserve::testing {
+
+// Progresses the target (when given) and the initiator with short sleeps until transfer `id` is
+// final; kPending when `limit` passed first.
+inline TransferState wait_final(KvTransport& initiator, KvTransport* target, std::uint64_t id,
+                                std::chrono::seconds limit = std::chrono::seconds(60)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < give_up) {
+    if (target != nullptr) target->progress();
+    initiator.progress();
+    const TransferState state = initiator.poll(id);
+    if (state != TransferState::kPending) return state;
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  return TransferState::kPending;
+}
+
+// Progresses both sides for `duration` (lets any stray write land).
+inline void progress_both(KvTransport& initiator, KvTransport& target,
+                          std::chrono::milliseconds duration) {
+  const auto until = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < until) {
+    target.progress();
+    initiator.progress();
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+
+// A fresh random seed, printed so a failing run can be reproduced.
+inline std::uint64_t fresh_seed() {
+  const std::uint64_t seed = std::random_device{}();
+  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
+  return seed;
+}
 
 struct SegmentPattern {
   std::string name;

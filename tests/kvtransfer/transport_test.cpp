@@ -1,9 +1,15 @@
-// The transport interface's helpers: segment coalescing and state names.
+// The transport interface's helpers: segment coalescing, state names, the packed layout of
+// NCCL page runs, and make_transport_for's choice (the wrapping itself:
+// host_staged_transport_test).
 #include "kvtransfer/transport.h"
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <vector>
+
+#include "kvtransfer/host_staged_transport.h"
+#include "kvtransfer/pack_layout.h"
 
 namespace podserve {
 namespace {
@@ -31,6 +37,89 @@ TEST(TransferState, EveryStateHasAName) {
   EXPECT_EQ(to_string(TransferState::kFailed), "failed");
   EXPECT_EQ(to_string(TransferState::kTimedOut), "timed_out");
   EXPECT_EQ(to_string(TransferState::kCancelled), "cancelled");
+}
+
+TEST(PackLayout, BothSidesAgreeOnAlignedPackedOffsets) {
+  const std::vector<PutSegment> segments = {{0, 4096, 100}, {200, 17, 3}, {1000, 64, 32}};
+  const PackedLayout sender = pack_layout(segments, PackSide::kSender);
+  const PackedLayout receiver = pack_layout(segments, PackSide::kReceiver);
+  EXPECT_EQ(sender.segments,
+            (std::vector<PackedSegment>{{0, 0, 100}, {200, 112, 3}, {1000, 128, 32}}));
+  EXPECT_EQ(receiver.segments,
+            (std::vector<PackedSegment>{{4096, 0, 100}, {17, 112, 3}, {64, 128, 32}}));
+  EXPECT_EQ(sender.packed_bytes, 160u);
+  EXPECT_EQ(receiver.packed_bytes, sender.packed_bytes);
+}
+
+TEST(PackLayout, PagesPackWithoutGaps) {
+  constexpr std::uint64_t kPage = 65536;
+  std::vector<PutSegment> segments;
+  for (std::uint64_t page = 0; page < 8; ++page)
+    segments.push_back({page * kPage, (7 - page) * kPage, kPage});
+  const PackedLayout layout = pack_layout(segments, PackSide::kReceiver);
+  ASSERT_EQ(layout.segments.size(), 8u);
+  for (std::uint64_t page = 0; page < 8; ++page) {
+    EXPECT_EQ(layout.segments[page].packed_offset, page * kPage);
+    EXPECT_EQ(layout.segments[page].scattered_offset, (7 - page) * kPage);
+  }
+  EXPECT_EQ(layout.packed_bytes, 8 * kPage);
+  EXPECT_EQ(pack_layout({}, PackSide::kSender).packed_bytes, 0u);
+}
+
+// A transport that only answers supports_device_memory(): make_transport_for must not touch more.
+class FakeTransport final : public KvTransport {
+ public:
+  explicit FakeTransport(bool device_memory) : device_memory_(device_memory) {}
+  std::string name() const override { return "fake"; }
+  bool supports_device_memory() const override { return device_memory_; }
+  std::vector<std::uint8_t> local_address() const override { return {}; }
+  Status connect(int, std::span<const std::uint8_t>) override { return unimplemented("fake"); }
+  Result<int> register_region(void*, std::size_t, MemoryKind) override {
+    return unimplemented("fake");
+  }
+  Result<AllocatedRegion> allocate_region(std::size_t) override { return unimplemented("fake"); }
+  Result<RemoteRegion> region_descriptor(int) const override { return unimplemented("fake"); }
+  Result<int> add_remote_region(int, const RemoteRegion&) override { return unimplemented("fake"); }
+  Result<std::uint64_t> post_put(int, int, std::span<const PutSegment>,
+                                 std::chrono::milliseconds) override {
+    return unimplemented("fake");
+  }
+  bool progress() override { return false; }
+  TransferState poll(std::uint64_t) override { return TransferState::kFailed; }
+  void cancel(std::uint64_t) override {}
+  void release(std::uint64_t) override {}
+  Status deliver(int, std::span<const PutSegment>) override { return unimplemented("fake"); }
+  TransportStats stats() const override { return {}; }
+
+ private:
+  bool device_memory_;
+};
+
+TEST(MakeTransportFor, KeepsATransportThatCanRegisterTheMemory) {
+  for (const bool device_memory : {false, true}) {
+    auto inner = std::make_unique<FakeTransport>(device_memory);
+    KvTransport* const plain = inner.get();
+    auto chosen = make_transport_for(std::move(inner), MemoryKind::kHost, {});
+    ASSERT_TRUE(chosen.ok());
+    EXPECT_EQ(chosen->get(), plain) << "host KV memory needs no staging";
+  }
+  auto inner = std::make_unique<FakeTransport>(true);
+  KvTransport* const plain = inner.get();
+  auto chosen = make_transport_for(std::move(inner), MemoryKind::kDevice, {});
+  ASSERT_TRUE(chosen.ok());
+  EXPECT_EQ(chosen->get(), plain) << "the transport registers device memory itself";
+}
+
+TEST(MakeTransportFor, StagesDeviceMemoryForATransportWithoutIt) {
+  auto chosen = make_transport_for(std::make_unique<FakeTransport>(false), MemoryKind::kDevice, {});
+#ifdef PODSERVE_KVTRANSFER_HAS_CUDA
+  if (!chosen.ok())
+    GTEST_SKIP() << "host staging needs a CUDA device: " << chosen.status().to_string();
+  EXPECT_EQ((*chosen)->name(), "fake+host-staging");
+  EXPECT_TRUE((*chosen)->supports_device_memory());
+#else
+  EXPECT_EQ(chosen.status().code(), StatusCode::kUnimplemented);
+#endif
 }
 
 }  // namespace

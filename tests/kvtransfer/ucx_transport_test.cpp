@@ -22,18 +22,13 @@ namespace {
 using namespace std::chrono_literals;
 using testing::expected_target;
 using testing::first_difference;
+using testing::fresh_seed;
 using testing::random_bytes;
 
 constexpr int kInitiator = 0;
 constexpr int kTarget = 1;
 constexpr std::uint8_t kPoison = 0xA5;
 bool use_peer_error_handling = true;  // --ucx-peer-errors=0 clears it
-
-std::uint64_t fresh_seed() {
-  const std::uint64_t seed = std::random_device{}();
-  std::printf("seed %llu\n", static_cast<unsigned long long>(seed));
-  return seed;
-}
 
 class UcxPairTest : public ::testing::Test {
  protected:
@@ -67,28 +62,13 @@ class UcxPairTest : public ::testing::Test {
     return {*local, *handle};
   }
 
-  // Progresses both sides (or only the initiator) with short sleeps until the transfer is final.
+  // Progresses both sides (or only the initiator) until the transfer is final.
   TransferState wait(std::uint64_t id, bool progress_target = true,
                      std::chrono::seconds limit = 60s) {
-    const auto give_up = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < give_up) {
-      if (progress_target) target_->progress();
-      initiator_->progress();
-      const TransferState state = initiator_->poll(id);
-      if (state != TransferState::kPending) return state;
-      std::this_thread::sleep_for(50us);
-    }
-    return TransferState::kPending;
+    return testing::wait_final(*initiator_, progress_target ? target_.get() : nullptr, id, limit);
   }
-
-  // Progresses both sides for `duration` (lets any stray write land).
   void progress_for(std::chrono::milliseconds duration) {
-    const auto until = std::chrono::steady_clock::now() + duration;
-    while (std::chrono::steady_clock::now() < until) {
-      target_->progress();
-      initiator_->progress();
-      std::this_thread::sleep_for(100us);
-    }
+    testing::progress_both(*initiator_, *target_, duration);
   }
 
   std::unique_ptr<UcxTransport> initiator_;

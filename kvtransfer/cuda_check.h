@@ -1,0 +1,47 @@
+// Internal to kvtransfer's CUDA sources (nccl_transport.cpp, host_staged_transport.cpp,
+// nccl_pack.cu): the cudaError_t overload of check_result, so PODSERVE_CHECK works on CUDA
+// runtime calls, and a scope that makes a device current. Includes a CUDA header, so no public
+// header may include it (STYLE 1: streams and events cross the public headers as void*).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace podserve {
+
+inline Status check_result(cudaError_t error, std::string_view expr, std::string_view file,
+                           int line) {
+  if (error == cudaSuccess) return Status::Ok();
+  const std::string detail =
+      std::string(cudaGetErrorName(error)) + " (" + cudaGetErrorString(error) + ")";
+  return detail::check_failure(StatusCode::kInternal, "CUDA", detail, expr, file, line);
+}
+
+// Makes a device current until destruction, then restores the one that was current before.
+// The restore's error is dropped: a destructor cannot report it, and the next CUDA call will.
+class CudaDeviceScope {
+ public:
+  CudaDeviceScope() = default;
+  ~CudaDeviceScope() {
+    if (entered_) cudaSetDevice(previous_);
+  }
+  CudaDeviceScope(const CudaDeviceScope&) = delete;
+  CudaDeviceScope& operator=(const CudaDeviceScope&) = delete;
+
+  Status enter(int device) {
+    if (!entered_) PODSERVE_CHECK(cudaGetDevice(&previous_));
+    PODSERVE_CHECK(cudaSetDevice(device));
+    entered_ = true;
+    return Status::Ok();
+  }
+
+ private:
+  int previous_ = 0;
+  bool entered_ = false;
+};
+
+}  // namespace podserve

@@ -1,0 +1,321 @@
+#include "kvtransfer/host_staged_transport.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kvtransfer/cuda_check.h"
+
+namespace podserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct EventDestroy {
+  void operator()(CUevent_st* event) const { cudaEventDestroy(event); }
+};
+using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
+
+struct StreamDestroy {
+  void operator()(CUstream_st* stream) const { cudaStreamDestroy(stream); }
+};
+using StreamPtr = std::unique_ptr<CUstream_st, StreamDestroy>;
+
+// A registered device region and its pinned host mirror (owned by the inner transport).
+struct StagedRegion {
+  std::uint8_t* device = nullptr;
+  std::uint8_t* mirror = nullptr;
+  std::size_t bytes = 0;
+};
+
+struct Transfer {
+  // Device -> mirror copy of a staged transfer; null once the inner put is posted, and for
+  // transfers from host regions (posted to the inner transport at once).
+  EventPtr copied;
+  std::optional<std::uint64_t> inner_id;
+  int mirror_region = 0;
+  int remote_handle = 0;
+  std::vector<PutSegment> segments;  // coalesced; kept until the inner put is posted
+  std::uint64_t bytes = 0;
+  Clock::time_point deadline;
+  bool cancel_requested = false;
+  bool released = false;
+  TransferState state = TransferState::kPending;
+};
+
+bool in_range(std::uint64_t offset, std::uint64_t bytes, std::uint64_t region_bytes) {
+  return offset <= region_bytes && bytes <= region_bytes - offset;
+}
+
+class HostStagedTransport final : public KvTransport {
+ public:
+  static Result<std::unique_ptr<KvTransport>> create(std::unique_ptr<KvTransport> inner,
+                                                     const HostStagingOptions& options) {
+    if (!inner) return invalid_argument("host staging: no inner transport");
+    std::unique_ptr<HostStagedTransport> transport(
+        new HostStagedTransport(std::move(inner), options.cuda_device));
+    CudaDeviceScope scope;
+    PODSERVE_RETURN_IF_ERROR(scope.enter(options.cuda_device));
+    cudaStream_t stream = nullptr;
+    PODSERVE_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    transport->stream_.reset(stream);
+    return std::unique_ptr<KvTransport>(std::move(transport));
+  }
+
+  ~HostStagedTransport() override {
+    CudaDeviceScope scope;
+    if (!scope.enter(device_).ok()) return;
+    // Copies in flight write the mirrors: let them finish before the mirrors are unpinned.
+    if (stream_) cudaStreamSynchronize(stream_.get());
+    transfers_.clear();
+    stream_.reset();
+    for (auto& [id, region] : staged_) cudaHostUnregister(region.mirror);
+  }
+
+  std::string name() const override { return inner_->name() + "+host-staging"; }
+  bool supports_device_memory() const override { return true; }
+  std::vector<std::uint8_t> local_address() const override { return inner_->local_address(); }
+  Status connect(int peer_id, std::span<const std::uint8_t> peer_address) override {
+    return inner_->connect(peer_id, peer_address);
+  }
+
+  Result<int> register_region(void* base, std::size_t bytes, MemoryKind kind) override {
+    if (kind == MemoryKind::kHost) return inner_->register_region(base, bytes, kind);
+    if (base == nullptr || bytes == 0) {
+      return invalid_argument("host staging register_region: empty region");
+    }
+    cudaPointerAttributes attributes{};
+    PODSERVE_CHECK(cudaPointerGetAttributes(&attributes, base));
+    if (attributes.type != cudaMemoryTypeDevice || attributes.device != device_) {
+      return invalid_argument("host staging register_region: not device memory of CUDA device " +
+                              std::to_string(device_));
+    }
+    PODSERVE_ASSIGN_OR_RETURN(const AllocatedRegion mirror, inner_->allocate_region(bytes));
+    CudaDeviceScope scope;
+    PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
+    PODSERVE_CHECK(cudaHostRegister(mirror.base, bytes, cudaHostRegisterPortable));
+    staged_.emplace(mirror.id, StagedRegion{static_cast<std::uint8_t*>(base),
+                                            static_cast<std::uint8_t*>(mirror.base), bytes});
+    return mirror.id;
+  }
+
+  Result<AllocatedRegion> allocate_region(std::size_t bytes) override {
+    return inner_->allocate_region(bytes);
+  }
+  Result<RemoteRegion> region_descriptor(int local_region_id) const override {
+    return inner_->region_descriptor(local_region_id);
+  }
+  Result<int> add_remote_region(int peer_id, const RemoteRegion& region) override {
+    return inner_->add_remote_region(peer_id, region);
+  }
+
+  Result<std::uint64_t> post_put(int local_region_id, int remote_region_handle,
+                                 std::span<const PutSegment> segments,
+                                 std::chrono::milliseconds timeout) override {
+    Transfer transfer;
+    transfer.deadline = Clock::now() + timeout;
+    transfer.mirror_region = local_region_id;
+    transfer.remote_handle = remote_region_handle;
+    transfer.segments = coalesce_segments(segments);
+    for (const PutSegment& segment : transfer.segments) transfer.bytes += segment.bytes;
+
+    auto staged = staged_.find(local_region_id);
+    if (staged == staged_.end()) {
+      PODSERVE_ASSIGN_OR_RETURN(
+          transfer.inner_id,
+          inner_->post_put(local_region_id, remote_region_handle, transfer.segments, timeout));
+      transfer.segments.clear();
+    } else {
+      const StagedRegion& region = staged->second;
+      for (const PutSegment& segment : transfer.segments) {
+        if (!in_range(segment.local_offset, segment.bytes, region.bytes)) {
+          return out_of_range("host staging post_put: segment [" +
+                              std::to_string(segment.local_offset) + ", " +
+                              std::to_string(segment.bytes) + " bytes] outside local region " +
+                              std::to_string(local_region_id));
+        }
+      }
+      CudaDeviceScope scope;
+      PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
+      for (const PutSegment& segment : transfer.segments) {
+        PODSERVE_CHECK(cudaMemcpyAsync(region.mirror + segment.local_offset,
+                                       region.device + segment.local_offset, segment.bytes,
+                                       cudaMemcpyDeviceToHost, stream_.get()));
+      }
+      cudaEvent_t copied = nullptr;
+      PODSERVE_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+      transfer.copied.reset(copied);
+      PODSERVE_CHECK(cudaEventRecord(copied, stream_.get()));
+    }
+    const std::uint64_t id = next_transfer_id_++;
+    transfers_.emplace(id, std::move(transfer));
+    return id;
+  }
+
+  bool progress() override {
+    bool moved = inner_->progress();
+    if (transfers_.empty()) return moved;
+    CudaDeviceScope scope;
+    if (Status status = scope.enter(device_); !status.ok()) {
+      SPDLOG_WARN("host staging: {}", status.to_string());
+      return moved;
+    }
+    const auto now = Clock::now();
+    for (auto it = transfers_.begin(); it != transfers_.end();) {
+      moved |= update(it->second, now);
+      if (it->second.released && it->second.state != TransferState::kPending) {
+        it = transfers_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return moved;
+  }
+
+  TransferState poll(std::uint64_t transfer_id) override {
+    auto found = transfers_.find(transfer_id);
+    if (found == transfers_.end()) return TransferState::kFailed;
+    if (found->second.state == TransferState::kPending) {
+      CudaDeviceScope scope;
+      if (Status status = scope.enter(device_); !status.ok()) {
+        SPDLOG_WARN("host staging: {}", status.to_string());
+        return TransferState::kPending;
+      }
+      update(found->second, Clock::now());
+    }
+    return found->second.state;
+  }
+
+  void cancel(std::uint64_t transfer_id) override {
+    auto found = transfers_.find(transfer_id);
+    if (found == transfers_.end() || found->second.state != TransferState::kPending) return;
+    Transfer& transfer = found->second;
+    if (transfer.inner_id) {
+      inner_->cancel(*transfer.inner_id);
+    } else {
+      transfer.cancel_requested = true;
+    }
+  }
+
+  void release(std::uint64_t transfer_id) override {
+    auto found = transfers_.find(transfer_id);
+    if (found == transfers_.end()) return;
+    if (found->second.state != TransferState::kPending) {
+      transfers_.erase(found);
+      return;
+    }
+    cancel(transfer_id);
+    found->second.released = true;
+  }
+
+  Status deliver(int local_region_id, std::span<const PutSegment> segments) override {
+    auto staged = staged_.find(local_region_id);
+    if (staged == staged_.end()) return inner_->deliver(local_region_id, segments);
+    const StagedRegion& region = staged->second;
+    // Only the remote ranges matter here: merge those adjacent on the target.
+    std::vector<PutSegment> ranges;
+    ranges.reserve(segments.size());
+    for (const PutSegment& segment : segments) {
+      if (!in_range(segment.remote_offset, segment.bytes, region.bytes)) {
+        return out_of_range("host staging deliver: range [" +
+                            std::to_string(segment.remote_offset) + ", " +
+                            std::to_string(segment.bytes) + " bytes] outside region " +
+                            std::to_string(local_region_id));
+      }
+      ranges.push_back({segment.remote_offset, segment.remote_offset, segment.bytes});
+    }
+    CudaDeviceScope scope;
+    PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
+    for (const PutSegment& range : coalesce_segments(ranges)) {
+      PODSERVE_CHECK(cudaMemcpyAsync(region.device + range.remote_offset,
+                                     region.mirror + range.remote_offset, range.bytes,
+                                     cudaMemcpyHostToDevice, stream_.get()));
+    }
+    PODSERVE_CHECK(cudaStreamSynchronize(stream_.get()));
+    return Status::Ok();
+  }
+
+  TransportStats stats() const override { return stats_; }
+
+ private:
+  HostStagedTransport(std::unique_ptr<KvTransport> inner, int device)
+      : inner_(std::move(inner)), device_(device) {}
+
+  // Moves a pending transfer along; true when its state or stage changed. Needs device_ current.
+  bool update(Transfer& transfer, Clock::time_point now) {
+    if (transfer.state != TransferState::kPending) return false;
+    if (!transfer.inner_id) {
+      const cudaError_t copied = cudaEventQuery(transfer.copied.get());
+      // The copy only writes the local mirror: a cancel or deadline waits for it, never sends.
+      if (copied == cudaErrorNotReady) return false;
+      if (copied != cudaSuccess) {
+        SPDLOG_WARN("host staging: device-to-host copy failed: {}", cudaGetErrorString(copied));
+        finish(transfer, TransferState::kFailed);
+        return true;
+      }
+      transfer.copied.reset();
+      if (transfer.cancel_requested) {
+        finish(transfer, TransferState::kCancelled);
+        return true;
+      }
+      if (now >= transfer.deadline) {
+        finish(transfer, TransferState::kTimedOut);
+        return true;
+      }
+      const auto remaining = std::chrono::ceil<std::chrono::milliseconds>(transfer.deadline - now);
+      auto posted = inner_->post_put(transfer.mirror_region, transfer.remote_handle,
+                                     transfer.segments, remaining);
+      if (!posted.ok()) {
+        SPDLOG_WARN("host staging: inner put failed: {}", posted.status().to_string());
+        finish(transfer, TransferState::kFailed);
+        return true;
+      }
+      transfer.inner_id = *posted;
+      transfer.segments = {};
+    }
+    const TransferState state = inner_->poll(*transfer.inner_id);
+    if (state == TransferState::kPending) return false;
+    inner_->release(*transfer.inner_id);
+    finish(transfer, state);
+    return true;
+  }
+
+  void finish(Transfer& transfer, TransferState state) {
+    transfer.state = state;
+    transfer.copied.reset();
+    transfer.segments = {};
+    switch (state) {
+      case TransferState::kDone:
+        stats_.bytes_completed += transfer.bytes;
+        ++stats_.transfers_completed;
+        break;
+      case TransferState::kFailed: ++stats_.transfers_failed; break;
+      case TransferState::kTimedOut: ++stats_.transfers_timed_out; break;
+      case TransferState::kCancelled: ++stats_.transfers_cancelled; break;
+      case TransferState::kPending: break;
+    }
+  }
+
+  // Destroyed last (declared first): the mirrors are its memory.
+  std::unique_ptr<KvTransport> inner_;
+  const int device_;
+  StreamPtr stream_;
+  std::unordered_map<int, StagedRegion> staged_;  // mirror region id -> region
+  std::unordered_map<std::uint64_t, Transfer> transfers_;
+  TransportStats stats_;
+  std::uint64_t next_transfer_id_ = 1;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<KvTransport>> make_host_staged_transport(std::unique_ptr<KvTransport> inner,
+                                                                const HostStagingOptions& options) {
+  return HostStagedTransport::create(std::move(inner), options);
+}
+
+}  // namespace podserve

@@ -1,0 +1,53 @@
+// Host staging: GPU pages over a KvTransport that cannot register device memory (UCX built
+// without CUDA transports, like the GPU machine's UCX 1.16: shm, cma, tcp, ib only). The wrapper
+// is itself a KvTransport with supports_device_memory() == true (README "Host staging").
+//
+// - register_region(base, bytes, kDevice) allocates a host mirror of the same size through the
+//   inner transport's allocate_region (so peers write it in one copy over shared memory), pins it
+//   with cudaHostRegister, and returns the mirror's region id; region_descriptor() of that id is
+//   the mirror's. Host regions and allocate_region pass straight through.
+// - post_put from a device region copies each coalesced segment device -> mirror (same offsets)
+//   on the wrapper's own non-blocking CUDA stream, then, once progress() or poll() sees the copy's
+//   event complete, posts the inner put mirror -> remote. The deadline runs from this post_put.
+//   A cancel or deadline that comes before the inner put waits for the copy, posts nothing and
+//   reads kCancelled / kTimedOut; after it, the inner transfer's fence applies. Segments are
+//   bounds-checked against the local region here and against the remote region when the inner
+//   put is posted (a bad remote range then reads kFailed, logged).
+// - deliver() on a device region copies each segment's remote range mirror -> device and waits
+//   for it: the target calls it after kDone, before it reads the pages.
+//
+// Contract (beyond KvTransport's): the device bytes of a post_put must be final when it is called
+// (the wrapper's stream does not wait for the caller's streams: synchronize the stream that wrote
+// them first); device regions must live on HostStagingOptions::cuda_device. Cost: a pinned host
+// mirror the size of every registered device region, and one extra copy on each side (device ->
+// host before the put, host -> device in deliver). Not thread-safe, like every KvTransport.
+#pragma once
+
+#include <memory>
+
+#include "core/status.h"
+#include "kvtransfer/transport.h"
+
+namespace podserve {
+
+struct HostStagingOptions {
+  int cuda_device = 0;  // the device of every registered device region; the stream lives there
+};
+
+// Wraps `inner` (which keeps its own id spaces: a device region's id is its mirror's). CUDA builds
+// only: returns kUnimplemented in builds without CUDA, and an error when the device is missing.
+Result<std::unique_ptr<KvTransport>> make_host_staged_transport(std::unique_ptr<KvTransport> inner,
+                                                                const HostStagingOptions& options);
+
+// `inner` itself when it can register `kv_memory` (host memory, or device memory over a transport
+// with CUDA support, as UcxTransport detects at run time), else `inner` wrapped with host staging.
+inline Result<std::unique_ptr<KvTransport>> make_transport_for(std::unique_ptr<KvTransport> inner,
+                                                               MemoryKind kv_memory,
+                                                               const HostStagingOptions& options) {
+  if (kv_memory == MemoryKind::kHost || inner->supports_device_memory()) {
+    return Result<std::unique_ptr<KvTransport>>(std::move(inner));
+  }
+  return make_host_staged_transport(std::move(inner), options);
+}
+
+}  // namespace podserve
