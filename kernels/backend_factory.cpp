@@ -26,7 +26,7 @@ Result<std::unique_ptr<Backend>> make_backend(BackendKind kind, [[maybe_unused]]
 }
 
 bool cuda_device_available() {
-#if defined(PODSERVE_HAVE_CUDA)
+#if defined(PODSERVE_FACTORY_HAS_CUDA_BACKEND)
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 #else

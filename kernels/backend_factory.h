@@ -4,7 +4,8 @@
 // gives kUnimplemented until a CUDA backend exists: once podserve_kernels is built with
 // PODSERVE_HAVE_CUDA and kernels/cuda/cuda_backend.h declares
 // `Result<std::unique_ptr<Backend>> make_cuda_backend(int device_index)`, the factory forwards
-// to it. cuda_device_available() asks the CUDA runtime when built with CUDA, else says false.
+// to it. cuda_device_available() (what `backend: auto` asks) is false unless that backend is
+// built, else asks the CUDA runtime for a device.
 // Thread-safe; no global state.
 #pragma once
 
