@@ -22,11 +22,14 @@ struct BenchOptions {
   std::string csv_path;
   std::string target_memory = "transport";  // rank 1's buffer: "transport" or "user"
   bool peer_error_handling = true;          // UcxOptions::peer_error_handling
+  // NCCL modes: 1 = one process drives GPU 0 and GPU 1 (grouped posts); 2 = one rank per GPU
+  // under mpirun -np 2 (rank r on device r), each posting on its own without groups.
+  int nccl_ranks = 1;
 };
 
 struct BenchRow {
   std::string backend;  // "ucx" / "nccl" / "staged"
-  std::string path;     // UCX_TLS/target memory, "gpu0->gpu1/raw" (NCCL's own), ...
+  std::string path;     // UCX_TLS/target memory, "gpu0->gpu1/p2p/raw" (NCCL's own), ".../2proc/raw"
   std::string mode;     // "contiguous" / "scattered"
   std::uint64_t bytes = 0;
   std::uint64_t segments = 0;

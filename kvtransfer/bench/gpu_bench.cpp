@@ -1,6 +1,7 @@
 #include "kvtransfer/bench/gpu_bench.h"
 
 #include <cuda_runtime.h>
+#include <mpi.h>
 #include <nccl.h>
 
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "kvtransfer/bench/mpi_exchange.h"
 #include "kvtransfer/host_staged_transport.h"
 #include "kvtransfer/nccl_transport.h"
 #include "kvtransfer/ucx_transport.h"
@@ -18,6 +20,14 @@ namespace podserve::bench {
 namespace {
 
 constexpr auto kTimeout = std::chrono::seconds(30);
+// Shared by every mode and both processes of the two-process one: the source's random bytes and
+// the page shuffle (the same segment lists on both ranks, and the same as one process's).
+constexpr std::uint64_t kSourceSeed = 11;
+constexpr std::uint64_t kShuffleSeed = 7;
+// Two processes: runs before each measurement (the first connects NCCL to its peer and grows the
+// staging buffers), and the fewest samples of a size.
+constexpr int kTwoProcessWarmups = 2;
+constexpr int kTwoProcessMinSamples = 10;
 // Chunk sizes tried besides kNcclPackChunkBytes on the shuffled pages; the last one is larger
 // than any message (one chunk: gather, send, scatter one after another).
 constexpr std::uint64_t kSweptChunkBytes[] = {4ull << 20, 8ull << 20, 32ull << 20, 64ull << 20,
@@ -63,6 +73,42 @@ double gbs(std::uint64_t bytes, double seconds) {
   return seconds > 0 ? static_cast<double>(bytes) / seconds / 1e9 : 0.0;
 }
 
+// `bytes` random bytes from `seed`: the source of every mode, which a receiver in another process
+// regenerates to check what arrived.
+std::vector<std::uint8_t> random_bytes(std::uint64_t bytes, std::uint64_t seed) {
+  std::vector<std::uint8_t> random(bytes);
+  std::mt19937_64 rng(seed);
+  for (std::uint64_t i = 0; i < bytes; i += 8) {
+    const std::uint64_t word = rng();
+    std::memcpy(random.data() + i, &word, std::min<std::uint64_t>(8, bytes - i));
+  }
+  return random;
+}
+
+// True when `arrived` (the target from offset 0) holds every segment of `source`.
+bool segments_match(std::span<const std::uint8_t> arrived, std::span<const std::uint8_t> source,
+                    std::span<const PutSegment> segments) {
+  for (const PutSegment& segment : segments) {
+    if (std::memcmp(arrived.data() + segment.remote_offset, source.data() + segment.local_offset,
+                    segment.bytes) != 0) {
+      std::fprintf(stderr, "target differs from the source in [%llu, +%llu)\n",
+                   static_cast<unsigned long long>(segment.remote_offset),
+                   static_cast<unsigned long long>(segment.bytes));
+      return false;
+    }
+  }
+  return true;
+}
+
+// The end of the target range the segments write.
+std::uint64_t target_end(std::span<const PutSegment> segments) {
+  std::uint64_t end = 0;
+  for (const PutSegment& segment : segments) {
+    end = std::max(end, segment.remote_offset + segment.bytes);
+  }
+  return end;
+}
+
 // The message sizes and, per size, the contiguous and (from two pages up) the shuffled-page
 // segment lists.
 std::vector<std::pair<std::string, std::vector<PutSegment>>> modes_for(const BenchOptions& options,
@@ -96,12 +142,7 @@ class GpuBuffers {
 
   bool init(std::uint64_t bytes, int target_device) {
     target_device_ = target_device;
-    host_source_.resize(bytes);
-    std::mt19937_64 rng(11);
-    for (std::uint64_t i = 0; i < bytes; i += 8) {
-      const std::uint64_t word = rng();
-      std::memcpy(host_source_.data() + i, &word, std::min<std::uint64_t>(8, bytes - i));
-    }
+    host_source_ = random_bytes(bytes, kSourceSeed);
     return cuda_ok(cudaSetDevice(0), "cudaSetDevice(0)") &&
            cuda_ok(cudaMalloc(&source_, bytes), "cudaMalloc(source)") &&
            cuda_ok(cudaMemcpy(source_, host_source_.data(), bytes, cudaMemcpyHostToDevice),
@@ -125,26 +166,11 @@ class GpuBuffers {
   // True when the target holds every segment of the source (each measurement rewrites the same
   // bytes, so this checks the last one).
   bool target_matches(std::span<const PutSegment> segments) {
-    std::uint64_t end = 0;
-    for (const PutSegment& segment : segments) {
-      end = std::max(end, segment.remote_offset + segment.bytes);
-    }
-    std::vector<std::uint8_t> arrived(end);
-    if (!cuda_ok(cudaSetDevice(target_device_), "cudaSetDevice") ||
-        !cuda_ok(cudaMemcpy(arrived.data(), target_, end, cudaMemcpyDeviceToHost),
-                 "cudaMemcpy(check)")) {
-      return false;
-    }
-    for (const PutSegment& segment : segments) {
-      if (std::memcmp(arrived.data() + segment.remote_offset,
-                      host_source_.data() + segment.local_offset, segment.bytes) != 0) {
-        std::fprintf(stderr, "target differs from the source in [%llu, +%llu)\n",
-                     static_cast<unsigned long long>(segment.remote_offset),
-                     static_cast<unsigned long long>(segment.bytes));
-        return false;
-      }
-    }
-    return true;
+    std::vector<std::uint8_t> arrived(target_end(segments));
+    return cuda_ok(cudaSetDevice(target_device_), "cudaSetDevice") &&
+           cuda_ok(cudaMemcpy(arrived.data(), target_, arrived.size(), cudaMemcpyDeviceToHost),
+                   "cudaMemcpy(check)") &&
+           segments_match(arrived, host_source_, segments);
   }
 
   std::uint8_t* source() const { return static_cast<std::uint8_t*>(source_); }
@@ -163,15 +189,15 @@ class GpuBuffers {
 
 // NCCL may use NVLink multicast (NVLS) on NVSwitch hosts; the shared GPU machines must keep it
 // off (NCCL_NVLS_ENABLE=0), and point-to-point never needs it.
-void keep_nvls_off() {
+void keep_nvls_off(bool announce) {
   if (std::getenv("NCCL_NVLS_ENABLE") == nullptr) setenv("NCCL_NVLS_ENABLE", "0", 1);
-  std::printf("NCCL_NVLS_ENABLE=%s\n", std::getenv("NCCL_NVLS_ENABLE"));
+  if (announce) std::printf("NCCL_NVLS_ENABLE=%s\n", std::getenv("NCCL_NVLS_ENABLE"));
 }
 
 }  // namespace
 
 int run_nccl_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
-  keep_nvls_off();
+  keep_nvls_off(true);
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices < 2) {
     std::fprintf(stderr, "--backend nccl needs 2 CUDA devices, found %d\n", devices);
@@ -258,7 +284,7 @@ int run_nccl_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
     return true;
   };
 
-  std::mt19937_64 rng(7);
+  std::mt19937_64 rng(kShuffleSeed);
   int exit_code = 0;
   struct Shuffled {
     std::uint64_t bytes = 0;
@@ -408,7 +434,7 @@ int run_staged_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
     return cuda_ok(cudaStreamSynchronize(buffers.target_stream()), "sync");
   };
 
-  std::mt19937_64 rng(7);
+  std::mt19937_64 rng(kShuffleSeed);
   int exit_code = 0;
   for (std::uint64_t bytes = options.min_bytes; bytes <= options.max_bytes && exit_code == 0;
        bytes *= 4) {
@@ -442,22 +468,294 @@ int run_staged_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
   return exit_code;
 }
 
-void print_gpu_summary(const std::vector<BenchRow>& rows) {
-  const auto find = [&rows](const std::string& backend, const std::string& mode,
-                            std::uint64_t bytes,
-                            const std::string& path_suffix) -> const BenchRow* {
-    for (const BenchRow& row : rows) {
-      if (row.backend == backend && row.mode == mode && row.bytes == bytes &&
-          row.path.ends_with(path_suffix)) {
-        return &row;
-      }
+namespace {
+
+// True on every rank when `ok` is true on every rank.
+bool all_ranks(bool ok) {
+  int mine = ok ? 1 : 0;
+  int all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  return all == 1;
+}
+
+// Median seconds of `transfer` (post, then poll until final on this rank) over both ranks: each
+// run starts on both after an MPI_Barrier and counts as the slower rank's time; the first
+// kTwoProcessWarmups runs warm up. Every rank gets the same value: -1 when a rank's run failed.
+double two_process_median_seconds(int samples, const std::function<bool()>& transfer) {
+  std::vector<double> times;
+  for (int i = 0; i < kTwoProcessWarmups + samples; ++i) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    const auto start = Clock::now();
+    const bool ok = transfer();
+    const double mine[2] = {seconds_since(start), ok ? 0.0 : 1.0};  // seconds, failed
+    double slowest[2] = {0.0, 0.0};
+    MPI_Allreduce(mine, slowest, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (slowest[1] > 0) return -1.0;
+    if (i >= kTwoProcessWarmups) times.push_back(slowest[0]);
+  }
+  return median(times);
+}
+
+// Polls `stream` until it passed what was enqueued on it (as NcclKvChannel::poll polls its
+// event): false on an asynchronous error of `comm` or after kTimeout.
+bool wait_for_stream(cudaStream_t stream, ncclComm_t comm) {
+  const auto deadline = Clock::now() + kTimeout;
+  cudaError_t query = cudaErrorNotReady;
+  while ((query = cudaStreamQuery(stream)) == cudaErrorNotReady) {
+    ncclResult_t async_error = ncclSuccess;
+    if (!nccl_ok(ncclCommGetAsyncError(comm, &async_error), "ncclCommGetAsyncError")) return false;
+    if (async_error != ncclSuccess && async_error != ncclInProgress) {
+      return nccl_ok(async_error, "raw NCCL transfer");
     }
-    return nullptr;
+    if (Clock::now() >= deadline) {
+      std::fprintf(stderr, "raw NCCL transfer timed out\n");
+      return false;
+    }
+  }
+  return cuda_ok(query, "cudaStreamQuery");
+}
+
+// One process of the two-process mode, on CUDA device `rank`, with a buffer of the largest
+// message and a non-blocking stream. Rank 0's buffer is the source (random bytes of kSourceSeed);
+// rank 1's is the target, checked against the same bytes regenerated on its host.
+class RankSide {
+ public:
+  ~RankSide() {
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    if (buffer_ != nullptr) cudaFree(buffer_);
+  }
+
+  bool init(int rank, std::uint64_t bytes) {
+    std::vector<std::uint8_t> source = random_bytes(bytes, kSourceSeed);
+    if (!cuda_ok(cudaSetDevice(rank), "cudaSetDevice") ||
+        !cuda_ok(cudaMalloc(&buffer_, bytes), "cudaMalloc") ||
+        !cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate")) {
+      return false;
+    }
+    if (rank == 1) {
+      expected_source_ = std::move(source);
+      return true;
+    }
+    return cuda_ok(cudaMemcpy(buffer_, source.data(), bytes, cudaMemcpyHostToDevice),
+                   "cudaMemcpy(source)");
+  }
+
+  // Target: poisons the first `bytes`, for the check after a measurement.
+  bool clear(std::uint64_t bytes) {
+    return cuda_ok(cudaMemset(buffer_, 0x5A, bytes), "cudaMemset(target)") &&
+           cuda_ok(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  }
+
+  // Target: true when it holds every segment of the source (the last run's bytes).
+  bool holds(std::span<const PutSegment> segments) {
+    std::vector<std::uint8_t> arrived(target_end(segments));
+    return cuda_ok(cudaMemcpy(arrived.data(), buffer_, arrived.size(), cudaMemcpyDeviceToHost),
+                   "cudaMemcpy(check)") &&
+           segments_match(arrived, expected_source_, segments);
+  }
+
+  std::uint8_t* buffer() const { return static_cast<std::uint8_t*>(buffer_); }
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  void* buffer_ = nullptr;  // [max_bytes]
+  cudaStream_t stream_ = nullptr;
+  std::vector<std::uint8_t> expected_source_;  // target: [max_bytes], the source's bytes
+};
+
+// The communicator of NCCL's own figure; aborted instead of destroyed after a failed transfer
+// (a pending operation would keep ncclCommDestroy waiting).
+class RawComm {
+ public:
+  ~RawComm() {
+    if (comm_ == nullptr) return;
+    if (failed_) {
+      ncclCommAbort(comm_);
+    } else {
+      ncclCommDestroy(comm_);
+    }
+  }
+
+  bool init(std::span<const std::uint8_t> unique_id, int rank) {
+    ncclUniqueId id;
+    if (unique_id.size() != sizeof(id.internal)) return false;
+    std::memcpy(id.internal, unique_id.data(), sizeof(id.internal));
+    return nccl_ok(ncclCommInitRank(&comm_, 2, id, rank), "ncclCommInitRank");
+  }
+
+  ncclComm_t get() const { return comm_; }
+  void set_failed() { failed_ = true; }
+
+ private:
+  ncclComm_t comm_ = nullptr;
+  bool failed_ = false;
+};
+
+}  // namespace
+
+int run_nccl_two_process_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
+  int rank = 0;
+  int ranks = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ranks);
+  if (ranks != 2) {
+    if (rank == 0) {
+      std::fprintf(stderr,
+                   "--nccl-ranks 2 runs under mpirun -np 2 (rank r on GPU r), got %d rank%s\n",
+                   ranks, ranks == 1 ? "" : "s");
+    }
+    return 1;
+  }
+  keep_nvls_off(rank == 0);
+  int devices = 0;
+  const bool counted = cudaGetDeviceCount(&devices) == cudaSuccess && devices >= 2;
+  if (!counted) {
+    std::fprintf(stderr,
+                 "rank %d: --nccl-ranks 2 needs 2 CUDA devices (rank r on GPU r), found %d\n", rank,
+                 devices);
+  }
+  if (!all_ranks(counted)) return 2;
+  if (rank == 0 && options.backend == "gpu") {
+    std::printf("--nccl-ranks 2: NCCL rows only (host-staged UCX runs in one process)\n");
+  }
+  const bool sender = rank == 0;
+  const int peer = 1 - rank;
+  RankSide side;
+  if (!all_ranks(side.init(rank, options.max_bytes))) return 1;
+  int can_access = 0;
+  if (!all_ranks(
+          cuda_ok(cudaDeviceCanAccessPeer(&can_access, rank, peer), "cudaDeviceCanAccessPeer"))) {
+    return 1;
+  }
+  if (sender) {
+    std::printf("two processes, GPU 0 -> GPU 1, peer access %s\n", can_access ? "yes" : "no");
+  }
+
+  // Rank 0 makes the unique ids of the channel's communicator and the raw one and sends them;
+  // an empty id tells rank 1 that it failed.
+  std::vector<std::uint8_t> ids;
+  if (sender) {
+    auto channel_id = NcclKvChannel::make_unique_id();
+    auto raw_id = NcclKvChannel::make_unique_id();
+    if (status_ok(channel_id.status(), "make_unique_id") &&
+        status_ok(raw_id.status(), "make_unique_id")) {
+      ids = std::move(*channel_id);
+      ids.insert(ids.end(), raw_id->begin(), raw_id->end());
+    }
+  }
+  ids = broadcast_bytes(ids, 0);
+  if (ids.empty()) return 1;
+  const std::span<const std::uint8_t> both_ids(ids);
+  const std::size_t id_bytes = ids.size() / 2;
+  auto created = NcclKvChannel::create(both_ids.first(id_bytes), 2, rank, rank);
+  if (!all_ranks(status_ok(created.status(), "NcclKvChannel::create"))) return 1;
+  NcclKvChannel& channel = **created;
+  RawComm raw;
+  if (!all_ranks(raw.init(both_ids.subspan(id_bytes), rank))) return 1;
+
+  // Rank 0 sends, rank 1 receives: the whole buffer on the raw communicator, or `segments`
+  // through the channel; then polls until final.
+  const auto raw_transfer = [&](std::uint64_t bytes) {
+    const ncclResult_t posted =
+        sender ? ncclSend(side.buffer(), bytes, ncclUint8, peer, raw.get(), side.stream())
+               : ncclRecv(side.buffer(), bytes, ncclUint8, peer, raw.get(), side.stream());
+    return nccl_ok(posted, sender ? "ncclSend" : "ncclRecv") &&
+           wait_for_stream(side.stream(), raw.get());
   };
+  const auto channel_transfer = [&](std::span<const PutSegment> segments) {
+    auto id = sender
+                  ? channel.send_segments(peer, side.buffer(), segments, side.stream(), kTimeout)
+                  : channel.recv_segments(peer, side.buffer(), segments, side.stream(), kTimeout);
+    if (!status_ok(id.status(), sender ? "send_segments" : "recv_segments")) return false;
+    TransferState state = TransferState::kPending;
+    while ((state = channel.poll(*id)) == TransferState::kPending) {
+    }
+    channel.release(*id);
+    if (state == TransferState::kDone) return true;
+    std::fprintf(stderr, "rank %d: transfer ended %s\n", rank,
+                 std::string(to_string(state)).c_str());
+    return false;
+  };
+
+  const std::string path = "gpu0->gpu1/2proc";
+  std::mt19937_64 rng(kShuffleSeed);
+  bool failed = false;
+  for (std::uint64_t bytes = options.min_bytes; bytes <= options.max_bytes && !failed; bytes *= 4) {
+    const int samples = std::max(samples_for(options, bytes), kTwoProcessMinSamples);
+    const double raw_seconds =
+        two_process_median_seconds(samples, [&] { return raw_transfer(bytes); });
+    if (raw_seconds < 0) {
+      failed = true;
+      break;
+    }
+    rows.push_back({"nccl", path + "/raw", "contiguous", bytes, 1, raw_seconds * 1e6,
+                    gbs(bytes, raw_seconds), gbs(bytes, raw_seconds), "raw-nccl"});
+    for (const auto& [mode, segments] : modes_for(options, bytes, rng)) {
+      const bool cleared = sender || side.clear(bytes);
+      const double seconds =
+          all_ranks(cleared)
+              ? two_process_median_seconds(samples, [&] { return channel_transfer(segments); })
+              : -1.0;
+      if (seconds < 0 || !all_ranks(sender || side.holds(segments))) {
+        if (sender) {
+          std::fprintf(stderr, "NcclKvChannel %s (two processes) failed at %llu bytes\n",
+                       mode.c_str(), static_cast<unsigned long long>(bytes));
+        }
+        failed = true;
+        break;
+      }
+      rows.push_back({"nccl", path + (mode == "contiguous" ? "/channel" : "/channel-packed"), mode,
+                      bytes, segments.size(), seconds * 1e6, gbs(bytes, seconds),
+                      gbs(bytes, raw_seconds), "raw-nccl"});
+    }
+  }
+  if (!failed) return 0;
+  // Operations may still be pending on either communicator: only an abort stops them.
+  channel.abort();
+  raw.set_failed();
+  return 1;
+}
+
+namespace {
+
+// The first row of `backend` and `mode` at `bytes` whose path ends with `path_suffix`.
+const BenchRow* find_row(const std::vector<BenchRow>& rows, const std::string& backend,
+                         const std::string& mode, std::uint64_t bytes,
+                         const std::string& path_suffix) {
+  for (const BenchRow& row : rows) {
+    if (row.backend == backend && row.mode == mode && row.bytes == bytes &&
+        row.path.ends_with(path_suffix)) {
+      return &row;
+    }
+  }
+  return nullptr;
+}
+
+// The message sizes of `rows`, in the order they first appear.
+std::vector<std::uint64_t> sizes_of(const std::vector<BenchRow>& rows) {
   std::vector<std::uint64_t> sizes;
   for (const BenchRow& row : rows) {
     if (std::find(sizes.begin(), sizes.end(), row.bytes) == sizes.end()) sizes.push_back(row.bytes);
   }
+  return sizes;
+}
+
+// A summary cell: `value` with two decimals, "-" where the row is missing.
+std::string cell(const BenchRow* row, double value) {
+  if (row == nullptr) return "-";
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2f", value);
+  return text;
+}
+
+}  // namespace
+
+void print_gpu_summary(const std::vector<BenchRow>& rows) {
+  const auto find = [&rows](const std::string& backend, const std::string& mode,
+                            std::uint64_t bytes, const std::string& path_suffix) {
+    return find_row(rows, backend, mode, bytes, path_suffix);
+  };
+  const std::vector<std::uint64_t> sizes = sizes_of(rows);
   std::printf(
       "\nsummary, GB/s (ratio = bandwidth / baseline of the same bytes, measured in this run):\n"
       "  nccl_raw     NCCL's own peer-to-peer figure: ncclSend/ncclRecv of the whole message\n"
@@ -469,12 +767,6 @@ void print_gpu_summary(const std::vector<BenchRow>& rows) {
       "               sum of the same D2H, host memcpy and H2D copies done one after another\n");
   std::printf("%12s %10s %10s %7s %10s %10s %7s\n", "bytes", "nccl_raw", "paged", "ratio", "staged",
               "stages", "ratio");
-  const auto cell = [](const BenchRow* row, double value) {
-    if (row == nullptr) return std::string("-");
-    char text[32];
-    std::snprintf(text, sizeof(text), "%.2f", value);
-    return std::string(text);
-  };
   for (const std::uint64_t bytes : sizes) {
     const BenchRow* raw = find("nccl", "contiguous", bytes, "/raw");
     const BenchRow* paged = find("nccl", "scattered", bytes, "/channel-packed");
@@ -513,6 +805,31 @@ void print_gpu_summary(const std::vector<BenchRow>& rows) {
       std::printf(" %7s", cell(row, row ? row->bandwidth_gbs / row->peak_gbs : 0).c_str());
     }
     std::printf("\n");
+  }
+}
+
+void print_two_process_summary(const std::vector<BenchRow>& rows) {
+  std::printf(
+      "\ntwo-process summary, GB/s (rank r on GPU r, each posting on its own; ratio = bandwidth /\n"
+      "nccl_raw of the same bytes, measured in this run; time = the slower rank's, median):\n"
+      "  nccl_raw     NCCL's own figure: ncclSend on rank 0, ncclRecv on rank 1, whole message\n"
+      "  contiguous   NcclKvChannel, one segment (direct ncclSend/ncclRecv)\n"
+      "  paged        NcclKvChannel, shuffled pages: gather, send, scatter (pipelined in chunks "
+      "from\n"
+      "               two chunks up)\n");
+  std::printf("%12s %10s %10s %7s %10s %7s\n", "bytes", "nccl_raw", "contiguous", "ratio", "paged",
+              "ratio");
+  for (const std::uint64_t bytes : sizes_of(rows)) {
+    const BenchRow* raw = find_row(rows, "nccl", "contiguous", bytes, "/2proc/raw");
+    const BenchRow* contiguous = find_row(rows, "nccl", "contiguous", bytes, "/2proc/channel");
+    const BenchRow* paged = find_row(rows, "nccl", "scattered", bytes, "/2proc/channel-packed");
+    std::printf(
+        "%12llu %10s %10s %7s %10s %7s\n", static_cast<unsigned long long>(bytes),
+        cell(raw, raw ? raw->bandwidth_gbs : 0).c_str(),
+        cell(contiguous, contiguous ? contiguous->bandwidth_gbs : 0).c_str(),
+        cell(contiguous, contiguous ? contiguous->bandwidth_gbs / contiguous->peak_gbs : 0).c_str(),
+        cell(paged, paged ? paged->bandwidth_gbs : 0).c_str(),
+        cell(paged, paged ? paged->bandwidth_gbs / paged->peak_gbs : 0).c_str());
   }
 }
 

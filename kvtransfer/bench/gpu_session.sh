@@ -2,7 +2,8 @@
 # One GPU session for kvtransfer (a machine with 2 GPUs; host staging also runs on 1): the
 # gpu-labelled tests (NCCL channel; host staging over UCX shared memory and TCP), then
 # podserve-kvtransfer-bench --backend gpu (NCCL's own figure vs packed 64 KiB pages; host-staged
-# UCX vs its stages), logs and CSV into $OUT.
+# UCX vs its stages), then its NCCL rows again with one process per GPU (mpirun -np 2
+# --nccl-ranks 2), logs and CSV into $OUT.
 # usage: kvtransfer/bench/gpu_session.sh BUILD_DIR [all|test|bench] [extra bench args...]
 # BUILD_DIR/gpu-libs holds the shared libraries the GPU host lacks (/work/shared/tools/gpu-bundle.sh).
 # NCCL_NVLS_ENABLE=0 is required on the shared GPU machines (NVLink multicast can take the host's
@@ -42,5 +43,29 @@ if [ "$mode" = all ] || [ "$mode" = bench ]; then
     --max-bytes 268435456 --page-bytes 65536 --peer-error-handling=false \
     --csv "$out/kvtransfer_gpu.csv" "$@" 2>&1 | tee "$out/kvtransfer_bench.log"
   rc=$((rc | PIPESTATUS[0]))
+  # The same NCCL rows with rank r on GPU r, each posting without groups (as the service runs).
+  # NCCL's INIT/P2P log goes to files; its "via" lines name the transport between the GPUs.
+  if command -v mpirun > /dev/null; then
+    timeout 120 mpirun -np 2 --oversubscribe --bind-to none --allow-run-as-root \
+      --mca pml ob1 --mca btl self,vader,tcp -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH \
+      -x NCCL_DEBUG=INFO -x NCCL_DEBUG_SUBSYS=INIT,P2P \
+      -x "NCCL_DEBUG_FILE=$out/nccl_2proc.%h.%p.log" \
+      "$build/bin/podserve-kvtransfer-bench" --backend nccl --nccl-ranks 2 --min-bytes 65536 \
+      --max-bytes 268435456 --page-bytes 65536 --csv "$out/kvtransfer_2proc.csv" "$@" \
+      > "$out/kvtransfer_2proc.log" 2>&1
+    two_process_rc=$?
+    rc=$((rc | two_process_rc))
+    grep -ho "[0-9]*\[[0-9]*\] -> [0-9]*\[[0-9]*\] via .*" "$out"/nccl_2proc.*.log 2> /dev/null |
+      sort | uniq -c
+    if [ $two_process_rc -eq 0 ]; then
+      sed -n '/^two-process summary/,$p' "$out/kvtransfer_2proc.log"
+    else
+      echo "two-process bench rc=$two_process_rc (124: timed out); log tail:"
+      tail -25 "$out/kvtransfer_2proc.log"
+    fi
+  else
+    echo "mpirun not found: two-process NCCL bench skipped"
+    rc=$((rc | 1))
+  fi
 fi
 exit $rc

@@ -5,6 +5,8 @@
 //     UCX_TLS=tcp,self mpirun -np 2 build/bin/podserve-kvtransfer-bench --csv ucx_tcp.csv
 //   GPU0 -> GPU1 in one process (CUDA builds; kvtransfer/bench/gpu_session.sh runs them):
 //     NCCL_NVLS_ENABLE=0 build/bin/podserve-kvtransfer-bench --backend nccl|staged|gpu
+//   GPU0 -> GPU1, NCCL only, one process per GPU (rank r on GPU r, as in the service):
+//     mpirun -np 2 build/bin/podserve-kvtransfer-bench --backend gpu --nccl-ranks 2
 //
 // Rank 0 puts into rank 1's registered buffer: one contiguous segment per message, and a
 // page-scattered mode (one segment per --page-bytes page, target pages in random order). Each
@@ -34,10 +36,10 @@
 namespace podserve::bench {
 
 bool report(const BenchOptions& options, const std::vector<BenchRow>& rows) {
-  std::printf("%-6s %-30s %-10s %10s %8s %12s %10s %10s %7s %s\n", "back", "path", "mode", "bytes",
+  std::printf("%-6s %-32s %-10s %10s %8s %12s %10s %10s %7s %s\n", "back", "path", "mode", "bytes",
               "segments", "latency_us", "GB/s", "peak_GB/s", "ratio", "peak=");
   for (const BenchRow& row : rows) {
-    std::printf("%-6s %-30s %-10s %10llu %8llu %12.1f %10.2f %10.2f %7.2f %s\n",
+    std::printf("%-6s %-32s %-10s %10llu %8llu %12.1f %10.2f %10.2f %7.2f %s\n",
                 row.backend.c_str(), row.path.c_str(), row.mode.c_str(),
                 static_cast<unsigned long long>(row.bytes),
                 static_cast<unsigned long long>(row.segments), row.latency_us, row.bandwidth_gbs,
@@ -216,10 +218,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"transport", "user"}));
   app.add_option("--peer-error-handling", options.peer_error_handling,
                  "UCX endpoints with peer failure detection (UcxOptions::peer_error_handling)");
+  app.add_option("--nccl-ranks", options.nccl_ranks,
+                 "NCCL modes: 1 = one process drives GPU 0 and GPU 1; 2 = one rank per GPU under "
+                 "mpirun -np 2 (rank r on GPU r; NCCL rows only)")
+      ->check(CLI::Range(1, 2));
   CLI11_PARSE(app, argc, argv);
   if (options.min_bytes == 0 || options.min_bytes > options.max_bytes || options.page_bytes == 0 ||
       options.iterations < 1) {
     std::fprintf(stderr, "invalid sizes or iterations\n");
+    return 1;
+  }
+  if (options.nccl_ranks == 2 && options.backend != "nccl" && options.backend != "gpu") {
+    std::fprintf(stderr, "--nccl-ranks 2 applies to --backend nccl or gpu\n");
     return 1;
   }
 
@@ -230,23 +240,35 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   if (options.backend == "ucx") {
     exit_code = run_ucx_bench(options, rows);
-  } else if (rank == 0) {
+  } else if (rank == 0 || options.nccl_ranks == 2) {
 #ifdef PODSERVE_KVTRANSFER_HAS_NCCL
-    if (options.backend == "nccl" || options.backend == "gpu") {
-      exit_code = run_nccl_bench(options, rows);
-    }
-    if (exit_code == 0 && (options.backend == "staged" || options.backend == "gpu")) {
-      exit_code = run_staged_bench(options, rows);
+    if (options.nccl_ranks == 2) {
+      exit_code = run_nccl_two_process_bench(options, rows);  // on both ranks
+    } else {
+      if (options.backend == "nccl" || options.backend == "gpu") {
+        exit_code = run_nccl_bench(options, rows);
+      }
+      if (exit_code == 0 && (options.backend == "staged" || options.backend == "gpu")) {
+        exit_code = run_staged_bench(options, rows);
+      }
     }
 #else
-    std::fprintf(stderr, "--backend %s needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)\n",
-                 options.backend.c_str());
+    if (rank == 0) {
+      std::fprintf(stderr, "--backend %s needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)\n",
+                   options.backend.c_str());
+    }
     exit_code = 1;
 #endif
   }
   if (rank == 0 && exit_code == 0 && !report(options, rows)) exit_code = 1;
 #ifdef PODSERVE_KVTRANSFER_HAS_NCCL
-  if (rank == 0 && exit_code == 0 && options.backend != "ucx") print_gpu_summary(rows);
+  if (rank == 0 && exit_code == 0 && options.backend != "ucx") {
+    if (options.nccl_ranks == 2) {
+      print_two_process_summary(rows);
+    } else {
+      print_gpu_summary(rows);
+    }
+  }
 #endif
   MPI_Finalize();
   return exit_code;
