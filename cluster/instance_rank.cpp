@@ -508,7 +508,11 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   }
   // The KV fabric (disaggregated mode) comes first: on a host backend the KV cache lives in
   // transport memory, which shared-memory peers write in one copy.
-  PODSERVE_ASSIGN_OR_RETURN(auto fabric, KvFabric::open(topology, config));
+  PODSERVE_ASSIGN_OR_RETURN(
+      auto fabric,
+      KvFabric::open(topology, config,
+                     backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
+                     topology.node_local_rank()));
   if (fabric && backend_kind == BackendKind::kCpu)
     options.kv_cache_allocator = fabric->kv_cache_allocator();
   PODSERVE_ASSIGN_OR_RETURN(auto weights,

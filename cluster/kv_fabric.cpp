@@ -7,6 +7,7 @@
 
 #include "cluster/mpi_check.h"
 #include "core/wire.h"
+#include "kvtransfer/host_staged_transport.h"
 #include "kvtransfer/ucx_transport.h"
 
 namespace podserve {
@@ -47,7 +48,8 @@ Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(
 }  // namespace
 
 Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
-                                                 const ServiceConfig& config) {
+                                                 const ServiceConfig& config, MemoryKind kv_memory,
+                                                 int cuda_device) {
   if (!in_fabric(topology, config)) return std::unique_ptr<KvFabric>{};
   std::unique_ptr<KvFabric> fabric(new KvFabric());
   UcxOptions options;
@@ -58,7 +60,10 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
   options.peer_error_handling =
       config.kv_transfer.peer_error_handling == "on" ||
       (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
-  PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_ucx_transport(options));
+  PODSERVE_ASSIGN_OR_RETURN(auto ucx, make_ucx_transport(options));
+  PODSERVE_ASSIGN_OR_RETURN(fabric->transport_,
+                            make_transport_for(std::move(ucx), kv_memory, {cuda_device}));
+  fabric->kv_memory_ = kv_memory;
   return fabric;
 }
 
@@ -91,7 +96,7 @@ Status KvFabric::exchange(KvFabric* fabric, const Topology& topology, const Serv
       } else {
         const std::size_t bytes = view.page_elements() * view.num_pages * dtype_size(view.dtype);
         PODSERVE_ASSIGN_OR_RETURN(
-            region, fabric->transport_->register_region(view.data, bytes, MemoryKind::kHost));
+            region, fabric->transport_->register_region(view.data, bytes, fabric->kv_memory_));
       }
       fabric->local_regions_.push_back(region);
       PODSERVE_ASSIGN_OR_RETURN(const auto descriptor,

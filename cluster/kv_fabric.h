@@ -37,8 +37,12 @@ class KvFabric {
   // Local: this rank's transport, or nullptr on ranks outside the fabric (the router, and
   // every rank in colocated mode). Create it before the model, so the model can place its KV
   // cache in transport memory (kv_cache_allocator), and destroy it after the model.
+  // kv_memory: where the backend keeps the KV cache. Device memory over a UCX without CUDA
+  // transports is staged through pinned host memory (make_transport_for, detected at run time)
+  // on CUDA device cuda_device.
   static Result<std::unique_ptr<KvFabric>> open(const Topology& topology,
-                                                const ServiceConfig& config);
+                                                const ServiceConfig& config, MemoryKind kv_memory,
+                                                int cuda_device);
   // Collective over MPI_COMM_WORLD in disaggregated mode (every rank calls it; ranks outside
   // the fabric pass nullptrs): registers the model's KV layers, exchanges addresses and region
   // descriptors, and connects prefill ranks to every decode rank.
@@ -68,6 +72,7 @@ class KvFabric {
   KvFabric() = default;
 
   std::unique_ptr<KvTransport> transport_;
+  MemoryKind kv_memory_ = MemoryKind::kHost;
   LlamaModel* model_ = nullptr;
   std::map<void*, int> allocated_regions_;             // base -> region id (transport memory)
   std::vector<int> local_regions_;                     // per layer
