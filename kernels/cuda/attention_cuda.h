@@ -145,6 +145,10 @@ struct HybridAttentionPlan {
   std::vector<std::byte> static_image;  // bytes [counters_bytes, partial_out_offset)
 };
 
+// Waves of one-warp decode items the plan targets: 1 for decode-only batches, 2 beside a prefill
+// (measured; attention_plan.cpp).
+int decode_waves(int num_prefill_seqs);
+
 // Partitions the batch. Pure C++; validates the shape (kInvalidArgument on unsupported values).
 // force_ctas_per_sm: 0 = the plan's choice (2), else 2 or 4. policy: kAuto = the plan's choice.
 Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& shape,

@@ -47,6 +47,8 @@ Status validate(const HybridAttentionShape& shape, const DeviceShape& device) {
 
 }  // namespace
 
+int decode_waves(int num_prefill_seqs) { return num_prefill_seqs > 0 ? 2 : 1; }
+
 Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& shape,
                                                   const DeviceShape& device, int force_ctas_per_sm,
                                                   PodPolicy policy) {
@@ -68,10 +70,12 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
     plan.prefill_flops += 4.0 * d * shape.num_q_heads * (c * p + c * (c + 1) / 2.0);
   }
   // Decode: split each (sequence, KV head) into page-aligned KV chunks: the smallest split (at
-  // least kMinDecodeSplitKeys) whose item count stays within two waves of one-warp items (8 warps
-  // per SM for the standalone kernel), so the last wave is not a sliver (measured: 2176 items on
-  // 132 SMs, just over two waves, read at 2.7 TB/s; 3 CTAs per SM with three-wave targets read
-  // 1-4% slower on every decode shape of the H100 sweep).
+  // least kMinDecodeSplitKeys) whose item count fits kDecodeWaves waves of one-warp items (8 warps
+  // per SM for the standalone kernel). Measured on H100: a decode-only batch reads fastest with
+  // one wave (equal or faster on all 18 decode shapes of the sweep than two; Hkv=4, B=32, L=16K:
+  // 2.72 -> 2.81 TB/s), each warp streaming a longer run with no second-wave ramp; beside a
+  // prefill, two waves of shorter items pack better around POD's prefill CTAs (one wave: POD /
+  // serial 1.048x, worst 0.961x; two: 1.069x, worst 0.996x). 3 CTAs per SM read 1-4% slower.
   const int num_decode = static_cast<int>(shape.decode_cached_tokens.size());
   std::int64_t max_len = 1;
   for (int i = 0; i < num_decode; ++i) {
@@ -79,8 +83,8 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
     max_len = std::max(max_len, len);
     plan.decode_kv_bytes += 2.0 * hkv * d * len * 2.0;
   }
-  const std::int64_t target_items =
-      static_cast<std::int64_t>(device.num_sms) * kDecodeCtasPerSm * kWarpsPerCta * 2;
+  const std::int64_t target_items = static_cast<std::int64_t>(device.num_sms) * kDecodeCtasPerSm *
+                                    kWarpsPerCta * decode_waves(num_prefill);
   auto items_for = [&](std::int64_t split) {
     std::int64_t items = 0;
     for (int i = 0; i < num_decode; ++i)

@@ -106,14 +106,15 @@ TEST(AttentionPlan, WorkListsCoverTheBatchExactly) {
       next_item += m.num_splits;
     }
     EXPECT_EQ(next_item, static_cast<int>(plan.decode_items.size()));
-    // The smallest page-aligned split (>= the minimum) within two waves of one-warp items.
+    // The smallest page-aligned split (>= the minimum) within the target waves of one-warp items.
     if (!dec.empty()) {
       auto items_for = [&](long split) {
         long n = 0;
         for (int ctx : dec) n += (ctx + split) / split * hkv;
         return n;
       };
-      const long target = static_cast<long>(device.num_sms) * kDecodeCtasPerSm * kWarpsPerCta * 2;
+      const long target = static_cast<long>(device.num_sms) * kDecodeCtasPerSm * kWarpsPerCta *
+                          decode_waves(static_cast<int>(c.size()));
       const long split = plan.decode_split_keys;
       EXPECT_EQ(split % 16, 0);
       EXPECT_GE(split, kMinDecodeSplitKeys);
