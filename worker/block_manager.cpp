@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <functional>
+
 namespace podserve {
 
 BlockManager::BlockManager(std::int32_t num_pages, std::int32_t page_size)
@@ -9,8 +12,7 @@ BlockManager::BlockManager(std::int32_t num_pages, std::int32_t page_size)
       page_size_(page_size < 1 ? 1 : page_size),
       in_use_(static_cast<std::size_t>(num_pages_), false) {
   free_list_.reserve(static_cast<std::size_t>(num_pages_));
-  // Pushed in reverse so the first allocations hand out pages 0, 1, 2, ...
-  for (std::int32_t page = num_pages_ - 1; page >= 0; --page) free_list_.push_back(page);
+  for (std::int32_t page = 0; page < num_pages_; ++page) free_list_.push_back(page);  // a min-heap
 }
 
 std::int32_t BlockManager::pages_for_tokens(std::int64_t num_tokens) const {
@@ -26,6 +28,7 @@ Result<std::vector<std::int32_t>> BlockManager::allocate(std::int32_t count) {
   }
   std::vector<std::int32_t> pages(static_cast<std::size_t>(count));
   for (auto& page : pages) {
+    std::pop_heap(free_list_.begin(), free_list_.end(), std::greater<>());
     page = free_list_.back();
     free_list_.pop_back();
     in_use_[static_cast<std::size_t>(page)] = true;
@@ -48,6 +51,7 @@ Status BlockManager::free(std::span<const std::int32_t> pages) {
   for (std::int32_t page : pages) {
     in_use_[static_cast<std::size_t>(page)] = false;
     free_list_.push_back(page);
+    std::push_heap(free_list_.begin(), free_list_.end(), std::greater<>());
   }
   return Status::Ok();
 }

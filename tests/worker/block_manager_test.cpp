@@ -63,6 +63,33 @@ TEST(BlockManager, SequenceTablesGrowAndRelease) {
   EXPECT_EQ(blocks.used_pages(), 0);
 }
 
+// A freed run comes back in its original order, so a new sequence's pages stay consecutive (KV
+// shipments coalesce into one transfer per run).
+TEST(BlockManager, FreedRunsAreHandedBackInOrder) {
+  BlockManager blocks(64, 16);
+  ASSERT_TRUE(blocks.reserve(1, 10 * 16).ok());
+  ASSERT_TRUE(blocks.reserve(2, 10 * 16).ok());
+  const std::vector<std::int32_t> first(blocks.page_table(1).begin(), blocks.page_table(1).end());
+  for (std::size_t i = 1; i < first.size(); ++i) EXPECT_EQ(first[i], first[i - 1] + 1);
+  ASSERT_TRUE(blocks.release(1).ok());
+  ASSERT_TRUE(blocks.reserve(3, 10 * 16).ok());
+  const auto reused = blocks.page_table(3);
+  EXPECT_EQ(std::vector<std::int32_t>(reused.begin(), reused.end()), first);
+}
+
+// Lowest free pages first: a sequence that fits into a freed hole gets it as one ascending run
+// (KV shipments then coalesce into one transfer per run).
+TEST(BlockManager, HandsOutTheLowestFreePagesInOrder) {
+  BlockManager blocks(64, 16);
+  ASSERT_TRUE(blocks.reserve(1, 10 * 16).ok());  // pages 0..9
+  ASSERT_TRUE(blocks.reserve(2, 10 * 16).ok());  // pages 10..19
+  ASSERT_TRUE(blocks.release(1).ok());
+  ASSERT_TRUE(blocks.reserve(3, 12 * 16).ok());  // the hole 0..9, then 20, 21
+  const auto table = blocks.page_table(3);
+  const std::vector<std::int32_t> expected{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21};
+  EXPECT_EQ(std::vector<std::int32_t>(table.begin(), table.end()), expected);
+}
+
 TEST(BlockManager, RandomChurnNeverHandsOutAPageTwice) {
   std::mt19937 rng(7);
   BlockManager blocks(64, 16);
