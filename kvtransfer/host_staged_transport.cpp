@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kvtransfer/cuda_check.h"
+#include "kvtransfer/transfer_table.h"
 
 namespace podserve {
 namespace {
@@ -166,15 +167,9 @@ class HostStagedTransport final : public KvTransport {
       return moved;
     }
     const auto now = Clock::now();
-    for (auto it = transfers_.begin(); it != transfers_.end();) {
-      moved |= update(it->second, now);
-      if (it->second.released && it->second.state != TransferState::kPending) {
-        it = transfers_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    return moved;
+    return kvtransfer_detail::update_transfers(
+               transfers_, [&](Transfer& transfer) { return update(transfer, now); }) ||
+           moved;
   }
 
   TransferState poll(std::uint64_t transfer_id) override {
@@ -203,14 +198,8 @@ class HostStagedTransport final : public KvTransport {
   }
 
   void release(std::uint64_t transfer_id) override {
-    auto found = transfers_.find(transfer_id);
-    if (found == transfers_.end()) return;
-    if (found->second.state != TransferState::kPending) {
-      transfers_.erase(found);
-      return;
-    }
-    cancel(transfer_id);
-    found->second.released = true;
+    kvtransfer_detail::release_transfer(transfers_, transfer_id,
+                                        [this](std::uint64_t id) { cancel(id); });
   }
 
   Status deliver(int local_region_id, std::span<const PutSegment> segments) override {
@@ -306,7 +295,7 @@ class HostStagedTransport final : public KvTransport {
   const int device_;
   StreamPtr stream_;
   std::unordered_map<int, StagedRegion> staged_;  // mirror region id -> region
-  std::unordered_map<std::uint64_t, Transfer> transfers_;
+  kvtransfer_detail::TransferTable<Transfer> transfers_;
   TransportStats stats_;
   std::uint64_t next_transfer_id_ = 1;
 };

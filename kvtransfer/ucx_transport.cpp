@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "kvtransfer/transfer_table.h"
 #include "kvtransfer/ucx_check.h"
 
 namespace podserve {
@@ -341,14 +342,10 @@ class UcxTransportImpl final : public UcxTransport {
   bool progress() override {
     const bool moved = drive_worker() > 0;
     const auto now = Clock::now();
-    for (auto it = transfers_.begin(); it != transfers_.end();) {
-      update(it->second, now);
-      if (it->second.released && it->second.state != TransferState::kPending) {
-        it = transfers_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    kvtransfer_detail::update_transfers(transfers_, [&](Transfer& transfer) {
+      update(transfer, now);
+      return false;  // what moved is the worker's count above
+    });
     return moved;
   }
 
@@ -369,14 +366,8 @@ class UcxTransportImpl final : public UcxTransport {
   }
 
   void release(std::uint64_t transfer_id) override {
-    auto found = transfers_.find(transfer_id);
-    if (found == transfers_.end()) return;
-    if (found->second.state != TransferState::kPending) {
-      transfers_.erase(found);
-      return;
-    }
-    cancel(transfer_id);
-    found->second.released = true;
+    kvtransfer_detail::release_transfer(transfers_, transfer_id,
+                                        [this](std::uint64_t id) { cancel(id); });
   }
 
   // UCX writes into the registered memory itself: nothing to copy, only the ranges to check.
@@ -573,7 +564,7 @@ class UcxTransportImpl final : public UcxTransport {
   std::unordered_map<int, LocalRegion> regions_;
   std::unordered_map<int, RemoteRegionInfo> remote_regions_;
   std::unordered_map<int, Peer> peers_;
-  std::unordered_map<std::uint64_t, Transfer> transfers_;
+  kvtransfer_detail::TransferTable<Transfer> transfers_;
   TransportStats stats_;
   int next_region_id_ = 0;
   int next_remote_handle_ = 0;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -43,6 +44,18 @@ inline void progress_both(KvTransport& initiator, KvTransport& target,
     initiator.progress();
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }
+}
+
+// The UCX test binaries' own flags (gtest's already removed): --ucx-tls=LIST sets UCX_TLS;
+// returns false when --ucx-peer-errors=0 turns peer error handling off.
+inline bool apply_ucx_test_flags(int argc, char** argv) {
+  bool peer_error_handling = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.starts_with("--ucx-tls=")) setenv("UCX_TLS", arg.substr(10).c_str(), 1);
+    if (arg == "--ucx-peer-errors=0") peer_error_handling = false;
+  }
+  return peer_error_handling;
 }
 
 // A fresh random seed, printed so a failing run can be reproduced.

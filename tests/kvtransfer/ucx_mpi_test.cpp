@@ -210,9 +210,7 @@ TEST_F(UcxMpiTest, TimeoutFencesThenAFreshTransferLands) {
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--ucx-peer-errors=0") podserve::use_peer_error_handling = false;
-  }
+  podserve::use_peer_error_handling = podserve::testing::apply_ucx_test_flags(argc, argv);
   const int result = RUN_ALL_TESTS();
   int worst = 0;
   MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);

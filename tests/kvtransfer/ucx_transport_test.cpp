@@ -303,10 +303,6 @@ TEST_F(UcxPairTest, FenceGivesUpOnAPeerThatStoppedProgressing) {
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg.starts_with("--ucx-tls=")) setenv("UCX_TLS", arg.substr(10).c_str(), 1);
-    if (arg == "--ucx-peer-errors=0") podserve::use_peer_error_handling = false;
-  }
+  podserve::use_peer_error_handling = podserve::testing::apply_ucx_test_flags(argc, argv);
   return RUN_ALL_TESTS();
 }
