@@ -134,17 +134,18 @@ Status KvFabric::exchange(KvFabric* fabric, const Topology& topology, const Serv
 }
 
 Status KvFabric::deliver(std::span<const std::int32_t> pages) {
+  if (local_regions_.empty()) return Status::Ok();
+  // Every layer's cache has the same page layout, so one segment list serves them all.
+  const auto view = model_->kv_cache(0);
+  const std::uint64_t page_bytes = view.page_elements() * dtype_size(view.dtype);
   std::vector<PutSegment> segments;
-  for (std::size_t layer = 0; layer < local_regions_.size(); ++layer) {
-    const auto view = model_->kv_cache(static_cast<std::int32_t>(layer));
-    const std::uint64_t page_bytes = view.page_elements() * dtype_size(view.dtype);
-    segments.clear();
-    for (const std::int32_t page : pages) {
-      const std::uint64_t offset = static_cast<std::uint64_t>(page) * page_bytes;
-      segments.push_back({offset, offset, page_bytes});
-    }
-    PODSERVE_RETURN_IF_ERROR(transport_->deliver(local_regions_[layer], segments));
+  segments.reserve(pages.size());
+  for (const std::int32_t page : pages) {
+    const std::uint64_t offset = static_cast<std::uint64_t>(page) * page_bytes;
+    segments.push_back({offset, offset, page_bytes});
   }
+  for (const int region : local_regions_)
+    PODSERVE_RETURN_IF_ERROR(transport_->deliver(region, segments));
   return Status::Ok();
 }
 

@@ -28,7 +28,7 @@ def main():
     if len(sys.argv) > 2:
         for t in csv.DictReader(open(sys.argv[2])):
             key = (t["hq"], t["hkv"], t["d"], t["C"], t["P"], t["B"], t["L"])
-            torch[(t["backend"],) + key] = float(min(float(t["serial_ms"]), float(t["streams_ms"])))
+            torch[(t["backend"],) + key] = min(float(t["serial_ms"]), float(t["streams_ms"]))
     f = lambda r, c: float(r[c])
     heads = []
     for r in rows:
