@@ -60,6 +60,7 @@ void publish_load(const InstanceLoad& load, InstanceMetrics& metrics) {
 
 void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) {
   metrics.kv_transfer_bytes.Increment(static_cast<double>(done.bytes));
+  metrics.kv_transfer_runs.Increment(static_cast<double>(done.runs));
   metrics.kv_transfer_seconds.Observe(done.seconds);
   metrics.kv_transfer_tail_seconds.Observe(done.tail_seconds);
   metrics.kv_transfer_failures.Increment(done.failed_attempts);

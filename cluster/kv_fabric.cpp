@@ -210,7 +210,7 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
     state.start = now;
     state.decode_instance = shipment.decode_instance;
     for (int dest_tp_rank = 0; dest_tp_rank < dest.tp; ++dest_tp_rank) {
-      auto segments = segments_for(shipment, dest_tp_rank, dest.tp);
+      auto segments = coalesce_segments(segments_for(shipment, dest_tp_rank, dest.tp));
       state.segments_by_dest.push_back(
           segments.empty() ? nullptr
                            : std::make_shared<const std::vector<PutSegment>>(std::move(segments)));
@@ -294,7 +294,10 @@ std::vector<KvShipper::Finished> KvShipper::poll() {
     f.seconds = std::chrono::duration<double>(now - shipment.start).count();
     f.tail_seconds = std::chrono::duration<double>(now - shipment.last_post).count();
     for (const auto& t : shipment.transfers)
-      if (t.state == TransferState::kDone) f.bytes += t.bytes;
+      if (t.state == TransferState::kDone) {
+        f.bytes += t.bytes;
+        f.runs += t.segments->size();
+      }
     finished.push_back(f);
     it = shipments_.erase(it);
   }

@@ -93,6 +93,7 @@ class KvShipper {
     std::int32_t decode_instance = 0;  // where it went
     bool ok = true;
     std::uint64_t bytes = 0;
+    std::uint64_t runs = 0;     // page runs moved (one put or NCCL message each), all layers
     double seconds = 0.0;       // first post -> final
     double tail_seconds = 0.0;  // start of the last post (the compute it waited for is done)
                                 // -> final: the transfer time not hidden behind compute
@@ -114,8 +115,8 @@ class KvShipper {
   };
   struct Shipment {
     std::int32_t decode_instance = 0;
-    // Per decode TP rank: the segments of one layer (the same for every layer); null when that
-    // rank holds none of this rank's heads.
+    // Per decode TP rank: the segments of one layer (the same for every layer), coalesced into
+    // runs contiguous on both sides; null when that rank holds none of this rank's heads.
     std::vector<std::shared_ptr<const std::vector<PutSegment>>> segments_by_dest;
     std::vector<Transfer> transfers;
     std::int32_t layers_posted = 0;

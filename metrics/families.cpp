@@ -152,6 +152,10 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
                                      "Attention time of one forward pass (all layers).");
   auto& transfer_bytes = counter_family(registry, identity, "podserve_kv_transfer_bytes_total",
                                         "KV-cache bytes sent to decode instances.");
+  auto& transfer_runs = counter_family(
+      registry, identity, "podserve_kv_transfer_runs_total",
+      "Page runs (contiguous on both sides) in the KV bytes sent: one UCX put or NCCL message "
+      "each; bytes_total / runs_total is the mean run, low when KV pages are fragmented.");
   auto& transfer_seconds =
       histogram_family(registry, identity, "podserve_kv_transfer_seconds",
                        "Post of a request's first KV page transfer to completion of its last one.");
@@ -178,6 +182,7 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
       .preemptions = preemptions.Add({}),
       .attention_seconds = attention.Add({}, kernel_latency_buckets()),
       .kv_transfer_bytes = transfer_bytes.Add({}),
+      .kv_transfer_runs = transfer_runs.Add({}),
       .kv_transfer_seconds = transfer_seconds.Add({}, request_latency_buckets()),
       .kv_transfer_tail_seconds = transfer_tail.Add({}, kernel_latency_buckets()),
       .kv_transfer_failures = transfer_failures.Add({}),

@@ -73,6 +73,7 @@ struct InstanceMetrics {
   prometheus::Counter& preemptions;            // podserve_preemptions_total
   prometheus::Histogram& attention_seconds;    // podserve_attention_seconds, per forward pass
   prometheus::Counter& kv_transfer_bytes;      // podserve_kv_transfer_bytes_total
+  prometheus::Counter& kv_transfer_runs;       // podserve_kv_transfer_runs_total
   prometheus::Histogram& kv_transfer_seconds;  // podserve_kv_transfer_seconds, per request
   prometheus::Histogram& kv_transfer_tail_seconds;  // podserve_kv_transfer_tail_seconds
   prometheus::Counter& kv_transfer_failures;        // podserve_kv_transfer_failures_total

@@ -123,9 +123,9 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
   for (const char* metric :
        {"podserve_requests_total", "podserve_generation_tokens_total",
         "podserve_prompt_tokens_total", "podserve_preemptions_total",
-        "podserve_kv_transfer_bytes_total", "podserve_kv_transfer_failures_total",
-        "podserve_kv_transfer_fallbacks_total", "podserve_iteration_seconds_count",
-        "podserve_iteration_seconds_sum"}) {
+        "podserve_kv_transfer_bytes_total", "podserve_kv_transfer_runs_total",
+        "podserve_kv_transfer_failures_total", "podserve_kv_transfer_fallbacks_total",
+        "podserve_iteration_seconds_count", "podserve_iteration_seconds_sum"}) {
     outcome.metrics[metric] = sum_metric(expositions, metric);
   }
   outcome.metrics["ranks_scraped"] = expositions.size();
@@ -232,8 +232,9 @@ int main(int argc, char** argv) {
       bench_row(label.c_str(), {metric, q}, 1e3);
     }
   }
-  for (const char* metric : {"podserve_kv_transfer_bytes_total", "podserve_preemptions_total",
-                             "podserve_kv_transfer_fallbacks_total"}) {
+  for (const char* metric :
+       {"podserve_kv_transfer_bytes_total", "podserve_kv_transfer_runs_total",
+        "podserve_preemptions_total", "podserve_kv_transfer_fallbacks_total"}) {
     row(metric, outcomes[0].metrics[metric].get<double>(),
         outcomes[1].metrics[metric].get<double>(), 1);
   }

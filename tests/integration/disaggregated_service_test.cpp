@@ -21,6 +21,8 @@ namespace {
 using nlohmann::json;
 
 constexpr char kModel[] = "model: {preset: tiny, weights: random, seed: 7}\nbackend: cpu\n";
+// One KV head's row of one token in the tiny model on the CPU backend: head_dim 32, fp32.
+constexpr double kHeadRowBytes = 32 * 4;
 constexpr char kColocated[] = R"(instances: [{role: colocated, tp: 1, count: 1}]
 scheduler: {mode: colocated, token_budget: 64, max_running: 32}
 kv_cache: {page_size: 16, cpu_memory_mb: 16}
@@ -115,10 +117,15 @@ TEST_P(DisaggregatedDeployments, GreedyOutputsEqualColocatedAndEveryPageComesBac
   for (std::size_t i = 0; i < outputs.size(); ++i)
     EXPECT_EQ(outputs[i], reference_[i]) << "prompt " << i;
   double shipped = 0;
+  double runs = 0;
   for (int rank = 1; rank < d.world_size; ++rank) {
     shipped += scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_bytes_total");
+    runs += scrape_sum(service.metrics_port_base() + rank, "podserve_kv_transfer_runs_total");
   }
   EXPECT_GT(shipped, 0.0) << "no KV bytes shipped";
+  // A run is at least one KV head's row of one token (the TP-splitting deployments' unit).
+  EXPECT_GT(runs, 0.0);
+  EXPECT_LE(runs * kHeadRowBytes, shipped);
   EXPECT_TRUE(wait_all_pages_free(service, d.world_size, 30));
   EXPECT_EQ(service.stop(), 0) << service.log();
 }

@@ -96,9 +96,10 @@ TEST(MetricsServerTest, ServesInstanceFamilies) {
   EXPECT_TRUE(contains(text, "podserve_kv_cache_usage_ratio{" + labels + "} 0.25"));
   EXPECT_TRUE(contains(text, "podserve_preemptions_total{" + labels + "} 7"));
   EXPECT_TRUE(contains(text, "podserve_kv_transfer_bytes_total{" + labels + "} 1048576"));
-  for (const char* name : {"podserve_batch_tokens", "podserve_num_requests_running",
-                           "podserve_num_requests_waiting", "podserve_attention_seconds",
-                           "podserve_kv_transfer_seconds", "podserve_kv_transfer_failures_total"}) {
+  for (const char* name :
+       {"podserve_batch_tokens", "podserve_num_requests_running", "podserve_num_requests_waiting",
+        "podserve_attention_seconds", "podserve_kv_transfer_seconds",
+        "podserve_kv_transfer_runs_total", "podserve_kv_transfer_failures_total"}) {
     EXPECT_TRUE(contains(text, std::string("# TYPE ") + name)) << name;
   }
 }
