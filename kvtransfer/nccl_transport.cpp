@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -364,18 +365,25 @@ Result<std::uint64_t> NcclKvChannel::post(bool send, int peer, std::uint8_t* dev
   } else if (merged.size() > 1) {
     const PackedLayout layout = pack_layout(merged, send ? PackSide::kSender : PackSide::kReceiver);
     transfer.chunks = chunk_packed_layout(layout, state_->options.pack_chunk_bytes);
-    PODSERVE_RETURN_IF_ERROR(
-        take_lane(lane, transfer.stream, layout.packed_bytes, transfer.chunks.size()));
-    transfer.packed = true;
-    transfer.scattered_base = device_base;
-    transfer.message = lane.staging;
-    if (send && pipelined(transfer)) {
-      // The gathers read what the caller's stream wrote before this post, into a buffer whose
-      // previous user the caller's stream has just waited for.
-      PODSERVE_CHECK(cudaEventRecord(lane.caller_reached.get(), transfer.stream));
-      PODSERVE_CHECK(cudaStreamWaitEvent(lane.side_stream, lane.caller_reached.get()));
+    if (const std::optional<std::uint64_t> origin = contiguous_origin(layout)) {
+      // This side's runs lie back to back in list order (only the peer's are scattered): the
+      // chunks go straight from or into the caller's buffer, cut where the peer cuts them.
+      transfer.message = device_base + *origin;
+      for (PackedChunk& chunk : transfer.chunks) chunk.segments = {};
+    } else {
+      PODSERVE_RETURN_IF_ERROR(
+          take_lane(lane, transfer.stream, layout.packed_bytes, transfer.chunks.size()));
+      transfer.packed = true;
+      transfer.scattered_base = device_base;
+      transfer.message = lane.staging;
+      if (send && pipelined(transfer)) {
+        // The gathers read what the caller's stream wrote before this post, into a buffer whose
+        // previous user the caller's stream has just waited for.
+        PODSERVE_CHECK(cudaEventRecord(lane.caller_reached.get(), transfer.stream));
+        PODSERVE_CHECK(cudaStreamWaitEvent(lane.side_stream, lane.caller_reached.get()));
+      }
+      if (send) PODSERVE_RETURN_IF_ERROR(gather_chunk(transfer, 0));
     }
-    if (send) PODSERVE_RETURN_IF_ERROR(gather_chunk(transfer, 0));
   }
   const std::uint64_t id = state_->next_transfer_id++;
   state_->transfers.emplace(id, std::move(transfer));

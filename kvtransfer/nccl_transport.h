@@ -12,7 +12,10 @@
 // are freed with the channel): the sender gathers the segments into it with a copy kernel, sends
 // it, and the receiver receives it into its staging buffer and scatters it with the same kernel.
 // A staging buffer's next user waits (on the GPU) for its previous one, whatever streams they ran
-// on.
+// on. A side whose own runs lie back to back in list order (pack_layout.h contiguous_origin: e.g.
+// a decode instance that reserved one run of pages for a request the prefill side holds in
+// several) skips its copy kernel and moves the packed message straight from or into its buffer;
+// only the other side gathers or scatters.
 // - A packed message below two chunks (NcclChannelOptions::pack_chunk_bytes) is one message:
 //   gather, ncclSend, ncclRecv and scatter all on the caller's stream, one after another.
 // - A longer one is cut into chunks (chunk_packed_layout) that go as a pipeline: the sender

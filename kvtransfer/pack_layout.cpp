@@ -19,6 +19,15 @@ PackedLayout pack_layout(std::span<const PutSegment> segments, PackSide side) {
   return layout;
 }
 
+std::optional<std::uint64_t> contiguous_origin(const PackedLayout& layout) {
+  if (layout.segments.empty()) return std::nullopt;
+  const std::uint64_t origin = layout.segments.front().scattered_offset;  // packed offset 0
+  for (const PackedSegment& segment : layout.segments) {
+    if (segment.scattered_offset != origin + segment.packed_offset) return std::nullopt;
+  }
+  return origin;
+}
+
 std::vector<PackedChunk> chunk_packed_layout(const PackedLayout& layout,
                                              std::uint64_t chunk_bytes) {
   std::vector<PackedChunk> chunks;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -37,6 +38,13 @@ struct PackedLayout {
 };
 
 PackedLayout pack_layout(std::span<const PutSegment> segments, PackSide side);
+
+// Where the packed message already lies, as is, in the caller's buffer: the scattered offset of
+// packed byte 0 when every segment sits at that origin plus its packed offset (the segments are
+// back to back there, in list order, with no alignment gaps); nullopt otherwise. Such a side moves
+// the message straight from or into its own buffer, with no gather or scatter, whatever the peer
+// does: both sides still cut the same chunks.
+std::optional<std::uint64_t> contiguous_origin(const PackedLayout& layout);
 
 // One piece of a packed message: packed[packed_offset, +bytes), and the parts of the layout's
 // segments that lie in it (a segment crossing a chunk boundary is split; its parts keep the

@@ -30,7 +30,7 @@ struct BenchOptions {
 struct BenchRow {
   std::string backend;  // "ucx" / "nccl" / "staged"
   std::string path;     // UCX_TLS/target memory, "gpu0->gpu1/p2p/raw" (NCCL's own), ".../2proc/raw"
-  std::string mode;     // "contiguous" / "scattered"
+  std::string mode;     // "contiguous" or a page order ("scattered"; GPU: "shuffled" etc.)
   std::uint64_t bytes = 0;
   std::uint64_t segments = 0;
   double latency_us = 0.0;     // median of the samples
@@ -58,16 +58,23 @@ inline int samples_for(const BenchOptions& options, std::uint64_t bytes) {
       std::clamp<std::uint64_t>(budget, 5, static_cast<std::uint64_t>(options.iterations)));
 }
 
-// Page-scattered segment list: local pages in order, remote pages in a random permutation.
-inline std::vector<PutSegment> scattered_segments(std::uint64_t bytes, std::uint64_t page_bytes,
-                                                  std::mt19937_64& rng) {
+// `bytes / page_bytes` whole pages, page p of the source to page p of the target, each side's
+// pages in place order or shuffled (in a random order of its own).
+inline std::vector<PutSegment> page_segments(std::uint64_t bytes, std::uint64_t page_bytes,
+                                             bool shuffle_source, bool shuffle_target,
+                                             std::mt19937_64& rng) {
   const std::uint64_t pages = bytes / page_bytes;
-  std::vector<std::uint64_t> order(pages);
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
+  const auto order = [&](bool shuffle) {
+    std::vector<std::uint64_t> pages_in_order(pages);
+    std::iota(pages_in_order.begin(), pages_in_order.end(), 0);
+    if (shuffle) std::shuffle(pages_in_order.begin(), pages_in_order.end(), rng);
+    return pages_in_order;
+  };
+  const std::vector<std::uint64_t> source = order(shuffle_source);
+  const std::vector<std::uint64_t> target = order(shuffle_target);
   std::vector<PutSegment> segments;
   for (std::uint64_t page = 0; page < pages; ++page) {
-    segments.push_back({page * page_bytes, order[page] * page_bytes, page_bytes});
+    segments.push_back({source[page] * page_bytes, target[page] * page_bytes, page_bytes});
   }
   return segments;
 }

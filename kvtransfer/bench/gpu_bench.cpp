@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <span>
 #include <string>
 
 #include "kvtransfer/bench/mpi_exchange.h"
@@ -109,15 +110,29 @@ std::uint64_t target_end(std::span<const PutSegment> segments) {
   return end;
 }
 
-// The message sizes and, per size, the contiguous and (from two pages up) the shuffled-page
-// segment lists.
-std::vector<std::pair<std::string, std::vector<PutSegment>>> modes_for(const BenchOptions& options,
-                                                                       std::uint64_t bytes,
-                                                                       std::mt19937_64& rng) {
+// A page order measured beside one contiguous segment: which sides hold their pages shuffled.
+struct PageOrder {
+  const char* mode;
+  bool shuffle_source;
+  bool shuffle_target;
+};
+// The NCCL channel: both sides shuffled (gather and scatter kernels), and one side in order,
+// which moves the message in place (only the other side's kernel runs).
+constexpr PageOrder kChannelOrders[] = {
+    {"shuffled", true, true}, {"scatter", false, true}, {"gather", true, false}};
+// Host staging copies page by page whatever the order: the target's pages shuffled.
+constexpr PageOrder kStagedOrders[] = {{"scatter", false, true}};
+
+// Per size: the contiguous segment and, from two pages up, `orders`.
+std::vector<std::pair<std::string, std::vector<PutSegment>>> modes_for(
+    const BenchOptions& options, std::uint64_t bytes, std::span<const PageOrder> orders,
+    std::mt19937_64& rng) {
   std::vector<std::pair<std::string, std::vector<PutSegment>>> modes;
   modes.emplace_back("contiguous", std::vector<PutSegment>{{0, 0, bytes}});
-  if (bytes >= 2 * options.page_bytes) {
-    modes.emplace_back("scattered", scattered_segments(bytes, options.page_bytes, rng));
+  if (bytes < 2 * options.page_bytes) return modes;
+  for (const PageOrder& order : orders) {
+    modes.emplace_back(order.mode, page_segments(bytes, options.page_bytes, order.shuffle_source,
+                                                 order.shuffle_target, rng));
   }
   return modes;
 }
@@ -303,13 +318,13 @@ int run_nccl_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
     }
     rows.push_back({"nccl", path + "/raw", "contiguous", bytes, 1, raw * 1e6, gbs(bytes, raw),
                     gbs(bytes, peer), "memcpyPeer"});
-    for (const auto& [mode, segments] : modes_for(options, bytes, rng)) {
+    for (const auto& [mode, segments] : modes_for(options, bytes, kChannelOrders, rng)) {
       if (!measure_channel(sender, receiver, mode, segments, bytes, raw,
                            mode == "contiguous" ? "/channel" : "/channel-packed")) {
         exit_code = 1;
         break;
       }
-      if (mode == "scattered") shuffled.push_back({bytes, segments, raw});
+      if (mode == "shuffled") shuffled.push_back({bytes, segments, raw});
     }
   }
   // The same shuffled pages with other chunk sizes (fresh channels each; "single": one message,
@@ -323,7 +338,7 @@ int run_nccl_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
     }
     for (const Shuffled& pages : shuffled) {
       if (pages.bytes < 2 * std::min(chunk_bytes, kNcclPackChunkBytes)) continue;
-      if (!measure_channel(*(*swept)[0], *(*swept)[1], "scattered", pages.segments, pages.bytes,
+      if (!measure_channel(*(*swept)[0], *(*swept)[1], "shuffled", pages.segments, pages.bytes,
                            pages.raw_seconds, chunk_suffix(chunk_bytes))) {
         exit_code = 1;
         break;
@@ -439,7 +454,7 @@ int run_staged_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
   for (std::uint64_t bytes = options.min_bytes; bytes <= options.max_bytes && exit_code == 0;
        bytes *= 4) {
     const int samples = samples_for(options, bytes);
-    for (const auto& [mode, segments] : modes_for(options, bytes, rng)) {
+    for (const auto& [mode, segments] : modes_for(options, bytes, kStagedOrders, rng)) {
       if (!buffers.clear_target(bytes)) return 1;
       const double staged = median_seconds(samples, [&] { return staged_put(segments); });
       if (staged < 0 || !buffers.target_matches(segments)) {
@@ -690,7 +705,7 @@ int run_nccl_two_process_bench(const BenchOptions& options, std::vector<BenchRow
     }
     rows.push_back({"nccl", path + "/raw", "contiguous", bytes, 1, raw_seconds * 1e6,
                     gbs(bytes, raw_seconds), gbs(bytes, raw_seconds), "raw-nccl"});
-    for (const auto& [mode, segments] : modes_for(options, bytes, rng)) {
+    for (const auto& [mode, segments] : modes_for(options, bytes, kChannelOrders, rng)) {
       const bool cleared = sender || side.clear(bytes);
       const double seconds =
           all_ranks(cleared)
@@ -755,29 +770,35 @@ void print_gpu_summary(const std::vector<BenchRow>& rows) {
                             std::uint64_t bytes, const std::string& path_suffix) {
     return find_row(rows, backend, mode, bytes, path_suffix);
   };
+  const auto ratio = [](const BenchRow* row) {
+    return cell(row, row ? row->bandwidth_gbs / row->peak_gbs : 0);
+  };
   const std::vector<std::uint64_t> sizes = sizes_of(rows);
   std::printf(
       "\nsummary, GB/s (ratio = bandwidth / baseline of the same bytes, measured in this run):\n"
       "  nccl_raw     NCCL's own peer-to-peer figure: ncclSend/ncclRecv of the whole message\n"
-      "  paged        NcclKvChannel, shuffled pages: gather, send, scatter (pipelined in chunks "
-      "from\n"
-      "               two chunks up);  ratio to nccl_raw\n"
-      "  staged       host-staged UCX, shuffled pages, post_put -> deliver done; ratio to stages "
-      "=\n"
-      "               sum of the same D2H, host memcpy and H2D copies done one after another\n");
-  std::printf("%12s %10s %10s %7s %10s %10s %7s\n", "bytes", "nccl_raw", "paged", "ratio", "staged",
-              "stages", "ratio");
+      "  NcclKvChannel, ratio to nccl_raw, by page order (pipelined in chunks from two chunks "
+      "up):\n"
+      "    contig     one segment: ncclSend/ncclRecv in place\n"
+      "    shuffled   pages shuffled on both sides: gather, send, scatter\n"
+      "    scatter    sender's pages in order (sent in place), receiver's shuffled: send, scatter\n"
+      "    gather     sender's pages shuffled, receiver's in order (received in place)\n"
+      "  staged       host-staged UCX, receiver's pages shuffled, post_put -> deliver done; ratio\n"
+      "               to stages = sum of the same D2H, host memcpy and H2D copies one after "
+      "another\n");
+  std::printf("%12s %9s %8s %8s %8s %8s %9s %9s %7s\n", "bytes", "nccl_raw", "contig", "shuffled",
+              "scatter", "gather", "staged", "stages", "ratio");
   for (const std::uint64_t bytes : sizes) {
     const BenchRow* raw = find("nccl", "contiguous", bytes, "/raw");
-    const BenchRow* paged = find("nccl", "scattered", bytes, "/channel-packed");
-    const BenchRow* staged = find("staged", "scattered", bytes, "");
-    std::printf("%12llu %10s %10s %7s %10s %10s %7s\n", static_cast<unsigned long long>(bytes),
+    const BenchRow* staged = find("staged", "scatter", bytes, "");
+    std::printf("%12llu %9s %8s %8s %8s %8s %9s %9s %7s\n", static_cast<unsigned long long>(bytes),
                 cell(raw, raw ? raw->bandwidth_gbs : 0).c_str(),
-                cell(paged, paged ? paged->bandwidth_gbs : 0).c_str(),
-                cell(paged, paged ? paged->bandwidth_gbs / paged->peak_gbs : 0).c_str(),
+                ratio(find("nccl", "contiguous", bytes, "/channel")).c_str(),
+                ratio(find("nccl", "shuffled", bytes, "/channel-packed")).c_str(),
+                ratio(find("nccl", "scatter", bytes, "/channel-packed")).c_str(),
+                ratio(find("nccl", "gather", bytes, "/channel-packed")).c_str(),
                 cell(staged, staged ? staged->bandwidth_gbs : 0).c_str(),
-                cell(staged, staged ? staged->peak_gbs : 0).c_str(),
-                cell(staged, staged ? staged->bandwidth_gbs / staged->peak_gbs : 0).c_str());
+                cell(staged, staged ? staged->peak_gbs : 0).c_str(), ratio(staged).c_str());
   }
   // The chunk sweep: paged ratio to nccl_raw per chunk size, the default's column from above.
   std::vector<std::pair<std::string, std::string>> columns;  // header, path suffix
@@ -793,15 +814,16 @@ void print_gpu_summary(const std::vector<BenchRow>& rows) {
   bool swept = false;
   for (const BenchRow& row : rows) swept = swept || row.path.find("/packed-") != std::string::npos;
   if (!swept) return;
-  std::printf("\npaged / nccl_raw by chunk size (c = chunk, * = default; single = one message):\n");
+  std::printf(
+      "\nshuffled / nccl_raw by chunk size (c = chunk, * = default; single = one message):\n");
   std::printf("%12s", "bytes");
   for (const auto& [header, suffix] : columns) std::printf(" %7s", header.c_str());
   std::printf("\n");
   for (const std::uint64_t bytes : sizes) {
-    if (find("nccl", "scattered", bytes, "/channel-packed") == nullptr) continue;
+    if (find("nccl", "shuffled", bytes, "/channel-packed") == nullptr) continue;
     std::printf("%12llu", static_cast<unsigned long long>(bytes));
     for (const auto& [header, suffix] : columns) {
-      const BenchRow* row = find("nccl", "scattered", bytes, suffix);
+      const BenchRow* row = find("nccl", "shuffled", bytes, suffix);
       std::printf(" %7s", cell(row, row ? row->bandwidth_gbs / row->peak_gbs : 0).c_str());
     }
     std::printf("\n");
@@ -813,23 +835,22 @@ void print_two_process_summary(const std::vector<BenchRow>& rows) {
       "\ntwo-process summary, GB/s (rank r on GPU r, each posting on its own; ratio = bandwidth /\n"
       "nccl_raw of the same bytes, measured in this run; time = the slower rank's, median):\n"
       "  nccl_raw     NCCL's own figure: ncclSend on rank 0, ncclRecv on rank 1, whole message\n"
-      "  contiguous   NcclKvChannel, one segment (direct ncclSend/ncclRecv)\n"
-      "  paged        NcclKvChannel, shuffled pages: gather, send, scatter (pipelined in chunks "
-      "from\n"
-      "               two chunks up)\n");
-  std::printf("%12s %10s %10s %7s %10s %7s\n", "bytes", "nccl_raw", "contiguous", "ratio", "paged",
-              "ratio");
+      "  NcclKvChannel ratios by page order, as in the one-process summary: contig, shuffled,\n"
+      "  scatter, gather\n");
+  std::printf("%12s %9s %8s %8s %8s %8s\n", "bytes", "nccl_raw", "contig", "shuffled", "scatter",
+              "gather");
+  const auto ratio = [&rows](const char* mode, std::uint64_t bytes, const char* path_suffix) {
+    const BenchRow* row = find_row(rows, "nccl", mode, bytes, path_suffix);
+    return cell(row, row ? row->bandwidth_gbs / row->peak_gbs : 0);
+  };
   for (const std::uint64_t bytes : sizes_of(rows)) {
     const BenchRow* raw = find_row(rows, "nccl", "contiguous", bytes, "/2proc/raw");
-    const BenchRow* contiguous = find_row(rows, "nccl", "contiguous", bytes, "/2proc/channel");
-    const BenchRow* paged = find_row(rows, "nccl", "scattered", bytes, "/2proc/channel-packed");
-    std::printf(
-        "%12llu %10s %10s %7s %10s %7s\n", static_cast<unsigned long long>(bytes),
-        cell(raw, raw ? raw->bandwidth_gbs : 0).c_str(),
-        cell(contiguous, contiguous ? contiguous->bandwidth_gbs : 0).c_str(),
-        cell(contiguous, contiguous ? contiguous->bandwidth_gbs / contiguous->peak_gbs : 0).c_str(),
-        cell(paged, paged ? paged->bandwidth_gbs : 0).c_str(),
-        cell(paged, paged ? paged->bandwidth_gbs / paged->peak_gbs : 0).c_str());
+    std::printf("%12llu %9s %8s %8s %8s %8s\n", static_cast<unsigned long long>(bytes),
+                cell(raw, raw ? raw->bandwidth_gbs : 0).c_str(),
+                ratio("contiguous", bytes, "/2proc/channel").c_str(),
+                ratio("shuffled", bytes, "/2proc/channel-packed").c_str(),
+                ratio("scatter", bytes, "/2proc/channel-packed").c_str(),
+                ratio("gather", bytes, "/2proc/channel-packed").c_str());
   }
 }
 

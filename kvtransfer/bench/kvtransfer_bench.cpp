@@ -168,7 +168,7 @@ int run_ucx_bench(const BenchOptions& options, std::vector<BenchRow>& rows) {
     std::vector<std::pair<std::string, std::vector<PutSegment>>> modes;
     modes.emplace_back("contiguous", std::vector<PutSegment>{{0, 0, bytes}});
     if (bytes >= 2 * options.page_bytes) {
-      modes.emplace_back("scattered", scattered_segments(bytes, options.page_bytes, rng));
+      modes.emplace_back("scattered", page_segments(bytes, options.page_bytes, false, true, rng));
     }
     for (const auto& [mode, segments] : modes) {
       const double put = put_seconds(ucx, *region, *remote, segments, samples);

@@ -1,7 +1,8 @@
 // NCCL channel between two GPUs of this machine (label gpu): segment lists sent from GPU 0
 // arrive exactly at GPU 1 and untouched bytes stay poisoned, through the direct path (one
-// coalesced segment) and the packed path (gather kernel, message, scatter kernel; aligned and
-// unaligned segments), as one message and as a pipeline of chunks (the default chunk size, and a
+// coalesced segment), the packed path (gather kernel, message, scatter kernel; aligned and
+// unaligned segments) and the one-sided packed path (pages in order on one side: only the other
+// side's kernel runs), as one message and as a pipeline of chunks (the default chunk size, and a
 // small one that cuts most segments). Also: transfers queued back to back on different streams
 // take turns on the staging buffers, both directions in one group with different chunk counts,
 // and one thread per rank without groups. GPU tests skip with fewer than 2 CUDA devices; the
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <latch>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -141,6 +143,28 @@ TEST(PackChunks, BelowTwoChunksIsOneAndEmptyIsNone) {
   EXPECT_EQ(two[1].packed_offset, 1008u);
   EXPECT_EQ(two[1].segments, (std::vector<PackedSegment>{{5000, 1008, 1000}}));
   EXPECT_TRUE(chunk_packed_layout(pack_layout({}, PackSide::kSender), 4096).empty());
+}
+
+// A side moves the message in place exactly when its runs lie back to back in list order with no
+// alignment gap: pages 3, 4, 5 in order (origin: page 3) but not the same pages out of order, and
+// not 100-byte runs back to back (packed 16-byte aligned: 0 and 112). One segment is its own
+// origin.
+TEST(PackLayout, ContiguousOriginOnlyForRunsBackToBackInListOrder) {
+  constexpr std::uint64_t kPage = testing::kPageBytes;
+  const std::vector<PutSegment> in_order_to_scattered = {
+      {3 * kPage, 9 * kPage, kPage}, {4 * kPage, 1 * kPage, kPage}, {5 * kPage, 7 * kPage, kPage}};
+  EXPECT_EQ(contiguous_origin(pack_layout(in_order_to_scattered, PackSide::kSender)), 3 * kPage);
+  EXPECT_EQ(contiguous_origin(pack_layout(in_order_to_scattered, PackSide::kReceiver)),
+            std::nullopt);
+  const std::vector<PutSegment> out_of_order = {{4 * kPage, 0, kPage}, {3 * kPage, kPage, kPage}};
+  EXPECT_EQ(contiguous_origin(pack_layout(out_of_order, PackSide::kSender)), std::nullopt);
+  EXPECT_EQ(contiguous_origin(pack_layout(out_of_order, PackSide::kReceiver)), 0u);
+  const std::vector<PutSegment> unaligned = {{0, 0, 100}, {100, 500, 100}};
+  EXPECT_EQ(contiguous_origin(pack_layout(unaligned, PackSide::kSender)), std::nullopt);
+  const std::vector<PutSegment> one = {{4099, 17, 5}};
+  EXPECT_EQ(contiguous_origin(pack_layout(one, PackSide::kSender)), 4099u);
+  EXPECT_EQ(contiguous_origin(pack_layout(one, PackSide::kReceiver)), 17u);
+  EXPECT_EQ(contiguous_origin(pack_layout({}, PackSide::kSender)), std::nullopt);
 }
 
 TEST(NcclChannelOptions, ChunkSizeMustBeAPositiveMultipleOf16) {

@@ -103,6 +103,26 @@ inline const std::vector<SegmentPattern>& segment_patterns() {
          }
          return segments;
        }},
+      {"in_order_to_scattered", 4 << 20,
+       [](std::mt19937_64& rng) {
+         // Pages 5.. in order on the sender (sent in place), shuffled on the receiver.
+         const auto remote = random_pages(rng, 256, 100);
+         std::vector<PutSegment> segments;
+         for (std::size_t i = 0; i < remote.size(); ++i) {
+           segments.push_back({(5 + i) * kPageBytes, remote[i] * kPageBytes, kPageBytes});
+         }
+         return segments;
+       }},
+      {"scattered_to_in_order", 4 << 20,
+       [](std::mt19937_64& rng) {
+         // Shuffled on the sender, pages 7.. in order on the receiver (received in place).
+         const auto local = random_pages(rng, 256, 100);
+         std::vector<PutSegment> segments;
+         for (std::size_t i = 0; i < local.size(); ++i) {
+           segments.push_back({local[i] * kPageBytes, (7 + i) * kPageBytes, kPageBytes});
+         }
+         return segments;
+       }},
       {"adjacent_runs", 4 << 20,
        [](std::mt19937_64& rng) {
          // Runs of 1..8 pages adjacent on both sides (coalesced), separated by gaps.
