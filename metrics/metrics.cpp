@@ -1,9 +1,11 @@
 #include "metrics/metrics.h"
 
-#include <exception>
+#include <httplib.h>
+
+#include <chrono>
 #include <utility>
 
-#include "prometheus/exposer.h"
+#include "prometheus/text_serializer.h"
 #include "spdlog/spdlog.h"
 
 namespace podserve {
@@ -11,35 +13,50 @@ namespace podserve {
 Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& bind_address,
                                                             int port) {
   const std::string listen = bind_address + ":" + std::to_string(port);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  try {
-    exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    Status status = unavailable("metrics: cannot serve /metrics on " + listen + ": " + e.what());
+  auto server = std::make_unique<httplib::Server>();
+  server->new_task_queue = [] { return new httplib::ThreadPool(2); };  // scrapes are rare
+  // SO_REUSEADDR only: httplib's default, SO_REUSEPORT, would let a second rank bind a busy port.
+  server->set_socket_options([](socket_t sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  const int bound = port == 0 ? server->bind_to_any_port(bind_address)
+                    : server->bind_to_port(bind_address, port) ? port
+                                                               : -1;
+  if (bound <= 0) {
+    Status status = unavailable("metrics: cannot serve /metrics on " + listen +
+                                ": cannot bind (address in use or not local)");
     spdlog::error("{}", status.message());
     return status;
   }
-  const std::vector<int> ports = exposer->GetListeningPorts();
-  if (ports.empty()) {
-    Status status = internal_error("metrics: no listening port for " + listen);
-    spdlog::error("{}", status.message());
-    return status;
-  }
-  auto registry = std::make_shared<prometheus::Registry>();
-  exposer->RegisterCollectable(registry);
-  return std::unique_ptr<MetricsServer>(
-      new MetricsServer(std::move(exposer), std::move(registry), bind_address, ports.front()));
+  return std::unique_ptr<MetricsServer>(new MetricsServer(std::move(server), bind_address, bound));
 }
 
-MetricsServer::MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
-                             std::shared_ptr<prometheus::Registry> registry,
-                             std::string bind_address, int port)
-    : registry_(std::move(registry)),
-      exposer_(std::move(exposer)),
+MetricsServer::MetricsServer(std::unique_ptr<httplib::Server> server, std::string bind_address,
+                             int port)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      server_(std::move(server)),
       bind_address_(std::move(bind_address)),
-      port_(port) {}
+      port_(port) {
+  server_->Get("/metrics", [registry = registry_](const httplib::Request&, httplib::Response& res) {
+    res.set_content(prometheus::TextSerializer().Serialize(registry->Collect()),
+                    "text/plain; version=0.0.4; charset=utf-8");
+  });
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // httplib's stop() is a no-op until the listen loop runs: wait for it, so the destructor's
+  // stop() always ends the thread.
+  while (!server_->is_running() && !listen_returned_) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
 
-MetricsServer::~MetricsServer() = default;
+MetricsServer::~MetricsServer() {
+  server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
 
 std::string MetricsServer::endpoint() const { return bind_address_ + ":" + std::to_string(port_); }
 

@@ -1,5 +1,8 @@
-// The per-rank Prometheus endpoint: a MetricsServer owns a Registry and serves it as
-// `GET /metrics` (text exposition format) on bind:port from prometheus-cpp's own HTTP threads.
+// The per-rank Prometheus endpoint: a MetricsServer owns a prometheus-cpp Registry and serves it
+// as `GET /metrics` (text exposition format 0.0.4, prometheus-cpp's serializer) on bind:port from
+// a cpp-httplib server thread. (Not prometheus-cpp's civetweb Exposer: civetweb starts its threads
+// with a fixed 100 KiB stack, which fails once a library with a large static TLS block is loaded,
+// as cuBLAS Lt is, at 94 KiB.)
 // Build the rank's metric families into registry() (metrics/families.h) right after start.
 //
 // Contract: start() binds synchronously and reports a bind failure as a Status (no exceptions
@@ -8,15 +11,17 @@
 // reference taken from it, dies with the MetricsServer, so it must outlive their users.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "core/status.h"
 #include "prometheus/registry.h"
 
-namespace prometheus {
-class Exposer;
-}  // namespace prometheus
+namespace httplib {
+class Server;
+}  // namespace httplib
 
 namespace podserve {
 
@@ -34,13 +39,14 @@ class MetricsServer {
   std::string endpoint() const;
 
  private:
-  MetricsServer(std::unique_ptr<prometheus::Exposer> exposer,
-                std::shared_ptr<prometheus::Registry> registry, std::string bind_address, int port);
+  MetricsServer(std::unique_ptr<httplib::Server> server, std::string bind_address, int port);
 
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<httplib::Server> server_;
   std::string bind_address_;
   int port_;
+  std::thread thread_;  // runs server_->listen_after_bind()
+  std::atomic<bool> listen_returned_ = false;
 };
 
 }  // namespace podserve

@@ -160,8 +160,14 @@ Status Router::start() {
   // httplib 0.11 listens with a backlog of 5, which a burst of concurrent clients overflows
   // (connections reset); remember the socket and raise the backlog once it is bound.
   int listen_socket = -1;
-  server_->set_socket_options([&listen_socket](socket_t sock) {
-    httplib::default_socket_options(sock);
+  // SO_REUSEADDR only: httplib's default, SO_REUSEPORT, would let a second router bind a busy
+  // port and share its connections.
+  const auto reuse_address = [](socket_t sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  };
+  server_->set_socket_options([&listen_socket, reuse_address](socket_t sock) {
+    reuse_address(sock);
     listen_socket = sock;
   });
   install_routes();
@@ -172,7 +178,7 @@ Status Router::start() {
     spdlog::error("{}", status.message());
     return status;
   }
-  server_->set_socket_options(httplib::default_socket_options);
+  server_->set_socket_options(reuse_address);
   if (listen_socket >= 0 && ::listen(listen_socket, SOMAXCONN) != 0) {
     spdlog::warn("router: could not raise the listen backlog: {}", std::strerror(errno));
   }
