@@ -8,9 +8,11 @@
 #include <deque>
 #include <optional>
 #include <unordered_map>
+#include <utility>
 
 #include "cluster/control_endpoint.h"
 #include "cluster/kv_fabric.h"
+#include "cluster/mpi_check.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/plan_broadcast.h"
 #include "cluster/rank_metrics.h"
@@ -23,12 +25,30 @@ namespace {
 
 constexpr int kRouterRank = 0;
 
-Result<BackendKind> choose_backend(BackendChoice choice) {
-  switch (choice) {
+// `backend: auto` takes the GPU when there is one and its kernels take this model's attention
+// shape (per rank), else the CPU (logged); `cuda` with an unsupported shape is a config error.
+Result<BackendKind> choose_backend(const ServiceConfig& config, const ModelConfig& model, int tp) {
+  const auto cuda_supports = [&] {
+    return backend_supports_attention(BackendKind::kCuda, model.num_heads / tp,
+                                      model.num_kv_heads / tp, model.head_dim,
+                                      config.kv_cache.page_size);
+  };
+  switch (config.backend) {
     case BackendChoice::kCpu: return BackendKind::kCpu;
-    case BackendChoice::kCuda: return BackendKind::kCuda;
+    case BackendChoice::kCuda:
+      if (const Status supported = cuda_supports(); !supported.ok()) {
+        return invalid_argument("config key 'backend': cuda cannot serve model '" + model.name +
+                                "': " + supported.message());
+      }
+      return BackendKind::kCuda;
     case BackendChoice::kAuto:
-      return cuda_device_available() ? BackendKind::kCuda : BackendKind::kCpu;
+      if (!cuda_device_available()) return BackendKind::kCpu;
+      if (const Status supported = cuda_supports(); !supported.ok()) {
+        spdlog::warn("backend auto: a GPU is present but model '{}' runs on the CPU ({})",
+                     model.name, supported.message());
+        return BackendKind::kCpu;
+      }
+      return BackendKind::kCuda;
   }
   return invalid_argument("config key 'backend': unknown value");
 }
@@ -43,6 +63,49 @@ Result<AttentionKind> choose_attention(AttentionImpl impl, BackendKind backend) 
     case AttentionImpl::kStreams: return AttentionKind::kStreams;
   }
   return invalid_argument("config key 'scheduler.attention': unknown value");
+}
+
+// The instance's tensor-parallel collectives: MPI on the CPU backend; on a device backend its
+// own library's (NCCL), joined with an id the leader makes and broadcasts over the instance.
+Result<std::unique_ptr<Communicator>> make_tensor_parallel_communicator(const Topology& topology,
+                                                                        Backend& backend) {
+  if (backend.kind() == BackendKind::kCpu) {
+    return std::unique_ptr<Communicator>(
+        std::make_unique<MpiCommunicator>(topology.instance_comm()));
+  }
+  std::vector<std::uint8_t> id;
+  if (topology.is_leader()) {
+    PODSERVE_ASSIGN_OR_RETURN(id, make_collective_id(backend.kind()));
+  }
+  std::uint64_t id_bytes = id.size();
+  PODSERVE_MPI(MPI_Bcast(&id_bytes, 1, MPI_UINT64_T, 0, topology.instance_comm()));
+  id.resize(id_bytes);
+  PODSERVE_MPI(
+      MPI_Bcast(id.data(), static_cast<int>(id_bytes), MPI_BYTE, 0, topology.instance_comm()));
+  return make_collective_communicator(id, topology.instance().tp, topology.tp_rank(), backend);
+}
+
+// KV-cache bytes per rank when kv_cache.num_pages is 0: cpu_memory_mb on the CPU backend; on a
+// device, memory_fraction of what its free memory leaves after this rank's share of the weights
+// (the embedding counted whole: every rank holds it).
+Result<std::size_t> kv_cache_budget(const ServiceConfig& config, const ModelConfig& model, int tp,
+                                    const Backend& backend) {
+  if (backend.kind() == BackendKind::kCpu) {
+    return static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20;
+  }
+  PODSERVE_ASSIGN_OR_RETURN(const std::size_t free_bytes, device_free_memory(backend));
+  const std::size_t element = dtype_size(backend.compute_dtype());
+  const auto embedding = static_cast<std::size_t>(model.vocab_size) * model.hidden_size;
+  const std::size_t weight_bytes =
+      (static_cast<std::size_t>(model.num_parameters()) / tp + embedding) * element;
+  if (free_bytes <= weight_bytes) {
+    return resource_exhausted(fmt::format(
+        "config key 'kv_cache.num_pages': {} has {:.1f} GiB free, the weights need {:.1f} GiB per "
+        "rank (raise the instance's tp or set kv_cache.num_pages)",
+        backend.name(), free_bytes / double(1 << 30), weight_bytes / double(1 << 30)));
+  }
+  return static_cast<std::size_t>(static_cast<double>(free_bytes - weight_bytes) *
+                                  config.kv_cache.memory_fraction);
 }
 
 IterationBatchKind batch_kind(const StepStats& stats) {
@@ -261,7 +324,9 @@ class Leader {
         PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, aborted));
       }
     } else if (a.parts_failed == 0) {
-      PODSERVE_RETURN_IF_ERROR(fabric_->deliver(a.dest_pages));
+      // Delivered by every TP rank before the next forward pass (BatchPlan::deliver_pages).
+      pending_deliveries_.insert(pending_deliveries_.end(), a.dest_pages.begin(),
+                                 a.dest_pages.end());
       PODSERVE_RETURN_IF_ERROR(
           engine_.activate_prefilled(std::move(a.request), result.first_token));
     } else {
@@ -304,7 +369,9 @@ class Leader {
         }
         shipments = plan.shipments;
       }
-      return has_peers_ ? broadcast_plan(topology_.instance_comm(), plan) : Status::Ok();
+      plan.deliver_pages = std::exchange(pending_deliveries_, {});
+      if (has_peers_) PODSERVE_RETURN_IF_ERROR(broadcast_plan(topology_.instance_comm(), plan));
+      return fabric_ != nullptr ? fabric_->deliver(plan.deliver_pages) : Status::Ok();
     };
     const auto after_layer = [&](std::int32_t layer) -> Status { return ship(shipments, layer); };
     const bool layerwise = role_ == InstanceRole::kPrefill && config_.kv_transfer.layerwise;
@@ -418,6 +485,7 @@ class Leader {
   std::unordered_map<RequestId, PrefillTarget> targets_;  // prefill role
   std::unordered_map<RequestId, AwaitingKv> awaiting_;    // decode role
   std::deque<DisaggregatedSubmitMessage> unreserved_;     // decode role: waiting for pages
+  std::vector<std::int32_t> pending_deliveries_;  // decode role: for the next plan's deliver_pages
 };
 
 // A TP peer: executes every plan its leader broadcasts until the shutdown plan; on a prefill
@@ -439,6 +507,7 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
       if (plan->shutdown) return control.flush();
       active = true;
       const auto start = std::chrono::steady_clock::now();
+      if (fabric != nullptr) PODSERVE_RETURN_IF_ERROR(fabric->deliver(plan->deliver_pages));
       const auto after_layer = [&](std::int32_t layer) -> Status {
         for (const auto& shipment : plan->shipments)
           PODSERVE_RETURN_IF_ERROR(shipper->post(shipment, layer));
@@ -486,11 +555,13 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   auto metrics =
       make_instance_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));
 
-  PODSERVE_ASSIGN_OR_RETURN(const auto backend_kind, choose_backend(config.backend));
+  PODSERVE_ASSIGN_OR_RETURN(const auto backend_kind,
+                            choose_backend(config, model, topology.instance().tp));
   PODSERVE_ASSIGN_OR_RETURN(const auto attention,
                             choose_attention(config.scheduler.attention, backend_kind));
-  PODSERVE_ASSIGN_OR_RETURN(auto backend, make_backend(backend_kind, topology.node_local_rank()));
-  MpiCommunicator communicator(topology.instance_comm());
+  PODSERVE_ASSIGN_OR_RETURN(auto backend, make_backend(backend_kind, topology.device_index()));
+  PODSERVE_ASSIGN_OR_RETURN(auto communicator,
+                            make_tensor_parallel_communicator(topology, *backend));
   const int tp = topology.instance().tp;
 
   ModelOptions options;
@@ -498,14 +569,10 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   options.attention = attention;
   options.num_pages = config.kv_cache.num_pages;
   if (options.num_pages == 0) {
-    if (backend_kind != BackendKind::kCpu) {
-      return unimplemented(
-          "config key 'kv_cache.num_pages': deriving the page count from GPU "
-          "memory needs the CUDA backend");
-    }
-    options.num_pages = LlamaModel::pages_that_fit(
-        model, tp, static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20, options.page_size,
-        backend->compute_dtype());
+    PODSERVE_ASSIGN_OR_RETURN(const std::size_t kv_bytes,
+                              kv_cache_budget(config, model, tp, *backend));
+    options.num_pages = LlamaModel::pages_that_fit(model, tp, kv_bytes, options.page_size,
+                                                   backend->compute_dtype());
   }
   // The KV fabric (disaggregated mode) comes first: on a host backend the KV cache lives in
   // transport memory, which shared-memory peers write in one copy.
@@ -513,14 +580,14 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
       auto fabric,
       KvFabric::open(topology, config,
                      backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
-                     topology.node_local_rank()));
+                     topology.device_index()));
   if (fabric && backend_kind == BackendKind::kCpu)
     options.kv_cache_allocator = fabric->kv_cache_allocator();
   PODSERVE_ASSIGN_OR_RETURN(auto weights,
                             open_weight_source(config.model.weights, config.model.seed));
   const auto load_start = std::chrono::steady_clock::now();
   PODSERVE_ASSIGN_OR_RETURN(auto llama,
-                            LlamaModel::create(model, *weights, *backend, communicator, options));
+                            LlamaModel::create(model, *weights, *backend, *communicator, options));
   if (topology.is_leader()) {
     spdlog::info(
         "instance {} ({}, tp={}) on {}: weights {} loaded in {:.1f} s, {} KV pages of {} tokens",

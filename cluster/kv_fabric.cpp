@@ -51,6 +51,13 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
                                                  const ServiceConfig& config, MemoryKind kv_memory,
                                                  int cuda_device) {
   if (!in_fabric(topology, config)) return std::unique_ptr<KvFabric>{};
+  if (config.kv_transfer.backend != "ucx") {
+    // The NCCL channel (kvtransfer/nccl_transport.h) is two-sided: the decode rank would post a
+    // matching receive for every shipment, a protocol the service does not run yet.
+    return unimplemented("config key 'kv_transfer.backend': '" + config.kv_transfer.backend +
+                         "' is built and benchmarked (podserve-kvtransfer-bench) but the service "
+                         "ships KV pages over ucx only");
+  }
   std::unique_ptr<KvFabric> fabric(new KvFabric());
   UcxOptions options;
   options.faults.drop_probability = config.kv_transfer.inject_drop_rate;

@@ -26,6 +26,14 @@ std::vector<InstancePlacement> place_instances(const ServiceConfig& config) {
   return placements;
 }
 
+int gpu_index_on_host(std::span<const RankEndpoint> endpoints, int world_rank) {
+  int index = 0;
+  for (int r = 1; r < world_rank; ++r) {
+    if (endpoints[r].host == endpoints[world_rank].host) ++index;
+  }
+  return index;
+}
+
 Result<Topology> Topology::create(const ServiceConfig& config) {
   Topology t;
   PODSERVE_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &t.world_rank_));

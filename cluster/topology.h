@@ -5,6 +5,7 @@
 
 #include <mpi.h>
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ struct RankEndpoint {
 // Pure function of the config: instance i takes ranks in config order after rank 0.
 std::vector<InstancePlacement> place_instances(const ServiceConfig& config);
 
+// The GPU of instance rank `world_rank` (>= 1): its index among the instance ranks (every rank
+// but 0, the router) on its host, in world-rank order.
+int gpu_index_on_host(std::span<const RankEndpoint> endpoints, int world_rank);
+
 class Topology {
  public:
   // Collective over MPI_COMM_WORLD. Fails (naming the config key) when the world size does not
@@ -48,6 +53,9 @@ class Topology {
   int tp_rank() const { return tp_rank_; }
   bool is_leader() const { return !is_router() && tp_rank_ == 0; }
   int node_local_rank() const { return endpoints_[world_rank_].node_local_rank; }
+  // The GPU this rank uses: its index among the instance ranks of its node (the router takes no
+  // GPU, so on a one-node deployment ranks 1..N use GPUs 0..N-1); -1 on the router.
+  int device_index() const { return is_router() ? -1 : gpu_index_on_host(endpoints_, world_rank_); }
   const std::vector<InstancePlacement>& instances() const { return instances_; }
   const std::vector<RankEndpoint>& endpoints() const { return endpoints_; }
   // "router" or "<role>-<instance>-tp<rank>".

@@ -30,6 +30,16 @@ std::string_view to_string(BackendKind kind) {
   return "?";
 }
 
+std::string_view to_string(AttentionKind kind) {
+  switch (kind) {
+    case AttentionKind::kCpu: return "cpu";
+    case AttentionKind::kPod: return "pod";
+    case AttentionKind::kSerial: return "serial";
+    case AttentionKind::kStreams: return "streams";
+  }
+  return "unknown";
+}
+
 TensorView make_view(void* data, DType dtype, std::initializer_list<std::int64_t> shape) {
   TensorView v;
   v.data = data;

@@ -91,6 +91,7 @@ struct AttentionSequence {
 };
 
 enum class AttentionKind : std::uint8_t { kCpu, kPod, kSerial, kStreams };
+std::string_view to_string(AttentionKind kind);
 
 class Backend {
  public:
@@ -136,6 +137,11 @@ class Backend {
   // Copies rows: out[i, :] = x[rows[i], :]. rows given on the host.
   virtual Status gather_rows(const TensorView& x, std::span<const std::int32_t> rows,
                              const TensorView& out) = 0;
+
+  // Time spent in the attention() calls since the previous take, in seconds, once they have run
+  // (waits for them): device time on a GPU (events around each call), wall time on the CPU. The
+  // model reports it per forward pass without synchronizing after every layer.
+  virtual Result<double> take_attention_seconds() = 0;
 };
 
 // Tensor-parallel collectives over one instance's ranks (MPI on CPU, NCCL on CUDA).

@@ -48,6 +48,7 @@ std::vector<std::uint8_t> BatchPlan::serialize() const {
     w.put_vector(std::span<const std::int32_t>(k.source_pages));
     w.put_vector(std::span<const std::int32_t>(k.dest_pages));
   }
+  w.put_vector(std::span<const std::int32_t>(deliver_pages));
   return w.take();
 }
 
@@ -85,6 +86,7 @@ Result<BatchPlan> BatchPlan::deserialize(std::span<const std::uint8_t> bytes) {
     PODSERVE_RETURN_IF_ERROR(r.get_vector(k.source_pages));
     PODSERVE_RETURN_IF_ERROR(r.get_vector(k.dest_pages));
   }
+  PODSERVE_RETURN_IF_ERROR(r.get_vector(plan.deliver_pages));
   if (!r.done()) return invalid_argument("batch plan: trailing bytes");
   return plan;
 }

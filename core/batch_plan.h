@@ -44,6 +44,9 @@ struct BatchPlan {
   std::uint64_t iteration = 0;
   std::vector<SequenceWork> sequences;
   std::vector<KvShipment> shipments;
+  // Decode instances: pages whose KV arrived since the previous plan through a transport that
+  // stages it (KvTransport::deliver); every TP rank delivers them before this forward pass.
+  std::vector<std::int32_t> deliver_pages;
   // Tells TP peers to leave their loop; a shutdown plan carries no sequences.
   bool shutdown = false;
 

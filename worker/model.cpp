@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 
 #include "worker/float_convert.h"
@@ -245,7 +244,10 @@ Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
       PODSERVE_RETURN_IF_ERROR(after_layer(static_cast<std::int32_t>(l)));
     }
   }
-  if (num_sampled == 0) return std::vector<float>{};
+  if (num_sampled == 0) {
+    PODSERVE_ASSIGN_OR_RETURN(attention_seconds_, backend_.take_attention_seconds());
+    return std::vector<float>{};
+  }
 
   const TensorView sampled_hidden =
       view2(ws_.sampled_hidden, dtype_, num_sampled, config_.hidden_size);  // [S, H]
@@ -266,6 +268,7 @@ Result<std::vector<float>> LlamaModel::forward(const BatchPlan& plan,
   PODSERVE_RETURN_IF_ERROR(backend_.copy_to_host(device_bytes.data(), logits.data, logits.bytes()));
   std::vector<float> host_logits(static_cast<std::size_t>(logits.numel()));
   PODSERVE_RETURN_IF_ERROR(convert_to_f32(device_bytes.data(), dtype_, host_logits));
+  PODSERVE_ASSIGN_OR_RETURN(attention_seconds_, backend_.take_attention_seconds());
   return host_logits;
 }
 
@@ -302,11 +305,8 @@ Status LlamaModel::run_layer(Layer& layer, std::int32_t num_tokens,
   PODSERVE_RETURN_IF_ERROR(backend_.rope(q_heads, k_heads, positions, config_.rope_theta));
   PODSERVE_RETURN_IF_ERROR(backend_.kv_append(k_heads, v_heads, slots, cache));
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const auto attention_start = std::chrono::steady_clock::now();
   PODSERVE_RETURN_IF_ERROR(backend_.attention(q_heads, cache, attention_sequences, scale,
                                               options_.attention, attention_heads));
-  attention_seconds_ +=
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - attention_start).count();
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(attention_rows, layer.o_proj.view, projected));
   if (tp_size_ > 1) PODSERVE_RETURN_IF_ERROR(comm_.all_reduce_sum(projected));
   PODSERVE_RETURN_IF_ERROR(backend_.add(residual, projected, residual));

@@ -145,6 +145,10 @@ struct HybridAttentionPlan {
   std::vector<std::byte> static_image;  // bytes [counters_bytes, partial_out_offset)
 };
 
+// The shapes these kernels take (head_dim 64 or 128, page_size 16, a GQA group of at most 16):
+// what the plan validates, and what the service asks before it picks the CUDA backend.
+Status check_attention_shape(int num_q_heads, int num_kv_heads, int head_dim, int page_size);
+
 // Waves of one-warp decode items the plan targets: 1 for decode-only batches, 2 beside a prefill
 // (measured; attention_plan.cpp).
 int decode_waves(int num_prefill_seqs);

@@ -6,6 +6,21 @@
 #include "kernels/cuda/attention_cuda.h"
 
 namespace podserve::cuda {
+
+Status check_attention_shape(int num_q_heads, int num_kv_heads, int head_dim, int page_size) {
+  if (head_dim != 64 && head_dim != 128)
+    return invalid_argument("attention: head_dim " + std::to_string(head_dim) +
+                            " unsupported (64 or 128)");
+  if (page_size != kDecodeKeysPerStage)
+    return invalid_argument("attention: page_size " + std::to_string(page_size) +
+                            " unsupported (16)");
+  if (num_kv_heads <= 0 || num_q_heads <= 0 || num_q_heads % num_kv_heads != 0)
+    return invalid_argument("attention: num_q_heads must be a positive multiple of num_kv_heads");
+  if (num_q_heads / num_kv_heads > 16)
+    return invalid_argument("attention: GQA group larger than 16 unsupported");
+  return Status::Ok();
+}
+
 namespace {
 
 std::size_t align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -17,17 +32,8 @@ void append_bytes(std::vector<std::byte>& image, std::size_t offset, const std::
 }
 
 Status validate(const HybridAttentionShape& shape, const DeviceShape& device) {
-  if (shape.head_dim != 64 && shape.head_dim != 128)
-    return invalid_argument("attention: head_dim " + std::to_string(shape.head_dim) +
-                            " unsupported (64 or 128)");
-  if (shape.page_size != kDecodeKeysPerStage)
-    return invalid_argument("attention: page_size " + std::to_string(shape.page_size) +
-                            " unsupported (16)");
-  if (shape.num_kv_heads <= 0 || shape.num_q_heads <= 0 ||
-      shape.num_q_heads % shape.num_kv_heads != 0)
-    return invalid_argument("attention: num_q_heads must be a positive multiple of num_kv_heads");
-  if (shape.num_q_heads / shape.num_kv_heads > 16)
-    return invalid_argument("attention: GQA group larger than 16 unsupported");
+  PODSERVE_RETURN_IF_ERROR(check_attention_shape(shape.num_q_heads, shape.num_kv_heads,
+                                                 shape.head_dim, shape.page_size));
   if (shape.prefill_new_tokens.size() != shape.prefill_cached_tokens.size())
     return invalid_argument(
         "attention: prefill_new_tokens and prefill_cached_tokens differ in size");

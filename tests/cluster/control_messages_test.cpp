@@ -126,5 +126,17 @@ instances:
   EXPECT_EQ(config.world_size(), 6);
 }
 
+// The router (rank 0) takes no GPU: on one host ranks 1..3 use GPUs 0..2; on two hosts each
+// host's instance ranks count from 0 in world-rank order.
+TEST(Topology, GpuIndexCountsInstanceRanksOnTheSameHost) {
+  const std::vector<RankEndpoint> one_host = {{"a", 0}, {"a", 1}, {"a", 2}, {"a", 3}};
+  for (int rank = 1; rank < 4; ++rank) EXPECT_EQ(gpu_index_on_host(one_host, rank), rank - 1);
+  const std::vector<RankEndpoint> two_hosts = {{"a", 0}, {"a", 1}, {"b", 0}, {"b", 1}, {"a", 2}};
+  EXPECT_EQ(gpu_index_on_host(two_hosts, 1), 0);
+  EXPECT_EQ(gpu_index_on_host(two_hosts, 2), 0);
+  EXPECT_EQ(gpu_index_on_host(two_hosts, 3), 1);
+  EXPECT_EQ(gpu_index_on_host(two_hosts, 4), 1);
+}
+
 }  // namespace
 }  // namespace podserve

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
 
 namespace podserve {
@@ -97,4 +98,28 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
+// Every shipped config loads, and each colocated/disaggregated pair differs only in the keys the
+// A/B switch needs: the instances' roles and scheduler.mode.
+TEST(Config, ShippedConfigsLoadAndTheirAbPairsDifferOnlyInTheSwitch) {
+  const std::filesystem::path dir = PODSERVE_SOURCE_DIR "/deploy/configs";
+  int loaded = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
+    if (entry.path().extension() != ".yaml") continue;
+    EXPECT_NO_THROW(load_config(entry.path().string())) << entry.path();
+    ++loaded;
+  }
+  EXPECT_GE(loaded, 4);
+  for (const std::string prefix : {"tiny", "llama3-8b"}) {
+    SCOPED_TRACE(prefix);
+    ServiceConfig colocated = load_config((dir / (prefix + "-colocated.yaml")).string());
+    const ServiceConfig disaggregated =
+        load_config((dir / (prefix + "-disaggregated.yaml")).string());
+    EXPECT_EQ(colocated.scheduler.mode, SchedulerMode::kColocated);
+    EXPECT_EQ(disaggregated.scheduler.mode, SchedulerMode::kDisaggregated);
+    colocated.scheduler.mode = disaggregated.scheduler.mode;
+    colocated.instances = disaggregated.instances;
+    EXPECT_EQ(to_yaml(colocated), to_yaml(disaggregated));
+  }
+}
+
 }  // namespace podserve

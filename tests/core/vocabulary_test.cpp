@@ -14,6 +14,7 @@ BatchPlan sample_plan() {
   plan.sequences.push_back({7, 33, {5}, {3, 9, 1}, false, true});
   plan.sequences.push_back({8, 16, {1, 2, 3, 4}, {0, 2}, true, false});
   plan.shipments.push_back({7, 1, 30, {3, 9}, {11, 12}});
+  plan.deliver_pages = {40, 41, 7};
   return plan;
 }
 
@@ -34,6 +35,7 @@ TEST(BatchPlan, SerializationRoundTripsExactly) {
   EXPECT_EQ(back->shipments[0].decode_instance, 1);
   EXPECT_EQ(back->shipments[0].num_tokens, 30);
   EXPECT_EQ(back->shipments[0].dest_pages, (std::vector<std::int32_t>{11, 12}));
+  EXPECT_EQ(back->deliver_pages, (std::vector<std::int32_t>{40, 41, 7}));
   EXPECT_EQ(back->total_new_tokens(), 5);
   EXPECT_EQ(back->num_prefill_tokens(), 4);
   EXPECT_EQ(back->num_decode_tokens(), 1);

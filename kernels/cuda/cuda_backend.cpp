@@ -1,0 +1,469 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cuda/attention_cuda.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/tensor_checks.h"
+
+namespace podserve {
+
+inline Status check_result(cublasStatus_t status, std::string_view expr, std::string_view file,
+                           int line) {
+  if (status == CUBLAS_STATUS_SUCCESS) return Status::Ok();
+  return detail::check_failure(StatusCode::kInternal, "cuBLAS", cublasGetStatusString(status), expr,
+                               file, line);
+}
+
+namespace {
+
+std::uint16_t to_bf16_bits(float value) {
+  std::uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
+    return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);  // NaN stays a quiet NaN
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+
+void cuda_release(void* data) { cudaFree(data); }
+
+// Device memory that grows on demand (attention workspace and batch arrays, gather rows).
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { cudaFree(data_); }
+  // At least `bytes`; the old contents are dropped. Work queued on the backend's stream that
+  // still reads the old buffer finishes first: cudaFree waits for the device.
+  Status reserve(std::size_t bytes) {
+    if (bytes <= capacity_) return Status::Ok();
+    cudaFree(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+    std::size_t capacity = 4096;
+    while (capacity < bytes) capacity *= 2;
+    PODSERVE_CHECK(cudaMalloc(&data_, capacity));
+    capacity_ = capacity;
+    return Status::Ok();
+  }
+  void* data() const { return data_; }
+
+ private:
+  void* data_ = nullptr;
+  std::size_t capacity_ = 0;
+};
+
+// The attention batch as the CUDA launchers want it: prefill chunks first, then decodes, with
+// their index arrays flattened into one int32 array (uploaded with one copy).
+struct AttentionBatch {
+  std::int32_t num_prefill = 0;
+  std::int32_t num_decode = 0;
+  // [query_offsets | num_new_tokens | num_cached_tokens | page_table_offsets] each of
+  // num_prefill + num_decode entries, then the flat page table.
+  std::vector<std::int32_t> arrays;
+  std::vector<std::int32_t> prefill_new, prefill_cached, decode_cached;  // planning inputs
+
+  bool operator==(const AttentionBatch&) const = default;
+};
+
+AttentionBatch make_batch(std::span<const AttentionSequence> sequences, int page_size) {
+  std::vector<const AttentionSequence*> order;
+  order.reserve(sequences.size());
+  for (const AttentionSequence& seq : sequences)
+    if (seq.num_new_tokens > 1) order.push_back(&seq);
+  AttentionBatch batch;
+  batch.num_prefill = static_cast<std::int32_t>(order.size());
+  for (const AttentionSequence& seq : sequences)
+    if (seq.num_new_tokens == 1) order.push_back(&seq);
+  batch.num_decode = static_cast<std::int32_t>(order.size()) - batch.num_prefill;
+  const std::size_t n = order.size();
+  batch.arrays.resize(4 * n);
+  std::int32_t table_entries = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const AttentionSequence& seq = *order[i];
+    const std::int32_t context = seq.num_cached_tokens + seq.num_new_tokens;
+    batch.arrays[i] = seq.query_offset;
+    batch.arrays[n + i] = seq.num_new_tokens;
+    batch.arrays[2 * n + i] = seq.num_cached_tokens;
+    batch.arrays[3 * n + i] = table_entries;
+    const std::int32_t pages = (context + page_size - 1) / page_size;
+    batch.arrays.insert(batch.arrays.end(), seq.page_table.begin(), seq.page_table.begin() + pages);
+    table_entries += pages;
+    if (static_cast<std::int32_t>(i) < batch.num_prefill) {
+      batch.prefill_new.push_back(seq.num_new_tokens);
+      batch.prefill_cached.push_back(seq.num_cached_tokens);
+    } else {
+      batch.decode_cached.push_back(seq.num_cached_tokens);
+    }
+  }
+  return batch;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {}
+
+  ~CudaBackend() override {
+    if (cudaSetDevice(device_) != cudaSuccess) return;
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    if (side_stream_ != nullptr) cudaStreamSynchronize(side_stream_);
+    for (const TimingEvents& events : timing_events_) {
+      cudaEventDestroy(events.start);
+      cudaEventDestroy(events.stop);
+    }
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (side_stream_ != nullptr) cudaStreamDestroy(side_stream_);
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+
+  Status init() {
+    PODSERVE_CHECK(cudaSetDevice(device_));
+    PODSERVE_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    PODSERVE_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
+    PODSERVE_CHECK(cublasCreate(&cublas_));
+    PODSERVE_CHECK(cublasSetStream(cublas_, stream_));
+    int sms = 0;
+    PODSERVE_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_));
+    device_shape_.num_sms = sms;
+    cudaDeviceProp properties{};
+    PODSERVE_CHECK(cudaGetDeviceProperties(&properties, device_));
+    name_ = fmt::format("cuda:{} ({})", device_, properties.name);
+    return Status::Ok();
+  }
+
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+
+  BackendKind kind() const override { return BackendKind::kCuda; }
+  std::string name() const override { return name_; }
+  DType compute_dtype() const override { return DType::kBF16; }
+
+  Result<DeviceBuffer> allocate(std::size_t bytes) override {
+    PODSERVE_RETURN_IF_ERROR(enter());
+    void* data = nullptr;
+    if (const cudaError_t error = cudaMalloc(&data, std::max<std::size_t>(bytes, 1));
+        error != cudaSuccess) {
+      cudaGetLastError();  // an allocation failure is not sticky: clear it
+      return resource_exhausted(fmt::format("allocate: cannot allocate {} bytes on {}: {}", bytes,
+                                            name_, cudaGetErrorString(error)));
+    }
+    return DeviceBuffer(data, bytes, &cuda_release);
+  }
+
+  Status copy_to_device(void* dst, const void* src_host, std::size_t bytes) override {
+    if (bytes == 0) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(check_pointers("copy_to_device", dst, src_host, bytes));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    // From pageable memory the call returns once the source is staged: the caller may reuse it.
+    PODSERVE_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
+
+  Status copy_to_host(void* dst_host, const void* src, std::size_t bytes) override {
+    if (bytes == 0) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(check_pointers("copy_to_host", dst_host, src, bytes));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    PODSERVE_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    PODSERVE_CHECK(cudaStreamSynchronize(stream_));
+    return Status::Ok();
+  }
+
+  Status upload_f32(const TensorView& dst, std::span<const float> src_host) override {
+    if (dst.dtype != DType::kBF16) {
+      return invalid_argument(
+          fmt::format("upload_f32: dst has dtype {}, expected bf16", to_string(dst.dtype)));
+    }
+    if (dst.numel() != static_cast<std::int64_t>(src_host.size())) {
+      return invalid_argument(fmt::format("upload_f32: dst {} holds {} values, the source has {}",
+                                          shape_string(dst), dst.numel(), src_host.size()));
+    }
+    std::vector<std::uint16_t> bits(src_host.size());
+    std::transform(src_host.begin(), src_host.end(), bits.begin(), to_bf16_bits);
+    return copy_to_device(dst.data, bits.data(), bits.size() * sizeof(std::uint16_t));
+  }
+
+  Status synchronize() override {
+    PODSERVE_RETURN_IF_ERROR(enter());
+    PODSERVE_CHECK(cudaStreamSynchronize(stream_));
+    return Status::Ok();
+  }
+
+  Status embedding(const TensorView& table, const TensorView& ids, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_embedding(table, ids, out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_embedding(table.data, ids.as<const std::int32_t>(), out.data, ids.shape[0],
+                                  table.shape[1], stream_);
+  }
+
+  Status rms_norm(const TensorView& x, const TensorView& weight, float eps,
+                  const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_rms_norm(x, weight, eps, out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_rms_norm(x.data, weight.data, out.data, x.shape[0], x.shape[1], eps,
+                                 stream_);
+  }
+
+  Status matmul(const TensorView& x, const TensorView& w, const TensorView& y) override {
+    PODSERVE_RETURN_IF_ERROR(check_matmul(x, w, y, DType::kBF16));
+    const std::int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
+    if (m == 0 || n == 0) return Status::Ok();
+    if (std::max({m, n, k}) > INT32_MAX) {
+      return invalid_argument(
+          fmt::format("matmul: {} x {} x {} exceeds cuBLAS's int extents", m, n, k));
+    }
+    PODSERVE_RETURN_IF_ERROR(enter());
+    // Row-major y [M, N] = x [M, K] . w^T is column-major y^T [N, M] = w^T(col-major: w [K, N]
+    // transposed) . x^T: op(A) = A^T with A = w as a column-major [K, N] matrix.
+    const float alpha = 1.0f, beta = 0.0f;
+    PODSERVE_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                static_cast<int>(m), static_cast<int>(k), &alpha, w.data,
+                                CUDA_R_16BF, static_cast<int>(k), x.data, CUDA_R_16BF,
+                                static_cast<int>(k), &beta, y.data, CUDA_R_16BF,
+                                static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return Status::Ok();
+  }
+
+  Status add(const TensorView& a, const TensorView& b, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_add(a, b, out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_add(a.data, b.data, out.data, a.numel(), stream_);
+  }
+
+  Status silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_silu_mul(gate, up, out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_silu_mul(gate.data, up.data, out.data, gate.numel(), stream_);
+  }
+
+  Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,
+              float theta) override {
+    PODSERVE_RETURN_IF_ERROR(check_rope(q, k, positions, theta, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_rope(q.data, k.data, positions.as<const std::int32_t>(), q.shape[0],
+                             static_cast<int>(q.shape[1]), static_cast<int>(k.shape[1]),
+                             static_cast<int>(q.shape[2]), static_cast<double>(theta), stream_);
+  }
+
+  Status kv_append(const TensorView& k, const TensorView& v, const TensorView& slots,
+                   const KvCacheView& cache) override {
+    PODSERVE_RETURN_IF_ERROR(check_kv_append(k, v, slots, cache, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    const std::int64_t row = static_cast<std::int64_t>(cache.num_kv_heads) * cache.head_dim;
+    return cuda::launch_kv_append(k.data, v.data, slots.as<const std::int32_t>(), cache.data,
+                                  k.shape[0], row, cache.page_size, stream_);
+  }
+
+  Status attention(const TensorView& q, const KvCacheView& cache,
+                   std::span<const AttentionSequence> sequences, float scale, AttentionKind kind,
+                   const TensorView& out) override {
+    constexpr std::string_view op = "attention";
+    switch (kind) {
+      case AttentionKind::kPod:
+      case AttentionKind::kSerial:
+      case AttentionKind::kStreams: break;
+      case AttentionKind::kCpu:
+        return invalid_argument("attention: the cpu kind runs on the CPU backend only");
+    }
+    PODSERVE_RETURN_IF_ERROR(
+        check_attention_batch(op, q, cache, sequences, scale, out, DType::kBF16));
+    if (sequences.empty()) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(enter());
+    AttentionBatch batch = make_batch(sequences, cache.page_size);
+    const std::int32_t num_q_heads = static_cast<std::int32_t>(q.shape[1]);
+    const bool same_batch = batch_ready_ && batch == batch_ && num_q_heads == planned_q_heads_ &&
+                            cache.num_kv_heads == planned_kv_heads_ &&
+                            cache.head_dim == planned_head_dim_;
+    if (!same_batch) {
+      batch_ready_ = false;
+      cuda::HybridAttentionShape shape;
+      shape.num_q_heads = num_q_heads;
+      shape.num_kv_heads = cache.num_kv_heads;
+      shape.head_dim = cache.head_dim;
+      shape.page_size = cache.page_size;
+      shape.prefill_new_tokens = {batch.prefill_new.data(), batch.prefill_new.size()};
+      shape.prefill_cached_tokens = {batch.prefill_cached.data(), batch.prefill_cached.size()};
+      shape.decode_cached_tokens = {batch.decode_cached.data(), batch.decode_cached.size()};
+      PODSERVE_ASSIGN_OR_RETURN(plan_, cuda::plan_hybrid_attention(shape, device_shape_));
+      PODSERVE_RETURN_IF_ERROR(workspace_.reserve(plan_.workspace_bytes));
+      PODSERVE_RETURN_IF_ERROR(cuda::upload_plan(plan_, workspace_.data(), stream_));
+      const std::size_t array_bytes = batch.arrays.size() * sizeof(std::int32_t);
+      PODSERVE_RETURN_IF_ERROR(batch_arrays_.reserve(array_bytes));
+      PODSERVE_CHECK(cudaMemcpyAsync(batch_arrays_.data(), batch.arrays.data(), array_bytes,
+                                     cudaMemcpyHostToDevice, stream_));
+      batch_ = std::move(batch);
+      planned_q_heads_ = num_q_heads;
+      planned_kv_heads_ = cache.num_kv_heads;
+      planned_head_dim_ = cache.head_dim;
+      batch_ready_ = true;
+    }
+    const auto n = static_cast<std::size_t>(batch_.num_prefill + batch_.num_decode);
+    const auto* arrays = static_cast<const std::int32_t*>(batch_arrays_.data());
+    cuda::HybridAttentionParams params;
+    params.q = q.data;
+    params.out = out.data;
+    params.kv = cache.data;
+    params.num_pages = cache.num_pages;
+    params.page_size = cache.page_size;
+    params.num_q_heads = num_q_heads;
+    params.num_kv_heads = cache.num_kv_heads;
+    params.head_dim = cache.head_dim;
+    params.query_offsets = arrays;
+    params.num_new_tokens = arrays + n;
+    params.num_cached_tokens = arrays + 2 * n;
+    params.page_table_offsets = arrays + 3 * n;
+    params.page_table = arrays + 4 * n;
+    params.num_prefill_seqs = batch_.num_prefill;
+    params.num_decode_seqs = batch_.num_decode;
+    params.scale = scale;
+    PODSERVE_ASSIGN_OR_RETURN(const TimingEvents events, next_timing_events());
+    PODSERVE_CHECK(cudaEventRecord(events.start, stream_));
+    Status launched = invalid_argument("attention: unsupported kind");
+    switch (kind) {
+      case AttentionKind::kPod:
+        launched = cuda::run_pod(params, plan_, workspace_.data(), stream_);
+        break;
+      case AttentionKind::kSerial:
+        launched = cuda::run_serial(params, plan_, workspace_.data(), stream_);
+        break;
+      case AttentionKind::kStreams:
+        launched = cuda::run_streams(params, plan_, workspace_.data(), stream_, side_stream_);
+        break;
+      case AttentionKind::kCpu: break;
+    }
+    PODSERVE_RETURN_IF_ERROR(launched);
+    PODSERVE_CHECK(cudaEventRecord(events.stop, stream_));
+    ++timed_calls_;
+    return Status::Ok();
+  }
+
+  Result<double> take_attention_seconds() override {
+    PODSERVE_RETURN_IF_ERROR(enter());
+    double seconds = 0.0;
+    for (std::size_t i = 0; i < timed_calls_; ++i) {
+      PODSERVE_CHECK(cudaEventSynchronize(timing_events_[i].stop));
+      float milliseconds = 0.0f;
+      PODSERVE_CHECK(
+          cudaEventElapsedTime(&milliseconds, timing_events_[i].start, timing_events_[i].stop));
+      seconds += milliseconds * 1e-3;
+    }
+    timed_calls_ = 0;
+    return seconds;
+  }
+
+  Status gather_rows(const TensorView& x, std::span<const std::int32_t> rows,
+                     const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_gather_rows(x, rows, out, DType::kBF16));
+    if (rows.empty()) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(enter());
+    PODSERVE_RETURN_IF_ERROR(gather_rows_.reserve(rows.size_bytes()));
+    PODSERVE_CHECK(cudaMemcpyAsync(gather_rows_.data(), rows.data(), rows.size_bytes(),
+                                   cudaMemcpyHostToDevice, stream_));
+    return cuda::launch_gather_rows(x.data, static_cast<const std::int32_t*>(gather_rows_.data()),
+                                    out.data, static_cast<std::int64_t>(rows.size()), x.shape[1],
+                                    stream_);
+  }
+
+ private:
+  struct TimingEvents {
+    cudaEvent_t start = nullptr;
+    cudaEvent_t stop = nullptr;
+  };
+
+  // The event pair for the next attention call since the last take (created on first use, kept).
+  Result<TimingEvents> next_timing_events() {
+    if (timed_calls_ == timing_events_.size()) {
+      TimingEvents events;
+      PODSERVE_CHECK(cudaEventCreate(&events.start));
+      if (const cudaError_t error = cudaEventCreate(&events.stop); error != cudaSuccess) {
+        cudaEventDestroy(events.start);
+        PODSERVE_CHECK(error);
+      }
+      timing_events_.push_back(events);
+    }
+    return timing_events_[timed_calls_];
+  }
+
+  Status enter() const {
+    PODSERVE_CHECK(cudaSetDevice(device_));
+    return Status::Ok();
+  }
+
+  static Status check_pointers(std::string_view op, const void* dst, const void* src,
+                               std::size_t bytes) {
+    if (dst == nullptr || src == nullptr) {
+      return invalid_argument(fmt::format("{}: null pointer for {} bytes", op, bytes));
+    }
+    return Status::Ok();
+  }
+
+  int device_;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cudaStream_t side_stream_ = nullptr;  // attention kind kStreams: the decode side
+  cublasHandle_t cublas_ = nullptr;
+  cuda::DeviceShape device_shape_;
+  // The last attention batch: planned and uploaded once, reused by every layer of a forward pass.
+  AttentionBatch batch_;
+  bool batch_ready_ = false;
+  std::int32_t planned_q_heads_ = 0, planned_kv_heads_ = 0, planned_head_dim_ = 0;
+  cuda::HybridAttentionPlan plan_;
+  Scratch workspace_;     // plan_.workspace_bytes
+  Scratch batch_arrays_;  // batch_.arrays
+  Scratch gather_rows_;   // gather_rows: the row indices
+  // Attention timing: one event pair per attention() call since the last take.
+  std::vector<TimingEvents> timing_events_;
+  std::size_t timed_calls_ = 0;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(int device_index) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return unavailable("CUDA backend: no CUDA device is visible");
+  }
+  if (device_index < 0 || device_index >= count) {
+    return unavailable(
+        fmt::format("CUDA backend: device {} requested, {} visible (a rank's device "
+                    "is its node-local rank: start at most one rank per GPU)",
+                    device_index, count));
+  }
+  auto backend = std::make_unique<CudaBackend>(device_index);
+  PODSERVE_RETURN_IF_ERROR(backend->init());
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+void* cuda_backend_stream(Backend& backend) {
+  auto* cuda_backend = dynamic_cast<CudaBackend*>(&backend);
+  return cuda_backend == nullptr ? nullptr : cuda_backend->stream();
+}
+
+int cuda_backend_device(const Backend& backend) {
+  const auto* cuda_backend = dynamic_cast<const CudaBackend*>(&backend);
+  return cuda_backend == nullptr ? -1 : cuda_backend->device();
+}
+
+Result<CudaMemoryInfo> cuda_device_memory(int device_index) {
+  int current = 0;
+  PODSERVE_CHECK(cudaGetDevice(&current));
+  PODSERVE_CHECK(cudaSetDevice(device_index));
+  CudaMemoryInfo info;
+  const cudaError_t queried = cudaMemGetInfo(&info.free_bytes, &info.total_bytes);
+  PODSERVE_CHECK(cudaSetDevice(current));
+  PODSERVE_CHECK(queried);
+  return info;
+}
+
+}  // namespace podserve
