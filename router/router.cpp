@@ -182,7 +182,15 @@ Status Router::start() {
   if (listen_socket >= 0 && ::listen(listen_socket, SOMAXCONN) != 0) {
     spdlog::warn("router: could not raise the listen backlog: {}", std::strerror(errno));
   }
-  server_thread_ = std::thread([this] { server_->listen_after_bind(); });
+  server_thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // httplib's stop() is a no-op until the listen loop runs: wait for it, so stop() always ends
+  // the server thread.
+  while (!server_->is_running() && !listen_returned_) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
   spdlog::info(
       "router: serving '{}' on {}:{} ({} HTTP threads, mode {}, policy {}, {} candidate "
       "instances{}, max_model_len {})",

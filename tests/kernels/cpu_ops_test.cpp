@@ -468,6 +468,33 @@ TEST(BackendFactoryTest, CpuBackendIsAlwaysAvailable) {
   EXPECT_EQ((*backend)->compute_dtype(), DType::kF32);
 }
 
+// The capability check `backend: auto` asks: the CPU takes any shape; CUDA (when built) takes the
+// attention kernels' shapes only (head dim 64 or 128, page size 16, GQA group <= 16).
+TEST(BackendFactoryTest, AttentionShapeSupportFollowsTheKernels) {
+  EXPECT_TRUE(backend_supports_attention(BackendKind::kCpu, 8, 2, 32, 7).ok());
+  const Status llama = backend_supports_attention(BackendKind::kCuda, 32, 8, 128, 16);
+  if (llama.code() == StatusCode::kUnimplemented) {
+    GTEST_SKIP() << "this build has no CUDA backend: " << llama.message();
+  }
+  EXPECT_TRUE(llama.ok()) << llama.to_string();
+  EXPECT_TRUE(backend_supports_attention(BackendKind::kCuda, 8, 8, 64, 16).ok());
+  EXPECT_EQ(backend_supports_attention(BackendKind::kCuda, 8, 2, 32, 16).code(),
+            StatusCode::kInvalidArgument);  // the tiny preset's head dim
+  EXPECT_EQ(backend_supports_attention(BackendKind::kCuda, 32, 8, 128, 32).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_supports_attention(BackendKind::kCuda, 64, 2, 128, 16).code(),
+            StatusCode::kInvalidArgument);  // group 32
+}
+
+TEST(BackendFactoryTest, CpuCollectivesAreMpisNotTheFactorys) {
+  EXPECT_EQ(make_collective_id(BackendKind::kCpu).status().code(), StatusCode::kUnimplemented);
+  auto cpu = make_backend(BackendKind::kCpu, 0);
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_EQ(make_collective_communicator({}, 1, 0, **cpu).status().code(),
+            StatusCode::kUnimplemented);
+  EXPECT_EQ(device_free_memory(**cpu).status().code(), StatusCode::kUnimplemented);
+}
+
 TEST(BackendFactoryTest, CudaWithoutDeviceIsAnError) {
   if (cuda_device_available()) GTEST_SKIP() << "a CUDA device is present";
   const Result<std::unique_ptr<Backend>> backend = make_backend(BackendKind::kCuda, 0);
