@@ -19,22 +19,25 @@ class WireWriter {
  public:
   template <typename T>
   requires std::is_trivially_copyable_v<T>
-  void put(const T& value) {
-    const auto* p = reinterpret_cast<const std::uint8_t*>(&value);
-    bytes_.insert(bytes_.end(), p, p + sizeof(T));
-  }
+  void put(const T& value) { append(&value, sizeof(T)); }
   template <typename T>
   requires std::is_trivially_copyable_v<T>
   void put_vector(std::span<const T> values) {
     put<std::uint64_t>(values.size());
-    const auto* p = reinterpret_cast<const std::uint8_t*>(values.data());
-    bytes_.insert(bytes_.end(), p, p + values.size_bytes());
+    append(values.data(), values.size_bytes());
   }
   void put_string(const std::string& s) { put_vector(std::span<const char>(s.data(), s.size())); }
   std::vector<std::uint8_t>& bytes() { return bytes_; }
   std::vector<std::uint8_t> take() { return std::move(bytes_); }
 
  private:
+  void append(const void* data, std::size_t size) {
+    if (size == 0) return;
+    const std::size_t offset = bytes_.size();
+    bytes_.resize(offset + size);
+    std::memcpy(bytes_.data() + offset, data, size);
+  }
+
   std::vector<std::uint8_t> bytes_;
 };
 
