@@ -23,6 +23,7 @@
 #include <span>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/status.h"
 
 namespace podserve::cuda {
@@ -148,6 +149,26 @@ struct HybridAttentionPlan {
 // The shapes these kernels take (head_dim 64 or 128, page_size 16, a GQA group of at most 16):
 // what the plan validates, and what the service asks before it picks the CUDA backend.
 Status check_attention_shape(int num_q_heads, int num_kv_heads, int head_dim, int page_size);
+
+// A backend's attention batch (core/backend.h AttentionSequence, any order of prefill chunks and
+// decodes) as the launchers take it: prefill chunks (more than one new token) first, then decodes
+// (one new token), each group in the given order; their per-sequence int32 arrays flattened into
+// one array for one upload, and the planning inputs. Pure C++.
+struct FlatAttentionBatch {
+  std::int32_t num_prefill = 0;
+  std::int32_t num_decode = 0;
+  // [query_offsets | num_new_tokens | num_cached_tokens | page_table_offsets], each of
+  // num_prefill + num_decode entries, then the flat page table (each sequence's pages covering
+  // its context, no more).
+  std::vector<std::int32_t> arrays;
+  std::vector<std::int32_t> prefill_new_tokens, prefill_cached_tokens, decode_cached_tokens;
+
+  bool operator==(const FlatAttentionBatch&) const = default;
+  // The planning input for this batch (spans into this object).
+  HybridAttentionShape shape(int num_q_heads, int num_kv_heads, int head_dim, int page_size) const;
+};
+FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> sequences,
+                                           int page_size);
 
 // Waves of one-warp decode items the plan targets: 1 for decode-only batches, 2 beside a prefill
 // (measured; attention_plan.cpp).

@@ -226,4 +226,51 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
   return plan;
 }
 
+HybridAttentionShape FlatAttentionBatch::shape(int num_q_heads, int num_kv_heads, int head_dim,
+                                               int page_size) const {
+  HybridAttentionShape shape;
+  shape.num_q_heads = num_q_heads;
+  shape.num_kv_heads = num_kv_heads;
+  shape.head_dim = head_dim;
+  shape.page_size = page_size;
+  shape.prefill_new_tokens = prefill_new_tokens;
+  shape.prefill_cached_tokens = prefill_cached_tokens;
+  shape.decode_cached_tokens = decode_cached_tokens;
+  return shape;
+}
+
+FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> sequences,
+                                           int page_size) {
+  std::vector<const AttentionSequence*> order;
+  order.reserve(sequences.size());
+  for (const AttentionSequence& seq : sequences)
+    if (seq.num_new_tokens > 1) order.push_back(&seq);
+  FlatAttentionBatch batch;
+  batch.num_prefill = static_cast<std::int32_t>(order.size());
+  for (const AttentionSequence& seq : sequences)
+    if (seq.num_new_tokens == 1) order.push_back(&seq);
+  batch.num_decode = static_cast<std::int32_t>(order.size()) - batch.num_prefill;
+  const std::size_t n = order.size();
+  batch.arrays.resize(4 * n);
+  std::int32_t table_entries = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const AttentionSequence& seq = *order[i];
+    const std::int32_t context = seq.num_cached_tokens + seq.num_new_tokens;
+    const std::int32_t pages = (context + page_size - 1) / page_size;
+    batch.arrays[i] = seq.query_offset;
+    batch.arrays[n + i] = seq.num_new_tokens;
+    batch.arrays[2 * n + i] = seq.num_cached_tokens;
+    batch.arrays[3 * n + i] = table_entries;
+    batch.arrays.insert(batch.arrays.end(), seq.page_table.begin(), seq.page_table.begin() + pages);
+    table_entries += pages;
+    if (static_cast<std::int32_t>(i) < batch.num_prefill) {
+      batch.prefill_new_tokens.push_back(seq.num_new_tokens);
+      batch.prefill_cached_tokens.push_back(seq.num_cached_tokens);
+    } else {
+      batch.decode_cached_tokens.push_back(seq.num_cached_tokens);
+    }
+  }
+  return batch;
+}
+
 }  // namespace podserve::cuda

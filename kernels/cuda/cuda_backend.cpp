@@ -64,52 +64,6 @@ class Scratch {
   std::size_t capacity_ = 0;
 };
 
-// The attention batch as the CUDA launchers want it: prefill chunks first, then decodes, with
-// their index arrays flattened into one int32 array (uploaded with one copy).
-struct AttentionBatch {
-  std::int32_t num_prefill = 0;
-  std::int32_t num_decode = 0;
-  // [query_offsets | num_new_tokens | num_cached_tokens | page_table_offsets] each of
-  // num_prefill + num_decode entries, then the flat page table.
-  std::vector<std::int32_t> arrays;
-  std::vector<std::int32_t> prefill_new, prefill_cached, decode_cached;  // planning inputs
-
-  bool operator==(const AttentionBatch&) const = default;
-};
-
-AttentionBatch make_batch(std::span<const AttentionSequence> sequences, int page_size) {
-  std::vector<const AttentionSequence*> order;
-  order.reserve(sequences.size());
-  for (const AttentionSequence& seq : sequences)
-    if (seq.num_new_tokens > 1) order.push_back(&seq);
-  AttentionBatch batch;
-  batch.num_prefill = static_cast<std::int32_t>(order.size());
-  for (const AttentionSequence& seq : sequences)
-    if (seq.num_new_tokens == 1) order.push_back(&seq);
-  batch.num_decode = static_cast<std::int32_t>(order.size()) - batch.num_prefill;
-  const std::size_t n = order.size();
-  batch.arrays.resize(4 * n);
-  std::int32_t table_entries = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const AttentionSequence& seq = *order[i];
-    const std::int32_t context = seq.num_cached_tokens + seq.num_new_tokens;
-    batch.arrays[i] = seq.query_offset;
-    batch.arrays[n + i] = seq.num_new_tokens;
-    batch.arrays[2 * n + i] = seq.num_cached_tokens;
-    batch.arrays[3 * n + i] = table_entries;
-    const std::int32_t pages = (context + page_size - 1) / page_size;
-    batch.arrays.insert(batch.arrays.end(), seq.page_table.begin(), seq.page_table.begin() + pages);
-    table_entries += pages;
-    if (static_cast<std::int32_t>(i) < batch.num_prefill) {
-      batch.prefill_new.push_back(seq.num_new_tokens);
-      batch.prefill_cached.push_back(seq.num_cached_tokens);
-    } else {
-      batch.decode_cached.push_back(seq.num_cached_tokens);
-    }
-  }
-  return batch;
-}
-
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {}
@@ -279,22 +233,17 @@ class CudaBackend final : public Backend {
         check_attention_batch(op, q, cache, sequences, scale, out, DType::kBF16));
     if (sequences.empty()) return Status::Ok();
     PODSERVE_RETURN_IF_ERROR(enter());
-    AttentionBatch batch = make_batch(sequences, cache.page_size);
+    cuda::FlatAttentionBatch batch = cuda::flatten_attention_batch(sequences, cache.page_size);
     const std::int32_t num_q_heads = static_cast<std::int32_t>(q.shape[1]);
     const bool same_batch = batch_ready_ && batch == batch_ && num_q_heads == planned_q_heads_ &&
                             cache.num_kv_heads == planned_kv_heads_ &&
                             cache.head_dim == planned_head_dim_;
     if (!same_batch) {
       batch_ready_ = false;
-      cuda::HybridAttentionShape shape;
-      shape.num_q_heads = num_q_heads;
-      shape.num_kv_heads = cache.num_kv_heads;
-      shape.head_dim = cache.head_dim;
-      shape.page_size = cache.page_size;
-      shape.prefill_new_tokens = {batch.prefill_new.data(), batch.prefill_new.size()};
-      shape.prefill_cached_tokens = {batch.prefill_cached.data(), batch.prefill_cached.size()};
-      shape.decode_cached_tokens = {batch.decode_cached.data(), batch.decode_cached.size()};
-      PODSERVE_ASSIGN_OR_RETURN(plan_, cuda::plan_hybrid_attention(shape, device_shape_));
+      PODSERVE_ASSIGN_OR_RETURN(
+          plan_, cuda::plan_hybrid_attention(
+                     batch.shape(num_q_heads, cache.num_kv_heads, cache.head_dim, cache.page_size),
+                     device_shape_));
       PODSERVE_RETURN_IF_ERROR(workspace_.reserve(plan_.workspace_bytes));
       PODSERVE_RETURN_IF_ERROR(cuda::upload_plan(plan_, workspace_.data(), stream_));
       const std::size_t array_bytes = batch.arrays.size() * sizeof(std::int32_t);
@@ -414,7 +363,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   cuda::DeviceShape device_shape_;
   // The last attention batch: planned and uploaded once, reused by every layer of a forward pass.
-  AttentionBatch batch_;
+  cuda::FlatAttentionBatch batch_;
   bool batch_ready_ = false;
   std::int32_t planned_q_heads_ = 0, planned_kv_heads_ = 0, planned_head_dim_ = 0;
   cuda::HybridAttentionPlan plan_;

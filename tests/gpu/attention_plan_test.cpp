@@ -206,5 +206,44 @@ TEST(AttentionPlan, CtasPerSmAndTileRowsHeuristic) {
   EXPECT_EQ(empty->prefill_ctas + empty->decode_ctas, 0);
 }
 
+// Interleaved prefill chunks and decodes: prefills first then decodes, each in list order; the
+// arrays hold each sequence's offset, C, P and page-table offset, and the flat table only the
+// pages its context needs (a longer table is cut). A chunk of one token counts as a decode.
+TEST(FlattenAttentionBatch, PrefillsFirstThenDecodesWithTheirPagesOnly) {
+  const std::vector<std::int32_t> table_a = {7, 3, 9};     // decode: P=20, context 21: 2 pages
+  const std::vector<std::int32_t> table_b = {1, 2, 4, 5};  // prefill: C=5 after P=11: 1 page
+  const std::vector<std::int32_t> table_c = {8};           // decode: P=0
+  const std::vector<std::int32_t> table_d = {6, 0};        // prefill: C=17, P=0: 2 pages
+  const std::vector<AttentionSequence> sequences = {
+      {.query_offset = 0, .num_new_tokens = 1, .num_cached_tokens = 20, .page_table = table_a},
+      {.query_offset = 1, .num_new_tokens = 5, .num_cached_tokens = 11, .page_table = table_b},
+      {.query_offset = 6, .num_new_tokens = 1, .num_cached_tokens = 0, .page_table = table_c},
+      {.query_offset = 7, .num_new_tokens = 17, .num_cached_tokens = 0, .page_table = table_d}};
+  const FlatAttentionBatch batch = flatten_attention_batch(sequences, 16);
+  EXPECT_EQ(batch.num_prefill, 2);
+  EXPECT_EQ(batch.num_decode, 2);
+  const std::vector<std::int32_t> expected = {1,  7,  0,  6,  // query offsets: b, d, a, c
+                                              5,  17, 1,  1,  // new tokens
+                                              11, 0,  20, 0,  // cached tokens
+                                              0,  1,  3,  5,  // page-table offsets
+                                              1,  6,  0,  7,
+                                              3,  8};  // pages: b {1}, d {6, 0}, a {7, 3}, c {8}
+  EXPECT_EQ(batch.arrays, expected);
+  EXPECT_EQ(batch.prefill_new_tokens, (std::vector<std::int32_t>{5, 17}));
+  EXPECT_EQ(batch.prefill_cached_tokens, (std::vector<std::int32_t>{11, 0}));
+  EXPECT_EQ(batch.decode_cached_tokens, (std::vector<std::int32_t>{20, 0}));
+  const HybridAttentionShape shape = batch.shape(8, 2, 128, 16);
+  EXPECT_EQ(shape.prefill_new_tokens.size(), 2u);
+  EXPECT_EQ(shape.decode_cached_tokens.size(), 2u);
+  EXPECT_TRUE(plan_hybrid_attention(shape, {}).ok());
+  // The same batch again compares equal (the backend reuses its plan); a changed page does not.
+  EXPECT_EQ(flatten_attention_batch(sequences, 16), batch);
+  const std::vector<std::int32_t> moved = {7, 4};
+  std::vector<AttentionSequence> changed = sequences;
+  changed[0].page_table = moved;
+  EXPECT_NE(flatten_attention_batch(changed, 16), batch);
+  EXPECT_EQ(flatten_attention_batch({}, 16).arrays.size(), 0u);
+}
+
 }  // namespace
 }  // namespace podserve::cuda
