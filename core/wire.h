@@ -59,7 +59,8 @@ class WireReader {
     if (n > (bytes_.size() - offset_) / sizeof(T))
       return invalid_argument("wire: truncated vector");
     out.resize(n);
-    std::memcpy(out.data(), bytes_.data() + offset_, n * sizeof(T));
+    if (n > 0)
+      std::memcpy(out.data(), bytes_.data() + offset_, n * sizeof(T));  // data() may be null
     offset_ += n * sizeof(T);
     return Status::Ok();
   }
