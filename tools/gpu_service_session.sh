@@ -10,7 +10,8 @@
 #   tests  cuda_backend_test, nccl_communicator_test (2+ GPUs), cuda_model_test, and
 #          compute-sanitizer memcheck on the backend's op tests
 #   ab     podserve-ab: deploy/configs/llama3-8b-colocated.yaml vs llama3-8b-disaggregated.yaml
-#          (3 ranks: router + 2 GPUs) on a slice of the Azure code trace
+#          (3 ranks: router + 2 GPUs) on 120 requests of the Azure code trace; each variant loads
+#          8B random weights first (about a minute per rank), so run tests and ab as two calls
 # NCCL_NVLS_ENABLE=0 is required on the shared GPU machines; this script sets it.
 set -uo pipefail
 bundle=${1:?usage: tools/gpu_service_session.sh BUNDLE tests|ab|all}
@@ -40,7 +41,7 @@ fi
 if [ "$mode" = ab ] || [ "$mode" = all ]; then
   "$bundle/bin/podserve-ab" deploy/configs/llama3-8b-colocated.yaml \
     deploy/configs/llama3-8b-disaggregated.yaml --out-dir "$out/ab" \
-    --bench-args "--trace tools/data/azure-llm-2023-code.csv --num-requests 200 --rate 4 --max-prompt 4096 --max-output 128" \
+    --bench-args "--trace tools/data/azure-llm-2023-code.csv --num-requests 120 --rate 4 --max-prompt 2048 --max-output 128" \
     > "$out/ab.log" 2>&1
   status=$?
   rc=$((rc | status))
