@@ -142,7 +142,9 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
       created_unix_s_(std::chrono::duration_cast<std::chrono::seconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count()),
-      eos_token_id_(model.eos_token_id) {}
+      eos_token_id_(model.eos_token_id),
+      num_instances_(static_cast<int>(channel.instances().size())),
+      instance_reported_(channel.instances().size(), false) {}
 
 Router::~Router() { stop(); }
 
@@ -216,10 +218,16 @@ void Router::install_routes() {
                                               {"max_model_len", limits_.max_model_len}}})}};
     response.set_content(dump(body), "application/json");
   });
+  // 200 once every instance's leader has reported in (its weights are loaded and its loop runs),
+  // so a load generator polling it does not time model loading as queueing; 503 before that
+  // ("starting") and while draining.
   server.Get("/health", [this](const httplib::Request&, httplib::Response& response) {
-    const bool serving = !draining_.load();
-    response.status = serving ? 200 : 503;
-    response.set_content(dump({{"status", serving ? "ok" : "draining"}}), "application/json");
+    const int ready = instances_ready_.load();
+    const char* status = draining_.load() ? "draining" : ready < num_instances_ ? "starting" : "ok";
+    response.status = std::string_view(status) == "ok" ? 200 : 503;
+    response.set_content(
+        dump({{"status", status}, {"instances_ready", ready}, {"instances", num_instances_}}),
+        "application/json");
   });
   const auto method_not_allowed = [](const httplib::Request& request, httplib::Response& response) {
     send_error(response, server_error(405, request.method + " is not allowed on " + request.path,
@@ -576,6 +584,11 @@ void Router::accept_output_locked(const std::shared_ptr<ActiveRequest>& request,
 void Router::on_load(int instance, const InstanceLoad& load) {
   balancer_.update_load(instance, load);
   decode_balancer_.update_load(instance, load);
+  std::lock_guard lock(reported_mutex_);
+  if (instance >= 0 && instance < num_instances_ && !instance_reported_[instance]) {
+    instance_reported_[instance] = true;
+    ++instances_ready_;
+  }
 }
 
 void Router::on_scheduled(int, RequestId id) {

@@ -34,6 +34,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "core/config.h"
 #include "core/model_config.h"
@@ -122,6 +123,11 @@ class Router {
   LoadBalancer decode_balancer_;  // disaggregated: the decode side
   const std::int64_t created_unix_s_;
   const TokenId eos_token_id_;
+  // Readiness (/health): instances whose leader has reported its load at least once.
+  const int num_instances_;
+  std::mutex reported_mutex_;
+  std::vector<bool> instance_reported_;  // [num_instances_]
+  std::atomic<int> instances_ready_{0};
 
   std::unique_ptr<httplib::Server> server_;
   std::thread server_thread_;

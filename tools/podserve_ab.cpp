@@ -41,6 +41,7 @@ struct Tools {
   std::string podserve;
   std::string bench;
   std::string mpirun_script;
+  double ready_timeout_s = 600;  // a GPU deployment loads its weights before it is ready
 };
 
 pid_t spawn(const std::string& command, const std::string& log_path) {
@@ -109,8 +110,8 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
                               (out_dir / (v.name + "-service.log")).string());
   const auto bench_json = (out_dir / (v.name + "-bench.json")).string();
   const std::string command =
-      fmt::format("{} --url http://{} --wait-ready-s 120 --json-out {} {}", tools.bench,
-                  v.config.router.listen, bench_json, bench_args);
+      fmt::format("{} --url http://{} --wait-ready-s {} --json-out {} {}", tools.bench,
+                  v.config.router.listen, tools.ready_timeout_s, bench_json, bench_args);
   outcome.bench_exit = std::system(command.c_str());
   outcome.bench = json::parse(read_file(bench_json), nullptr, false);
 
@@ -174,6 +175,9 @@ int main(int argc, char** argv) {
   app.add_option("--podserve", tools.podserve)->capture_default_str();
   app.add_option("--bench", tools.bench)->capture_default_str();
   app.add_option("--mpirun-script", tools.mpirun_script)->capture_default_str();
+  app.add_option("--ready-timeout-s", tools.ready_timeout_s,
+                 "how long each deployment may take to become ready (weights load first)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   std::vector<Variant> variants;

@@ -240,10 +240,20 @@ TEST_F(RouterTest, RoutesModelsHealthAndErrors) {
   ASSERT_TRUE(models);
   EXPECT_EQ(models->status, 200);
   EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny");
+  // Not ready until every instance's leader has reported in (loaded, looping).
+  const auto starting = c.Get("/health");
+  ASSERT_TRUE(starting);
+  EXPECT_EQ(starting->status, 503);
+  EXPECT_EQ(json::parse(starting->body)["status"], "starting");
+  router_->on_load(0, {});
+  router_->on_load(0, {});  // a second report of the same instance counts once
+  EXPECT_EQ(json::parse(c.Get("/health")->body)["instances_ready"], 1);
+  router_->on_load(1, {});
   const auto health = c.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
   EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  EXPECT_EQ(json::parse(health->body)["instances"], 2);
 
   const auto unknown = c.Get("/v1/chat/nothing");
   ASSERT_TRUE(unknown);
