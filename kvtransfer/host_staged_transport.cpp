@@ -143,10 +143,9 @@ class HostStagedTransport final : public KvTransport {
       }
       CudaDeviceScope scope;
       PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
-      for (const PutSegment& segment : transfer.segments) {
-        PODSERVE_CHECK(cudaMemcpyAsync(region.mirror + segment.local_offset,
-                                       region.device + segment.local_offset, segment.bytes,
-                                       cudaMemcpyDeviceToHost, stream_.get()));
+      for (const ByteRange& range : covered_ranges(transfer.segments, SegmentSide::kLocal)) {
+        PODSERVE_CHECK(cudaMemcpyAsync(region.mirror + range.offset, region.device + range.offset,
+                                       range.bytes, cudaMemcpyDeviceToHost, stream_.get()));
       }
       cudaEvent_t copied = nullptr;
       PODSERVE_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
@@ -207,8 +206,6 @@ class HostStagedTransport final : public KvTransport {
     if (staged == staged_.end()) return inner_->deliver(local_region_id, segments);
     const StagedRegion& region = staged->second;
     // Only the remote ranges matter here: merge those adjacent on the target.
-    std::vector<PutSegment> ranges;
-    ranges.reserve(segments.size());
     for (const PutSegment& segment : segments) {
       if (!in_range(segment.remote_offset, segment.bytes, region.bytes)) {
         return out_of_range("host staging deliver: range [" +
@@ -216,14 +213,12 @@ class HostStagedTransport final : public KvTransport {
                             std::to_string(segment.bytes) + " bytes] outside region " +
                             std::to_string(local_region_id));
       }
-      ranges.push_back({segment.remote_offset, segment.remote_offset, segment.bytes});
     }
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
-    for (const PutSegment& range : coalesce_segments(ranges)) {
-      PODSERVE_CHECK(cudaMemcpyAsync(region.device + range.remote_offset,
-                                     region.mirror + range.remote_offset, range.bytes,
-                                     cudaMemcpyHostToDevice, stream_.get()));
+    for (const ByteRange& range : covered_ranges(segments, SegmentSide::kRemote)) {
+      PODSERVE_CHECK(cudaMemcpyAsync(region.device + range.offset, region.mirror + range.offset,
+                                     range.bytes, cudaMemcpyHostToDevice, stream_.get()));
     }
     PODSERVE_CHECK(cudaStreamSynchronize(stream_.get()));
     return Status::Ok();

@@ -6,15 +6,16 @@
 //   inner transport's allocate_region (so peers write it in one copy over shared memory), pins it
 //   with cudaHostRegister, and returns the mirror's region id; region_descriptor() of that id is
 //   the mirror's. Host regions and allocate_region pass straight through.
-// - post_put from a device region copies each coalesced segment device -> mirror (same offsets)
-//   on the wrapper's own non-blocking CUDA stream, then, once progress() or poll() sees the copy's
+// - post_put from a device region copies the segments' local bytes device -> mirror (same
+//   offsets; one copy per merged local range, covered_ranges) on the wrapper's own non-blocking
+//   CUDA stream, then, once progress() or poll() sees the copy's
 //   event complete, posts the inner put mirror -> remote. The deadline runs from this post_put.
 //   A cancel or deadline that comes before the inner put waits for the copy, posts nothing and
 //   reads kCancelled / kTimedOut; after it, the inner transfer's fence applies. Segments are
 //   bounds-checked against the local region here and against the remote region when the inner
 //   put is posted (a bad remote range then reads kFailed, logged).
-// - deliver() on a device region copies each segment's remote range mirror -> device and waits
-//   for it: the target calls it after kDone, before it reads the pages.
+// - deliver() on a device region copies the segments' remote bytes mirror -> device (one copy per
+//   merged range) and waits for it: the target calls it after kDone, before it reads the pages.
 //
 // Contract (beyond KvTransport's): the device bytes of a post_put must be final when it is called
 // (the wrapper's stream does not wait for the caller's streams: synchronize the stream that wrote

@@ -1,5 +1,7 @@
 #include "kvtransfer/transport.h"
 
+#include <algorithm>
+
 #include "kvtransfer/host_staged_transport.h"
 
 namespace podserve {
@@ -29,6 +31,29 @@ std::vector<PutSegment> coalesce_segments(std::span<const PutSegment> segments) 
       }
     }
     merged.push_back(segment);
+  }
+  return merged;
+}
+
+std::vector<ByteRange> covered_ranges(std::span<const PutSegment> segments, SegmentSide side) {
+  std::vector<ByteRange> ranges;
+  ranges.reserve(segments.size());
+  for (const PutSegment& segment : segments) {
+    if (segment.bytes == 0) continue;
+    ranges.push_back({side == SegmentSide::kLocal ? segment.local_offset : segment.remote_offset,
+                      segment.bytes});
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
+  std::vector<ByteRange> merged;
+  merged.reserve(ranges.size());
+  for (const ByteRange& range : ranges) {
+    if (!merged.empty() && range.offset <= merged.back().offset + merged.back().bytes) {
+      ByteRange& last = merged.back();
+      last.bytes = std::max(last.offset + last.bytes, range.offset + range.bytes) - last.offset;
+      continue;
+    }
+    merged.push_back(range);
   }
   return merged;
 }

@@ -71,6 +71,20 @@ struct TransportStats {
 // starts) and drops empty ones. Order is kept; non-adjacent segments are never reordered.
 std::vector<PutSegment> coalesce_segments(std::span<const PutSegment> segments);
 
+// A contiguous byte range of one side's buffer.
+struct ByteRange {
+  std::uint64_t offset = 0;
+  std::uint64_t bytes = 0;
+
+  friend bool operator==(const ByteRange&, const ByteRange&) = default;
+};
+enum class SegmentSide : std::uint8_t { kLocal, kRemote };
+// The bytes the segments cover on one side, sorted by offset and merged where ranges touch or
+// overlap: what a staging copy of that side moves, one copy per range instead of one per segment
+// (a TP-split shipment's per-slot segments are strided on the receiver but back to back on the
+// sender). Empty segments are dropped.
+std::vector<ByteRange> covered_ranges(std::span<const PutSegment> segments, SegmentSide side);
+
 // A region the transport allocated (see KvTransport::allocate_region).
 struct AllocatedRegion {
   int id = 0;

@@ -31,6 +31,26 @@ TEST(CoalesceSegments, KeepsOrderAndDropsEmptySegments) {
 
 TEST(CoalesceSegments, EmptyInput) { EXPECT_TRUE(coalesce_segments({}).empty()); }
 
+// A TP 2 -> 1 shipment of one page (2 K/V x 4 slots, 8-byte head rows): the sender's rows are
+// back to back (one local range), the receiver's strided by its two heads (one range per row).
+TEST(CoveredRanges, MergesOneSideOnlyWhateverTheOtherDoes) {
+  std::vector<PutSegment> rows;
+  for (std::uint64_t row = 0; row < 8; ++row) rows.push_back({row * 8, row * 16 + 8, 8});
+  EXPECT_EQ(covered_ranges(rows, SegmentSide::kLocal), (std::vector<ByteRange>{{0, 64}}));
+  const std::vector<ByteRange> remote = covered_ranges(rows, SegmentSide::kRemote);
+  ASSERT_EQ(remote.size(), 8u);
+  for (std::uint64_t row = 0; row < 8; ++row) EXPECT_EQ(remote[row], (ByteRange{row * 16 + 8, 8}));
+}
+
+// Unsorted, overlapping and touching ranges merge; empty segments and gaps stay out.
+TEST(CoveredRanges, SortsAndMergesOverlapsButKeepsGaps) {
+  const std::vector<PutSegment> in = {{100, 0, 20}, {0, 0, 10}, {10, 0, 5},
+                                      {110, 0, 30}, {50, 0, 0}, {200, 0, 1}};
+  EXPECT_EQ(covered_ranges(in, SegmentSide::kLocal),
+            (std::vector<ByteRange>{{0, 15}, {100, 40}, {200, 1}}));
+  EXPECT_TRUE(covered_ranges({}, SegmentSide::kRemote).empty());
+}
+
 TEST(TransferState, EveryStateHasAName) {
   EXPECT_EQ(to_string(TransferState::kPending), "pending");
   EXPECT_EQ(to_string(TransferState::kDone), "done");
