@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "worker/float_convert.h"
+#include "core/float_convert.h"
 
 namespace podserve {
 namespace {

@@ -13,7 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "worker/float_convert.h"
+#include "core/float_convert.h"
 
 namespace podserve {
 namespace {

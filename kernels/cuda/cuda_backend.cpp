@@ -5,10 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cmath>
-#include <cstring>
+#include <string>
 #include <vector>
 
+#include "core/float_convert.h"
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -24,16 +24,6 @@ inline Status check_result(cublasStatus_t status, std::string_view expr, std::st
 }
 
 namespace {
-
-std::uint16_t to_bf16_bits(float value) {
-  std::uint32_t bits = 0;
-  std::memcpy(&bits, &value, sizeof(bits));
-  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
-    return static_cast<std::uint16_t>((bits >> 16) | 0x0040u);  // NaN stays a quiet NaN
-  }
-  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
-  return static_cast<std::uint16_t>(bits >> 16);
-}
 
 void cuda_release(void* data) { cudaFree(data); }
 
@@ -143,7 +133,7 @@ class CudaBackend final : public Backend {
                                           shape_string(dst), dst.numel(), src_host.size()));
     }
     std::vector<std::uint16_t> bits(src_host.size());
-    std::transform(src_host.begin(), src_host.end(), bits.begin(), to_bf16_bits);
+    std::transform(src_host.begin(), src_host.end(), bits.begin(), f32_to_bf16);
     return copy_to_device(dst.data, bits.data(), bits.size() * sizeof(std::uint16_t));
   }
 

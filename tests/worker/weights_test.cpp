@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "worker/float_convert.h"
+#include "core/float_convert.h"
 #include "worker/safetensors.h"
 
 namespace podserve {

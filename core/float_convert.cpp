@@ -1,4 +1,4 @@
-#include "worker/float_convert.h"
+#include "core/float_convert.h"
 
 #include <cmath>
 #include <limits>
