@@ -12,6 +12,7 @@
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/device_scratch.h"
 #include "kernels/tensor_checks.h"
 
 namespace podserve {
@@ -26,33 +27,6 @@ inline Status check_result(cublasStatus_t status, std::string_view expr, std::st
 namespace {
 
 void cuda_release(void* data) { cudaFree(data); }
-
-// Device memory that grows on demand (attention workspace and batch arrays, gather rows).
-class Scratch {
- public:
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { cudaFree(data_); }
-  // At least `bytes`; the old contents are dropped. Work queued on the backend's stream that
-  // still reads the old buffer finishes first: cudaFree waits for the device.
-  Status reserve(std::size_t bytes) {
-    if (bytes <= capacity_) return Status::Ok();
-    cudaFree(data_);
-    data_ = nullptr;
-    capacity_ = 0;
-    std::size_t capacity = 4096;
-    while (capacity < bytes) capacity *= 2;
-    PODSERVE_CHECK(cudaMalloc(&data_, capacity));
-    capacity_ = capacity;
-    return Status::Ok();
-  }
-  void* data() const { return data_; }
-
- private:
-  void* data_ = nullptr;
-  std::size_t capacity_ = 0;
-};
 
 class CudaBackend final : public Backend {
  public:
@@ -357,9 +331,9 @@ class CudaBackend final : public Backend {
   bool batch_ready_ = false;
   std::int32_t planned_q_heads_ = 0, planned_kv_heads_ = 0, planned_head_dim_ = 0;
   cuda::HybridAttentionPlan plan_;
-  Scratch workspace_;     // plan_.workspace_bytes
-  Scratch batch_arrays_;  // batch_.arrays
-  Scratch gather_rows_;   // gather_rows: the row indices
+  DeviceScratch workspace_;     // plan_.workspace_bytes
+  DeviceScratch batch_arrays_;  // batch_.arrays
+  DeviceScratch gather_rows_;   // gather_rows: the row indices
   // Attention timing: one event pair per attention() call since the last take.
   std::vector<TimingEvents> timing_events_;
   std::size_t timed_calls_ = 0;

@@ -9,6 +9,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_scratch.h"
 #include "kernels/tensor_checks.h"
 
 namespace podserve {
@@ -44,7 +45,6 @@ class NcclCommunicator final : public Communicator {
     if (cudaSetDevice(device_) != cudaSuccess) return;
     cudaStreamSynchronize(stream_);
     if (comm_ != nullptr) ncclCommDestroy(comm_);
-    cudaFree(scratch_);
   }
 
   Status init(const ncclUniqueId& id) {
@@ -78,20 +78,14 @@ class NcclCommunicator final : public Communicator {
     const std::size_t bytes = static_cast<std::size_t>(rows * cols) * element;
     if (bytes == 0) return Status::Ok();
     PODSERVE_CHECK(cudaSetDevice(device_));
-    if (scratch_bytes_ < bytes * size_) {
-      cudaFree(scratch_);  // waits for queued work that may still read it
-      scratch_ = nullptr;
-      scratch_bytes_ = 0;
-      PODSERVE_CHECK(cudaMalloc(&scratch_, bytes * size_));
-      scratch_bytes_ = bytes * size_;
-    }
+    PODSERVE_RETURN_IF_ERROR(scratch_.reserve(bytes * size_));
     // scratch [size, rows, cols] -> recv [rows, size * cols]: one strided copy per rank's block.
-    PODSERVE_CHECK(ncclAllGather(send.data, scratch_, static_cast<std::size_t>(rows * cols), type,
-                                 comm_, stream_));
+    PODSERVE_CHECK(ncclAllGather(send.data, scratch_.data(), static_cast<std::size_t>(rows * cols),
+                                 type, comm_, stream_));
     for (int r = 0; r < size_; ++r) {
       PODSERVE_CHECK(cudaMemcpy2DAsync(
           static_cast<char*>(recv.data) + r * cols * element, size_ * cols * element,
-          static_cast<const char*>(scratch_) + r * bytes, cols * element, cols * element,
+          static_cast<const char*>(scratch_.data()) + r * bytes, cols * element, cols * element,
           static_cast<std::size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
     }
     return Status::Ok();
@@ -103,8 +97,7 @@ class NcclCommunicator final : public Communicator {
   int device_;
   cudaStream_t stream_;
   ncclComm_t comm_ = nullptr;
-  void* scratch_ = nullptr;  // all_gather_last_dim: [size, rows, cols]
-  std::size_t scratch_bytes_ = 0;
+  DeviceScratch scratch_;  // all_gather_last_dim: [size, rows, cols]
 };
 
 }  // namespace
