@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -49,8 +51,20 @@ struct Transfer {
   TransferState state = TransferState::kPending;
 };
 
-bool in_range(std::uint64_t offset, std::uint64_t bytes, std::uint64_t region_bytes) {
-  return offset <= region_bytes && bytes <= region_bytes - offset;
+// kOutOfRange naming the first segment whose `side` range leaves [0, region_bytes):
+// "host staging <what> [offset, N bytes] outside <region>".
+Status check_within(std::span<const PutSegment> segments, SegmentSide side,
+                    std::uint64_t region_bytes, std::string_view what, std::string_view region) {
+  for (const PutSegment& segment : segments) {
+    const std::uint64_t offset =
+        side == SegmentSide::kLocal ? segment.local_offset : segment.remote_offset;
+    if (offset > region_bytes || segment.bytes > region_bytes - offset) {
+      return out_of_range("host staging " + std::string(what) + " [" + std::to_string(offset) +
+                          ", " + std::to_string(segment.bytes) + " bytes] outside " +
+                          std::string(region));
+    }
+  }
+  return Status::Ok();
 }
 
 class HostStagedTransport final : public KvTransport {
@@ -133,14 +147,9 @@ class HostStagedTransport final : public KvTransport {
       transfer.segments.clear();
     } else {
       const StagedRegion& region = staged->second;
-      for (const PutSegment& segment : transfer.segments) {
-        if (!in_range(segment.local_offset, segment.bytes, region.bytes)) {
-          return out_of_range("host staging post_put: segment [" +
-                              std::to_string(segment.local_offset) + ", " +
-                              std::to_string(segment.bytes) + " bytes] outside local region " +
-                              std::to_string(local_region_id));
-        }
-      }
+      PODSERVE_RETURN_IF_ERROR(check_within(transfer.segments, SegmentSide::kLocal, region.bytes,
+                                            "post_put: segment",
+                                            "local region " + std::to_string(local_region_id)));
       CudaDeviceScope scope;
       PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
       for (const ByteRange& range : covered_ranges(transfer.segments, SegmentSide::kLocal)) {
@@ -205,17 +214,12 @@ class HostStagedTransport final : public KvTransport {
     auto staged = staged_.find(local_region_id);
     if (staged == staged_.end()) return inner_->deliver(local_region_id, segments);
     const StagedRegion& region = staged->second;
-    // Only the remote ranges matter here: merge those adjacent on the target.
-    for (const PutSegment& segment : segments) {
-      if (!in_range(segment.remote_offset, segment.bytes, region.bytes)) {
-        return out_of_range("host staging deliver: range [" +
-                            std::to_string(segment.remote_offset) + ", " +
-                            std::to_string(segment.bytes) + " bytes] outside region " +
-                            std::to_string(local_region_id));
-      }
-    }
+    PODSERVE_RETURN_IF_ERROR(check_within(segments, SegmentSide::kRemote, region.bytes,
+                                          "deliver: range",
+                                          "region " + std::to_string(local_region_id)));
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
+    // Only the remote ranges matter here: one copy per merged range of the target.
     for (const ByteRange& range : covered_ranges(segments, SegmentSide::kRemote)) {
       PODSERVE_CHECK(cudaMemcpyAsync(region.device + range.offset, region.mirror + range.offset,
                                      range.bytes, cudaMemcpyHostToDevice, stream_.get()));
@@ -273,16 +277,7 @@ class HostStagedTransport final : public KvTransport {
     transfer.state = state;
     transfer.copied.reset();
     transfer.segments = {};
-    switch (state) {
-      case TransferState::kDone:
-        stats_.bytes_completed += transfer.bytes;
-        ++stats_.transfers_completed;
-        break;
-      case TransferState::kFailed: ++stats_.transfers_failed; break;
-      case TransferState::kTimedOut: ++stats_.transfers_timed_out; break;
-      case TransferState::kCancelled: ++stats_.transfers_cancelled; break;
-      case TransferState::kPending: break;
-    }
+    kvtransfer_detail::count_final(stats_, state, transfer.bytes);
   }
 
   // Destroyed last (declared first): the mirrors are its memory.

@@ -1,7 +1,7 @@
 // Internal to kvtransfer: the transfer-id bookkeeping every one-sided KvTransport backend shares
-// (KvTransport::progress and release). A backend keeps its transfers in a TransferTable whose
-// Transfer type has `TransferState state` (kPending until final) and `bool released`.
-// Not thread-safe, like the transports.
+// (KvTransport::progress, release and stats). A backend keeps its transfers in a TransferTable
+// whose Transfer type has `TransferState state` (kPending until final) and `bool released`. Not
+// thread-safe, like the transports.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,20 @@ void release_transfer(TransferTable<Transfer>& transfers, std::uint64_t transfer
   }
   cancel(transfer_id);
   found->second.released = true;
+}
+
+// Counts a transfer that just became final in `stats` (`bytes`: what it moved, counted if kDone).
+inline void count_final(TransportStats& stats, TransferState state, std::uint64_t bytes) {
+  switch (state) {
+    case TransferState::kDone:
+      stats.bytes_completed += bytes;
+      ++stats.transfers_completed;
+      break;
+    case TransferState::kFailed: ++stats.transfers_failed; break;
+    case TransferState::kTimedOut: ++stats.transfers_timed_out; break;
+    case TransferState::kCancelled: ++stats.transfers_cancelled; break;
+    case TransferState::kPending: break;
+  }
 }
 
 }  // namespace podserve::kvtransfer_detail

@@ -491,16 +491,7 @@ class UcxTransportImpl final : public UcxTransport {
     transfer.flush = Operation();
     transfer.fence_flush.reset();
     transfer.endpoint.reset();
-    switch (state) {
-      case TransferState::kDone:
-        stats_.bytes_completed += transfer.bytes;
-        ++stats_.transfers_completed;
-        break;
-      case TransferState::kFailed: ++stats_.transfers_failed; break;
-      case TransferState::kTimedOut: ++stats_.transfers_timed_out; break;
-      case TransferState::kCancelled: ++stats_.transfers_cancelled; break;
-      case TransferState::kPending: break;
-    }
+    kvtransfer_detail::count_final(stats_, state, transfer.bytes);
   }
 
   // Gives up on the transfer's endpoint: every request on it completes as cancelled, nothing
