@@ -330,13 +330,7 @@ int main(int argc, char** argv) {
             params.num_q_heads = h.hq;
             params.num_kv_heads = h.hkv;
             params.head_dim = h.d;
-            params.query_offsets = d_meta;
-            params.num_new_tokens = d_meta + num_seqs;
-            params.num_cached_tokens = d_meta + 2 * num_seqs;
-            params.page_table_offsets = d_meta + 3 * num_seqs;
-            params.page_table = d_meta + 4 * num_seqs;
-            params.num_prefill_seqs = 1;
-            params.num_decode_seqs = b;
+            point_at_flat_arrays(params, d_meta, 1, b);
             params.scale = 1.0f / std::sqrt(static_cast<float>(h.d));
 
             const std::vector<int> pc{c}, pp{p}, dec(cached.begin() + 1, cached.end());

@@ -169,6 +169,10 @@ struct FlatAttentionBatch {
 };
 FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> sequences,
                                            int page_size);
+// Points params' per-sequence arrays into `arrays` (laid out as FlatAttentionBatch::arrays for
+// num_prefill + num_decode sequences; on the device for a run) and sets the two counts.
+void point_at_flat_arrays(HybridAttentionParams& params, const std::int32_t* arrays,
+                          std::int32_t num_prefill, std::int32_t num_decode);
 
 // Waves of one-warp decode items the plan targets: 1 for decode-only batches, 2 beside a prefill
 // (measured; attention_plan.cpp).

@@ -273,4 +273,16 @@ FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> se
   return batch;
 }
 
+void point_at_flat_arrays(HybridAttentionParams& params, const std::int32_t* arrays,
+                          std::int32_t num_prefill, std::int32_t num_decode) {
+  const std::size_t n = static_cast<std::size_t>(num_prefill) + num_decode;
+  params.query_offsets = arrays;
+  params.num_new_tokens = arrays + n;
+  params.num_cached_tokens = arrays + 2 * n;
+  params.page_table_offsets = arrays + 3 * n;
+  params.page_table = arrays + 4 * n;
+  params.num_prefill_seqs = num_prefill;
+  params.num_decode_seqs = num_decode;
+}
+
 }  // namespace podserve::cuda

@@ -220,8 +220,6 @@ class CudaBackend final : public Backend {
       planned_head_dim_ = cache.head_dim;
       batch_ready_ = true;
     }
-    const auto n = static_cast<std::size_t>(batch_.num_prefill + batch_.num_decode);
-    const auto* arrays = static_cast<const std::int32_t*>(batch_arrays_.data());
     cuda::HybridAttentionParams params;
     params.q = q.data;
     params.out = out.data;
@@ -231,13 +229,8 @@ class CudaBackend final : public Backend {
     params.num_q_heads = num_q_heads;
     params.num_kv_heads = cache.num_kv_heads;
     params.head_dim = cache.head_dim;
-    params.query_offsets = arrays;
-    params.num_new_tokens = arrays + n;
-    params.num_cached_tokens = arrays + 2 * n;
-    params.page_table_offsets = arrays + 3 * n;
-    params.page_table = arrays + 4 * n;
-    params.num_prefill_seqs = batch_.num_prefill;
-    params.num_decode_seqs = batch_.num_decode;
+    cuda::point_at_flat_arrays(params, static_cast<const std::int32_t*>(batch_arrays_.data()),
+                               batch_.num_prefill, batch_.num_decode);
     params.scale = scale;
     PODSERVE_ASSIGN_OR_RETURN(const TimingEvents events, next_timing_events());
     PODSERVE_CHECK(cudaEventRecord(events.start, stream_));

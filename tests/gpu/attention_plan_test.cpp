@@ -229,6 +229,16 @@ TEST(FlattenAttentionBatch, PrefillsFirstThenDecodesWithTheirPagesOnly) {
                                               1,  6,  0,  7,
                                               3,  8};  // pages: b {1}, d {6, 0}, a {7, 3}, c {8}
   EXPECT_EQ(batch.arrays, expected);
+  // The launch parameters read the same layout: decode a's row, context and pages through them.
+  HybridAttentionParams params;
+  point_at_flat_arrays(params, batch.arrays.data(), batch.num_prefill, batch.num_decode);
+  EXPECT_EQ(params.num_prefill_seqs, 2);
+  EXPECT_EQ(params.num_decode_seqs, 2);
+  EXPECT_EQ(params.query_offsets[2], 0);
+  EXPECT_EQ(params.num_new_tokens[2], 1);
+  EXPECT_EQ(params.num_cached_tokens[2], 20);
+  EXPECT_EQ(params.page_table[params.page_table_offsets[2] + 1], 3);
+  EXPECT_EQ(params.page_table[params.page_table_offsets[3]], 8);
   EXPECT_EQ(batch.prefill_new_tokens, (std::vector<std::int32_t>{5, 17}));
   EXPECT_EQ(batch.prefill_cached_tokens, (std::vector<std::int32_t>{11, 0}));
   EXPECT_EQ(batch.decode_cached_tokens, (std::vector<std::int32_t>{20, 0}));
