@@ -1,10 +1,8 @@
 #include "metrics/metrics.h"
 
-#include <httplib.h>
-
-#include <chrono>
 #include <utility>
 
+#include "metrics/http_listen.h"
 #include "prometheus/text_serializer.h"
 #include "spdlog/spdlog.h"
 
@@ -15,11 +13,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(const std::string& b
   const std::string listen = bind_address + ":" + std::to_string(port);
   auto server = std::make_unique<httplib::Server>();
   server->new_task_queue = [] { return new httplib::ThreadPool(2); };  // scrapes are rare
-  // SO_REUSEADDR only: httplib's default, SO_REUSEPORT, would let a second rank bind a busy port.
-  server->set_socket_options([](socket_t sock) {
-    const int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
+  server->set_socket_options(http::reuse_address_only);
   const int bound = port == 0 ? server->bind_to_any_port(bind_address)
                     : server->bind_to_port(bind_address, port) ? port
                                                                : -1;
@@ -42,15 +36,7 @@ MetricsServer::MetricsServer(std::unique_ptr<httplib::Server> server, std::strin
     res.set_content(prometheus::TextSerializer().Serialize(registry->Collect()),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
-  thread_ = std::thread([this] {
-    server_->listen_after_bind();
-    listen_returned_ = true;
-  });
-  // httplib's stop() is a no-op until the listen loop runs: wait for it, so the destructor's
-  // stop() always ends the thread.
-  while (!server_->is_running() && !listen_returned_) {
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
+  thread_ = http::listen_in_background(*server_);
 }
 
 MetricsServer::~MetricsServer() {

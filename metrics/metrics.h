@@ -11,7 +11,6 @@
 // reference taken from it, dies with the MetricsServer, so it must outlive their users.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -46,7 +45,6 @@ class MetricsServer {
   std::string bind_address_;
   int port_;
   std::thread thread_;  // runs server_->listen_after_bind()
-  std::atomic<bool> listen_returned_ = false;
 };
 
 }  // namespace podserve

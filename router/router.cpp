@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/tokenizer.h"
+#include "metrics/http_listen.h"
 #include "nlohmann/json.hpp"
 #include "router/output_queue.h"
 #include "spdlog/spdlog.h"
@@ -162,14 +163,8 @@ Status Router::start() {
   // httplib 0.11 listens with a backlog of 5, which a burst of concurrent clients overflows
   // (connections reset); remember the socket and raise the backlog once it is bound.
   int listen_socket = -1;
-  // SO_REUSEADDR only: httplib's default, SO_REUSEPORT, would let a second router bind a busy
-  // port and share its connections.
-  const auto reuse_address = [](socket_t sock) {
-    const int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  };
-  server_->set_socket_options([&listen_socket, reuse_address](socket_t sock) {
-    reuse_address(sock);
+  server_->set_socket_options([&listen_socket](socket_t sock) {
+    http::reuse_address_only(sock);
     listen_socket = sock;
   });
   install_routes();
@@ -180,19 +175,11 @@ Status Router::start() {
     spdlog::error("{}", status.message());
     return status;
   }
-  server_->set_socket_options(reuse_address);
+  server_->set_socket_options(http::reuse_address_only);
   if (listen_socket >= 0 && ::listen(listen_socket, SOMAXCONN) != 0) {
     spdlog::warn("router: could not raise the listen backlog: {}", std::strerror(errno));
   }
-  server_thread_ = std::thread([this] {
-    server_->listen_after_bind();
-    listen_returned_ = true;
-  });
-  // httplib's stop() is a no-op until the listen loop runs: wait for it, so stop() always ends
-  // the server thread.
-  while (!server_->is_running() && !listen_returned_) {
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
+  server_thread_ = http::listen_in_background(*server_);
   spdlog::info(
       "router: serving '{}' on {}:{} ({} HTTP threads, mode {}, policy {}, {} candidate "
       "instances{}, max_model_len {})",

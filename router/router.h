@@ -131,7 +131,6 @@ class Router {
 
   std::unique_ptr<httplib::Server> server_;
   std::thread server_thread_;
-  std::atomic<bool> listen_returned_ = false;  // server_thread_ left listen_after_bind()
   int port_ = 0;
 
   std::atomic<bool> draining_{false};
