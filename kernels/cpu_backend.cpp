@@ -47,14 +47,7 @@ class CpuBackend final : public Backend {
   }
 
   Status upload_f32(const TensorView& dst, std::span<const float> src_host) override {
-    if (dst.dtype != DType::kF32) {
-      return invalid_argument(fmt::format(
-          "upload_f32: dst has dtype {}, the CPU backend expects fp32", to_string(dst.dtype)));
-    }
-    if (dst.numel() != static_cast<std::int64_t>(src_host.size())) {
-      return invalid_argument(fmt::format("upload_f32: dst {} holds {} values, the source has {}",
-                                          shape_string(dst), dst.numel(), src_host.size()));
-    }
+    PODSERVE_RETURN_IF_ERROR(check_upload(dst, src_host.size(), DType::kF32));
     return copy("upload_f32", dst.data, src_host.data(), src_host.size_bytes());
   }
 
@@ -230,11 +223,8 @@ class CpuBackend final : public Backend {
 
  private:
   static Status copy(std::string_view op, void* dst, const void* src, std::size_t bytes) {
-    if (bytes == 0) return Status::Ok();
-    if (dst == nullptr || src == nullptr) {
-      return invalid_argument(fmt::format("{}: null pointer for {} bytes", op, bytes));
-    }
-    std::memcpy(dst, src, bytes);
+    PODSERVE_RETURN_IF_ERROR(check_copy(op, dst, src, bytes));
+    if (bytes > 0) std::memcpy(dst, src, bytes);
     return Status::Ok();
   }
 

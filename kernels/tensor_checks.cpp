@@ -59,6 +59,25 @@ Status check_same_shape(std::string_view op, std::string_view name, const Tensor
   return Status::Ok();
 }
 
+Status check_copy(std::string_view op, const void* dst, const void* src, std::size_t bytes) {
+  if (bytes > 0 && (dst == nullptr || src == nullptr)) {
+    return invalid_argument(fmt::format("{}: null pointer for {} bytes", op, bytes));
+  }
+  return Status::Ok();
+}
+
+Status check_upload(const TensorView& dst, std::size_t values, DType dtype) {
+  if (dst.dtype != dtype) {
+    return invalid_argument(fmt::format("upload_f32: dst has dtype {}, expected {}",
+                                        to_string(dst.dtype), to_string(dtype)));
+  }
+  if (dst.numel() != static_cast<std::int64_t>(values)) {
+    return invalid_argument(fmt::format("upload_f32: dst {} holds {} values, the source has {}",
+                                        shape_string(dst), dst.numel(), values));
+  }
+  return Status::Ok();
+}
+
 Status check_cache(std::string_view op, const KvCacheView& cache, DType dtype) {
   if (cache.dtype != dtype) {
     return invalid_argument(fmt::format("{}: the KV cache has dtype {}, expected {}", op,

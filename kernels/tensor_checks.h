@@ -27,6 +27,11 @@ Status check_dim(std::string_view op, std::string_view name, const TensorView& t
 Status check_same_shape(std::string_view op, std::string_view name, const TensorView& t,
                         std::string_view ref_name, const TensorView& ref);
 
+// A copy between host and backend memory: both pointers set unless `bytes` is 0.
+Status check_copy(std::string_view op, const void* dst, const void* src, std::size_t bytes);
+// upload_f32: `dst` of `dtype` holding exactly `values` elements.
+Status check_upload(const TensorView& dst, std::size_t values, DType dtype);
+
 // A usable KV cache of `dtype`.
 Status check_cache(std::string_view op, const KvCacheView& cache, DType dtype);
 

@@ -81,7 +81,7 @@ class CudaBackend final : public Backend {
 
   Status copy_to_device(void* dst, const void* src_host, std::size_t bytes) override {
     if (bytes == 0) return Status::Ok();
-    PODSERVE_RETURN_IF_ERROR(check_pointers("copy_to_device", dst, src_host, bytes));
+    PODSERVE_RETURN_IF_ERROR(check_copy("copy_to_device", dst, src_host, bytes));
     PODSERVE_RETURN_IF_ERROR(enter());
     // From pageable memory the call returns once the source is staged: the caller may reuse it.
     PODSERVE_CHECK(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, stream_));
@@ -90,7 +90,7 @@ class CudaBackend final : public Backend {
 
   Status copy_to_host(void* dst_host, const void* src, std::size_t bytes) override {
     if (bytes == 0) return Status::Ok();
-    PODSERVE_RETURN_IF_ERROR(check_pointers("copy_to_host", dst_host, src, bytes));
+    PODSERVE_RETURN_IF_ERROR(check_copy("copy_to_host", dst_host, src, bytes));
     PODSERVE_RETURN_IF_ERROR(enter());
     PODSERVE_CHECK(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, stream_));
     PODSERVE_CHECK(cudaStreamSynchronize(stream_));
@@ -98,14 +98,7 @@ class CudaBackend final : public Backend {
   }
 
   Status upload_f32(const TensorView& dst, std::span<const float> src_host) override {
-    if (dst.dtype != DType::kBF16) {
-      return invalid_argument(
-          fmt::format("upload_f32: dst has dtype {}, expected bf16", to_string(dst.dtype)));
-    }
-    if (dst.numel() != static_cast<std::int64_t>(src_host.size())) {
-      return invalid_argument(fmt::format("upload_f32: dst {} holds {} values, the source has {}",
-                                          shape_string(dst), dst.numel(), src_host.size()));
-    }
+    PODSERVE_RETURN_IF_ERROR(check_upload(dst, src_host.size(), DType::kBF16));
     std::vector<std::uint16_t> bits(src_host.size());
     std::transform(src_host.begin(), src_host.end(), bits.begin(), f32_to_bf16);
     return copy_to_device(dst.data, bits.data(), bits.size() * sizeof(std::uint16_t));
@@ -302,14 +295,6 @@ class CudaBackend final : public Backend {
 
   Status enter() const {
     PODSERVE_CHECK(cudaSetDevice(device_));
-    return Status::Ok();
-  }
-
-  static Status check_pointers(std::string_view op, const void* dst, const void* src,
-                               std::size_t bytes) {
-    if (dst == nullptr || src == nullptr) {
-      return invalid_argument(fmt::format("{}: null pointer for {} bytes", op, bytes));
-    }
     return Status::Ok();
   }
 
