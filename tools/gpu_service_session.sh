@@ -32,8 +32,10 @@ if [ "$mode" = tests ] || [ "$mode" = all ]; then
     echo "== $t rc=$status"
     grep -E "$summary" "$out/$t.log" | grep -v "^\[       OK" | tail -25
   done
+  # DescribesItselfAndItsDevice asks for a missing device on purpose (an API error memcheck counts).
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bundle/tests/cuda_backend_test" \
-    --gtest_filter='CudaBackendTest.*:*decode_only*' > "$out/sanitizer.log" 2>&1
+    --gtest_filter='CudaBackendTest.*:*decode_only*:-CudaBackendTest.DescribesItselfAndItsDevice' \
+    > "$out/sanitizer.log" 2>&1
   status=$?
   rc=$((rc | status))
   echo "memcheck rc=$status: $(grep -E 'ERROR SUMMARY' "$out/sanitizer.log" | tail -1)"

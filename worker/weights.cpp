@@ -2,9 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/hash.h"
+#include "core/parallel.h"
 #include "worker/safetensors.h"
 
 namespace podserve {
@@ -108,24 +110,44 @@ TensorSpec lm_head_spec(const ModelConfig& c) {
   return linear_spec("lm_head.weight", c.vocab_size, c.hidden_size, ShardAxis::kRows);
 }
 
+namespace {
+
+// The per-tensor half of RandomWeightSource's hash, computed once per tensor.
+std::uint64_t random_tensor_key(std::uint64_t seed, const TensorSpec& spec) {
+  return splitmix64(seed ^ fnv1a(spec.name));
+}
+
+float random_value(std::uint64_t tensor_key, float amplitude, std::int64_t flat_index) {
+  const std::uint64_t h = splitmix64(tensor_key + static_cast<std::uint64_t>(flat_index));
+  // 24 random bits: an exact float in [0, 1).
+  const float unit = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
+  return (2.0f * unit - 1.0f) * amplitude;
+}
+
+}  // namespace
+
 float RandomWeightSource::element(std::uint64_t seed, const TensorSpec& spec,
                                   std::int64_t flat_index) {
   if (spec.init_amplitude == 0.0f) return 1.0f;
-  const std::uint64_t h =
-      splitmix64(splitmix64(seed ^ fnv1a(spec.name)) + static_cast<std::uint64_t>(flat_index));
-  // 24 random bits: an exact float in [0, 1).
-  const float unit = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
-  return (2.0f * unit - 1.0f) * spec.init_amplitude;
+  return random_value(random_tensor_key(seed, spec), spec.init_amplitude, flat_index);
 }
 
 Result<std::vector<float>> RandomWeightSource::load(const TensorSpec& spec, int tp_rank,
                                                     int tp_size) {
   PODSERVE_ASSIGN_OR_RETURN(const ShardSlice slice, shard_slice(spec, tp_rank, tp_size));
+  if (spec.init_amplitude == 0.0f)
+    return std::vector<float>(static_cast<std::size_t>(slice.numel()), 1.0f);
   std::vector<float> values(static_cast<std::size_t>(slice.numel()));
-  std::size_t out = 0;
-  for (std::int64_t r = slice.row_begin; r < slice.row_end; ++r)
-    for (std::int64_t c = slice.col_begin; c < slice.col_end; ++c)
-      values[out++] = element(seed_, spec, r * spec.cols() + c);
+  const std::uint64_t key = random_tensor_key(seed_, spec);
+  // An 8B model is 8e9 draws: spread the rows over the host's cores.
+  parallel_for(
+      slice.rows(), std::max<std::int64_t>(1, (1 << 20) / std::max<std::int64_t>(slice.cols(), 1)),
+      [&](std::int64_t row_begin, std::int64_t row_end) {
+        float* out = values.data() + row_begin * slice.cols();
+        for (std::int64_t r = slice.row_begin + row_begin; r < slice.row_begin + row_end; ++r)
+          for (std::int64_t c = slice.col_begin; c < slice.col_end; ++c)
+            *out++ = random_value(key, spec.init_amplitude, r * spec.cols() + c);
+      });
   return values;
 }
 

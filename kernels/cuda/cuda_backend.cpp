@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/float_convert.h"
+#include "core/parallel.h"
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -100,7 +101,11 @@ class CudaBackend final : public Backend {
   Status upload_f32(const TensorView& dst, std::span<const float> src_host) override {
     PODSERVE_RETURN_IF_ERROR(check_upload(dst, src_host.size(), DType::kBF16));
     std::vector<std::uint16_t> bits(src_host.size());
-    std::transform(src_host.begin(), src_host.end(), bits.begin(), f32_to_bf16);
+    parallel_for(static_cast<std::int64_t>(bits.size()), 1 << 20,
+                 [&](std::int64_t begin, std::int64_t end) {
+                   std::transform(src_host.begin() + begin, src_host.begin() + end,
+                                  bits.begin() + begin, f32_to_bf16);
+                 });
     return copy_to_device(dst.data, bits.data(), bits.size() * sizeof(std::uint16_t));
   }
 
@@ -347,6 +352,12 @@ int cuda_backend_device(const Backend& backend) {
 }
 
 Result<CudaMemoryInfo> cuda_device_memory(int device_index) {
+  int count = 0;
+  PODSERVE_CHECK(cudaGetDeviceCount(&count));
+  if (device_index < 0 || device_index >= count) {
+    return unavailable(
+        fmt::format("device memory: device {} requested, {} visible", device_index, count));
+  }
   int current = 0;
   PODSERVE_CHECK(cudaGetDevice(&current));
   PODSERVE_CHECK(cudaSetDevice(device_index));

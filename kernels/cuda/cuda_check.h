@@ -16,6 +16,9 @@ namespace podserve {
 inline Status check_result(cudaError_t error, std::string_view expr, std::string_view file,
                            int line) {
   if (error == cudaSuccess) return Status::Ok();
+  // Reported here, so clear the thread's last-error record (a no-op for sticky errors): a later
+  // launch check reads cudaGetLastError() and would otherwise blame its launch for this call.
+  cudaGetLastError();
   const std::string detail =
       std::string(cudaGetErrorName(error)) + " (" + cudaGetErrorString(error) + ")";
   return detail::check_failure(StatusCode::kInternal, "CUDA", detail, expr, file, line);

@@ -413,6 +413,8 @@ TEST_F(CudaBackendTest, DescribesItselfAndItsDevice) {
   ASSERT_FALSE(missing.ok()) << "device " << count << " does not exist";
   EXPECT_EQ(missing.status().code(), StatusCode::kUnavailable);
   EXPECT_FALSE(cuda_device_memory(count).ok());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess)
+      << "a refused device must not leave an error for the next launch check to pick up";
 }
 
 TEST_F(CudaBackendTest, UploadRoundsToNearestEvenAndCopiesRoundTrip) {

@@ -85,6 +85,27 @@ TEST(RandomWeights, ShardsAreSlicesOfTheFullTensor) {
   }
 }
 
+// load() spreads rows over threads: every element must still be element()'s, for a tensor large
+// enough to be split, sharded by rows and by columns.
+TEST(RandomWeights, LoadIsElementwiseWhateverTheThreading) {
+  for (const ShardAxis axis : {ShardAxis::kRows, ShardAxis::kColumns}) {
+    TensorSpec spec{"model.layers.0.mlp.down_proj.weight", {3000, 700}, axis, 0.05f};
+    RandomWeightSource random(11);
+    for (int rank = 0; rank < 2; ++rank) {
+      auto shard = random.load(spec, rank, 2);
+      ASSERT_TRUE(shard.ok());
+      auto slice = shard_slice(spec, rank, 2);
+      ASSERT_TRUE(slice.ok());
+      std::size_t i = 0;
+      for (std::int64_t r = slice->row_begin; r < slice->row_end; ++r)
+        for (std::int64_t c = slice->col_begin; c < slice->col_end; ++c)
+          ASSERT_EQ((*shard)[i++], RandomWeightSource::element(11, spec, r * spec.cols() + c))
+              << "row " << r << " col " << c;
+      EXPECT_EQ(i, shard->size());
+    }
+  }
+}
+
 TEST(RandomWeights, AmplitudesAndSeeds) {
   const ModelConfig config = small_model();
   RandomWeightSource a(1), b(2);
