@@ -7,6 +7,7 @@
 
 #include "cluster/mpi_check.h"
 #include "core/wire.h"
+#include "kvtransfer/cuda_ipc_transport.h"
 #include "kvtransfer/host_staged_transport.h"
 #include "kvtransfer/ucx_transport.h"
 
@@ -51,26 +52,41 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
                                                  const ServiceConfig& config, MemoryKind kv_memory,
                                                  int cuda_device) {
   if (!in_fabric(topology, config)) return std::unique_ptr<KvFabric>{};
+  FaultInjection faults;
+  faults.drop_probability = config.kv_transfer.inject_drop_rate;
+  faults.stall_probability = config.kv_transfer.inject_stall_rate;
+  faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
+  std::unique_ptr<KvFabric> fabric(new KvFabric());
+  fabric->kv_memory_ = kv_memory;
+  if (config.kv_transfer.backend == "cuda_ipc") {
+    if (kv_memory != MemoryKind::kDevice) {
+      return invalid_argument(
+          "config key 'kv_transfer.backend': cuda_ipc moves GPU pages, and this rank's KV cache "
+          "is in host memory (CPU backend): use ucx");
+    }
+    if (spans_hosts(topology)) {
+      return invalid_argument(
+          "config key 'kv_transfer.backend': cuda_ipc connects the ranks of one host, and this "
+          "deployment spans hosts: use ucx");
+    }
+    PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_cuda_ipc_transport({cuda_device, faults}));
+    return fabric;
+  }
   if (config.kv_transfer.backend != "ucx") {
     // The NCCL channel (kvtransfer/nccl_transport.h) is two-sided: the decode rank would post a
     // matching receive for every shipment, a protocol the service does not run yet.
     return unimplemented("config key 'kv_transfer.backend': '" + config.kv_transfer.backend +
                          "' is built and benchmarked (podserve-kvtransfer-bench) but the service "
-                         "ships KV pages over ucx only");
+                         "ships KV pages over ucx or cuda_ipc only");
   }
-  std::unique_ptr<KvFabric> fabric(new KvFabric());
   UcxOptions options;
-  options.faults.drop_probability = config.kv_transfer.inject_drop_rate;
-  options.faults.stall_probability = config.kv_transfer.inject_stall_rate;
-  options.faults.seed =
-      config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
+  options.faults = faults;
   options.peer_error_handling =
       config.kv_transfer.peer_error_handling == "on" ||
       (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
   PODSERVE_ASSIGN_OR_RETURN(auto ucx, make_ucx_transport(options));
   PODSERVE_ASSIGN_OR_RETURN(fabric->transport_,
                             make_transport_for(std::move(ucx), kv_memory, {cuda_device}));
-  fabric->kv_memory_ = kv_memory;
   return fabric;
 }
 

@@ -54,7 +54,7 @@ struct KvCacheSection {
 };
 
 struct KvTransferSection {
-  std::string backend = "ucx";     // ucx | nccl
+  std::string backend = "ucx";     // ucx | cuda_ipc (GPU pages, one host) | nccl (refused)
   bool layerwise = false;          // ship layer l's pages while layer l+1 computes
   std::int32_t timeout_ms = 5000;  // per transfer
   std::int32_t retries = 1;        // then the decode instance prefills locally

@@ -51,22 +51,6 @@ struct Transfer {
   TransferState state = TransferState::kPending;
 };
 
-// kOutOfRange naming the first segment whose `side` range leaves [0, region_bytes):
-// "host staging <what> [offset, N bytes] outside <region>".
-Status check_within(std::span<const PutSegment> segments, SegmentSide side,
-                    std::uint64_t region_bytes, std::string_view what, std::string_view region) {
-  for (const PutSegment& segment : segments) {
-    const std::uint64_t offset =
-        side == SegmentSide::kLocal ? segment.local_offset : segment.remote_offset;
-    if (offset > region_bytes || segment.bytes > region_bytes - offset) {
-      return out_of_range("host staging " + std::string(what) + " [" + std::to_string(offset) +
-                          ", " + std::to_string(segment.bytes) + " bytes] outside " +
-                          std::string(region));
-    }
-  }
-  return Status::Ok();
-}
-
 class HostStagedTransport final : public KvTransport {
  public:
   static Result<std::unique_ptr<KvTransport>> create(std::unique_ptr<KvTransport> inner,
@@ -147,9 +131,9 @@ class HostStagedTransport final : public KvTransport {
       transfer.segments.clear();
     } else {
       const StagedRegion& region = staged->second;
-      PODSERVE_RETURN_IF_ERROR(check_within(transfer.segments, SegmentSide::kLocal, region.bytes,
-                                            "post_put: segment",
-                                            "local region " + std::to_string(local_region_id)));
+      PODSERVE_RETURN_IF_ERROR(check_segments_within(
+          transfer.segments, SegmentSide::kLocal, region.bytes, "host staging post_put: segment",
+          "local region " + std::to_string(local_region_id)));
       CudaDeviceScope scope;
       PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
       for (const ByteRange& range : covered_ranges(transfer.segments, SegmentSide::kLocal)) {
@@ -214,9 +198,9 @@ class HostStagedTransport final : public KvTransport {
     auto staged = staged_.find(local_region_id);
     if (staged == staged_.end()) return inner_->deliver(local_region_id, segments);
     const StagedRegion& region = staged->second;
-    PODSERVE_RETURN_IF_ERROR(check_within(segments, SegmentSide::kRemote, region.bytes,
-                                          "deliver: range",
-                                          "region " + std::to_string(local_region_id)));
+    PODSERVE_RETURN_IF_ERROR(check_segments_within(segments, SegmentSide::kRemote, region.bytes,
+                                                   "host staging deliver: range",
+                                                   "region " + std::to_string(local_region_id)));
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
     // Only the remote ranges matter here: one copy per merged range of the target.

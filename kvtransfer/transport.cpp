@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kvtransfer/cuda_ipc_transport.h"
 #include "kvtransfer/host_staged_transport.h"
 
 namespace podserve {
@@ -58,11 +59,36 @@ std::vector<ByteRange> covered_ranges(std::span<const PutSegment> segments, Segm
   return merged;
 }
 
+Status check_segments_within(std::span<const PutSegment> segments, SegmentSide side,
+                             std::uint64_t region_bytes, std::string_view what,
+                             std::string_view region) {
+  for (const PutSegment& segment : segments) {
+    const std::uint64_t offset =
+        side == SegmentSide::kLocal ? segment.local_offset : segment.remote_offset;
+    if (offset > region_bytes || segment.bytes > region_bytes - offset) {
+      return out_of_range(std::string(what) + " [" + std::to_string(offset) + ", " +
+                          std::to_string(segment.bytes) + " bytes] outside " + std::string(region));
+    }
+  }
+  return Status::Ok();
+}
+
+InjectedFault draw_fault(const FaultInjection& faults, std::mt19937_64& rng) {
+  const double draw = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  if (draw < faults.drop_probability) return InjectedFault::kDrop;
+  if (draw < faults.drop_probability + faults.stall_probability) return InjectedFault::kStall;
+  return InjectedFault::kNone;
+}
+
 #ifndef PODSERVE_KVTRANSFER_HAS_CUDA
 // Builds without CUDA have no device memory to stage (host_staged_transport.cpp is CUDA-only).
 Result<std::unique_ptr<KvTransport>> make_host_staged_transport(std::unique_ptr<KvTransport>,
                                                                 const HostStagingOptions&) {
   return unimplemented("host staging of GPU memory needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)");
+}
+// Likewise cuda_ipc_transport.cpp.
+Result<std::unique_ptr<KvTransport>> make_cuda_ipc_transport(const CudaIpcOptions&) {
+  return unimplemented("the cuda_ipc KV transport needs a CUDA build (PODSERVE_ENABLE_CUDA=ON)");
 }
 #endif
 

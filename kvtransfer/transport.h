@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <random>
 #include <span>
 #include <string>
 #include <string_view>
@@ -84,6 +85,22 @@ enum class SegmentSide : std::uint8_t { kLocal, kRemote };
 // (a TP-split shipment's per-slot segments are strided on the receiver but back to back on the
 // sender). Empty segments are dropped.
 std::vector<ByteRange> covered_ranges(std::span<const PutSegment> segments, SegmentSide side);
+
+// kOutOfRange naming the first segment whose `side` range leaves [0, region_bytes):
+// "<what> [offset, N bytes] outside <region>".
+Status check_segments_within(std::span<const PutSegment> segments, SegmentSide side,
+                             std::uint64_t region_bytes, std::string_view what,
+                             std::string_view region);
+
+// Test hook: makes transfers misbehave on purpose (decided per post_put from `seed`).
+struct FaultInjection {
+  double drop_probability = 0.0;   // reported kFailed; nothing is written
+  double stall_probability = 0.0;  // written, but completion is never reported: hits its timeout
+  std::uint64_t seed = 1;
+};
+enum class InjectedFault : std::uint8_t { kNone, kDrop, kStall };
+// One post_put's draw: kDrop with drop_probability, else kStall with stall_probability.
+InjectedFault draw_fault(const FaultInjection& faults, std::mt19937_64& rng);
 
 // A region the transport allocated (see KvTransport::allocate_region).
 struct AllocatedRegion {

@@ -310,13 +310,13 @@ class UcxTransportImpl final : public UcxTransport {
     Transfer transfer;
     transfer.bytes = total;
     transfer.deadline = Clock::now() + timeout;
-    const double draw = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
-    if (draw < options_.faults.drop_probability) {
+    const InjectedFault fault = draw_fault(options_.faults, rng_);
+    if (fault == InjectedFault::kDrop) {
       finish(transfer, TransferState::kFailed);
       transfers_.emplace(id, std::move(transfer));
       return id;
     }
-    transfer.stalled = draw < options_.faults.drop_probability + options_.faults.stall_probability;
+    transfer.stalled = fault == InjectedFault::kStall;
 
     PODSERVE_ASSIGN_OR_RETURN(transfer.endpoint, endpoint_for(remote->second.peer_id));
     PODSERVE_ASSIGN_OR_RETURN(ucp_rkey_h rkey,

@@ -42,13 +42,6 @@
 
 namespace podserve {
 
-// Test hook: makes transfers misbehave on purpose (decided per post_put from `seed`).
-struct FaultInjection {
-  double drop_probability = 0.0;   // reported kFailed; nothing is written
-  double stall_probability = 0.0;  // written, but completion is never reported: hits its timeout
-  std::uint64_t seed = 1;
-};
-
 struct UcxOptions {
   FaultInjection faults;
   // How long a fence's flush may take before the endpoint is force-closed (transfer kFailed).

@@ -12,7 +12,9 @@
 #include <span>
 #include <string>
 
+#include "core/wire.h"
 #include "kvtransfer/bench/mpi_exchange.h"
+#include "kvtransfer/cuda_ipc_transport.h"
 #include "kvtransfer/host_staged_transport.h"
 #include "kvtransfer/nccl_transport.h"
 #include "kvtransfer/ucx_transport.h"
@@ -692,6 +694,56 @@ int run_nccl_two_process_bench(const BenchOptions& options, std::vector<BenchRow
     return false;
   };
 
+  // CUDA IPC (the service's kv_transfer.backend: cuda_ipc): rank 1 exports its buffer, rank 0
+  // maps it and puts into it; rank 1 only waits. Empty blobs tell the other rank it failed.
+  auto ipc = make_cuda_ipc_transport({rank, {}});
+  if (!all_ranks(status_ok(ipc.status(), "make_cuda_ipc_transport"))) return 1;
+  KvTransport& ipc_transport = **ipc;
+  int ipc_local = 0, ipc_remote = 0;
+  {
+    std::vector<std::uint8_t> exported;
+    if (auto region =
+            ipc_transport.register_region(side.buffer(), options.max_bytes, MemoryKind::kDevice);
+        status_ok(region.status(), "CUDA IPC register_region")) {
+      ipc_local = *region;
+      auto descriptor = ipc_transport.region_descriptor(ipc_local);
+      if (status_ok(descriptor.status(), "region_descriptor") && !sender) {
+        WireWriter w;
+        const auto address = ipc_transport.local_address();
+        w.put_vector(std::span<const std::uint8_t>(address));
+        w.put_vector(std::span<const std::uint8_t>(descriptor->descriptor));
+        exported = w.take();
+      }
+    }
+    const std::vector<std::uint8_t> blob = broadcast_bytes(exported, 1);
+    bool imported = !blob.empty();
+    if (sender && imported) {
+      WireReader r(blob);
+      std::vector<std::uint8_t> address;
+      RemoteRegion region;
+      imported = r.get_vector(address).ok() && r.get_vector(region.descriptor).ok() &&
+                 status_ok(ipc_transport.connect(1, address), "CUDA IPC connect");
+      if (imported) {
+        auto handle = ipc_transport.add_remote_region(1, region);
+        imported = status_ok(handle.status(), "CUDA IPC add_remote_region");
+        if (imported) ipc_remote = *handle;
+      }
+    }
+    if (!all_ranks(imported)) return 1;
+  }
+  const auto ipc_transfer = [&](std::span<const PutSegment> segments) {
+    if (!sender) return true;
+    auto id = ipc_transport.post_put(ipc_local, ipc_remote, segments, kTimeout);
+    if (!status_ok(id.status(), "CUDA IPC post_put")) return false;
+    TransferState state = TransferState::kPending;
+    while ((state = ipc_transport.poll(*id)) == TransferState::kPending) {
+    }
+    ipc_transport.release(*id);
+    if (state == TransferState::kDone) return true;
+    std::fprintf(stderr, "CUDA IPC transfer ended %s\n", std::string(to_string(state)).c_str());
+    return false;
+  };
+
   const std::string path = "gpu0->gpu1/2proc";
   std::mt19937_64 rng(kShuffleSeed);
   bool failed = false;
@@ -722,8 +774,27 @@ int run_nccl_two_process_bench(const BenchOptions& options, std::vector<BenchRow
       rows.push_back({"nccl", path + (mode == "contiguous" ? "/channel" : "/channel-packed"), mode,
                       bytes, segments.size(), seconds * 1e6, gbs(bytes, seconds),
                       gbs(bytes, raw_seconds), "raw-nccl"});
+
+      const bool ipc_cleared = sender || side.clear(bytes);
+      const double ipc_seconds =
+          all_ranks(ipc_cleared)
+              ? two_process_median_seconds(samples, [&] { return ipc_transfer(segments); })
+              : -1.0;
+      if (ipc_seconds < 0 || !all_ranks(sender || side.holds(segments))) {
+        if (sender) {
+          std::fprintf(stderr, "CUDA IPC %s failed at %llu bytes\n", mode.c_str(),
+                       static_cast<unsigned long long>(bytes));
+        }
+        failed = true;
+        break;
+      }
+      rows.push_back({"cuda-ipc", path + "/ipc", mode, bytes, segments.size(), ipc_seconds * 1e6,
+                      gbs(bytes, ipc_seconds), gbs(bytes, raw_seconds), "raw-nccl"});
     }
   }
+  // Rank 0 unmaps rank 1's buffer before rank 1 frees it.
+  ipc->reset();
+  MPI_Barrier(MPI_COMM_WORLD);
   if (!failed) return 0;
   // Operations may still be pending on either communicator: only an abort stops them.
   channel.abort();
@@ -836,21 +907,32 @@ void print_two_process_summary(const std::vector<BenchRow>& rows) {
       "nccl_raw of the same bytes, measured in this run; time = the slower rank's, median):\n"
       "  nccl_raw     NCCL's own figure: ncclSend on rank 0, ncclRecv on rank 1, whole message\n"
       "  NcclKvChannel ratios by page order, as in the one-process summary: contig, shuffled,\n"
-      "  scatter, gather\n");
-  std::printf("%12s %9s %8s %8s %8s %8s\n", "bytes", "nccl_raw", "contig", "shuffled", "scatter",
-              "gather");
-  const auto ratio = [&rows](const char* mode, std::uint64_t bytes, const char* path_suffix) {
-    const BenchRow* row = find_row(rows, "nccl", mode, bytes, path_suffix);
+      "  scatter, gather\n"
+      "  ipc_*        CUDA IPC transport (one-sided copies into rank 1's mapped buffer), the\n"
+      "               same page orders; ipc_GB/s its contiguous bandwidth\n");
+  std::printf("%12s %9s %8s %8s %8s %8s %9s %8s %8s %8s %8s\n", "bytes", "nccl_raw", "contig",
+              "shuffled", "scatter", "gather", "ipc_GB/s", "ipc_ctg", "ipc_shf", "ipc_sct",
+              "ipc_gth");
+  const auto ratio = [&rows](const char* backend, const char* mode, std::uint64_t bytes,
+                             const char* path_suffix) {
+    const BenchRow* row = find_row(rows, backend, mode, bytes, path_suffix);
     return cell(row, row ? row->bandwidth_gbs / row->peak_gbs : 0);
   };
   for (const std::uint64_t bytes : sizes_of(rows)) {
     const BenchRow* raw = find_row(rows, "nccl", "contiguous", bytes, "/2proc/raw");
-    std::printf("%12llu %9s %8s %8s %8s %8s\n", static_cast<unsigned long long>(bytes),
+    const BenchRow* ipc = find_row(rows, "cuda-ipc", "contiguous", bytes, "/2proc/ipc");
+    std::printf("%12llu %9s %8s %8s %8s %8s %9s %8s %8s %8s %8s\n",
+                static_cast<unsigned long long>(bytes),
                 cell(raw, raw ? raw->bandwidth_gbs : 0).c_str(),
-                ratio("contiguous", bytes, "/2proc/channel").c_str(),
-                ratio("shuffled", bytes, "/2proc/channel-packed").c_str(),
-                ratio("scatter", bytes, "/2proc/channel-packed").c_str(),
-                ratio("gather", bytes, "/2proc/channel-packed").c_str());
+                ratio("nccl", "contiguous", bytes, "/2proc/channel").c_str(),
+                ratio("nccl", "shuffled", bytes, "/2proc/channel-packed").c_str(),
+                ratio("nccl", "scatter", bytes, "/2proc/channel-packed").c_str(),
+                ratio("nccl", "gather", bytes, "/2proc/channel-packed").c_str(),
+                cell(ipc, ipc ? ipc->bandwidth_gbs : 0).c_str(),
+                ratio("cuda-ipc", "contiguous", bytes, "/2proc/ipc").c_str(),
+                ratio("cuda-ipc", "shuffled", bytes, "/2proc/ipc").c_str(),
+                ratio("cuda-ipc", "scatter", bytes, "/2proc/ipc").c_str(),
+                ratio("cuda-ipc", "gather", bytes, "/2proc/ipc").c_str());
   }
 }
 

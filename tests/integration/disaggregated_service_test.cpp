@@ -144,6 +144,21 @@ INSTANTIATE_TEST_SUITE_P(
                    "UCX_TLS=sm,self", "{layerwise: true, timeout_ms: 5000}"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// kv_transfer.backend: cuda_ipc moves GPU pages only: on the CPU backend every fabric rank refuses
+// it at start-up with a message naming the key, and the service exits instead of serving.
+TEST_F(Disaggregation, CudaIpcWithAHostKvCacheIsRefusedAtStartUp) {
+  const std::string yaml = fmt::format(
+      "{}instances: [{{role: prefill, tp: 1, count: 1}}, {{role: decode, tp: 1, count: 1}}]\n"
+      "scheduler: {{mode: disaggregated, token_budget: 64, max_running: 32}}\n"
+      "kv_cache: {{page_size: 16, cpu_memory_mb: 16}}\n"
+      "kv_transfer: {{backend: cuda_ipc}}\n",
+      kModel);
+  ServiceUnderTest service("cuda_ipc_on_cpu", yaml, "UCX_TLS=sm,self");
+  EXPECT_FALSE(service.start(60)) << "the service came up with cuda_ipc on a host KV cache";
+  EXPECT_NE(service.stop(30), 0);
+  EXPECT_NE(service.log().find("cuda_ipc moves GPU pages"), std::string::npos) << service.log();
+}
+
 // 1,000 requests while transfers are dropped and stalled and clients hang up: every request
 // that was not cancelled completes with its token count, greedy outputs stay correct
 // (local-prefill fallback), and afterwards every page on every instance is free.

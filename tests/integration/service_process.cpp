@@ -85,20 +85,20 @@ bool ChildProcess::start(const std::string& command, const std::string& log_path
 }
 
 int ChildProcess::wait(int timeout_s) {
-  if (pid_ <= 0) return -1;
+  if (pid_ <= 0) return exit_code_;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  while (std::chrono::steady_clock::now() < deadline) {
+  while (true) {  // polls at least once: wait(0) asks "has it exited?"
     int status = 0;
     const pid_t done = waitpid(pid_, &status, WNOHANG);
     if (done == pid_) {
       pid_ = -1;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-      return -1;
+      if (WIFEXITED(status)) exit_code_ = WEXITSTATUS(status);
+      if (WIFSIGNALED(status)) exit_code_ = 128 + WTERMSIG(status);
+      return exit_code_;
     }
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return -1;
 }
 
 void ChildProcess::kill_group(int signal_number) {

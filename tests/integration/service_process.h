@@ -31,13 +31,15 @@ class ChildProcess {
 
   // Runs `command` through /bin/sh -c with stdout+stderr to `log_path`, in its own process group.
   bool start(const std::string& command, const std::string& log_path);
-  // Waits up to timeout_s; returns the exit code (128+signal when killed, -1 on timeout).
+  // Waits up to timeout_s (0: only looks); returns the exit code (128+signal when killed, -1 on
+  // timeout), and the same code again once the child was reaped.
   int wait(int timeout_s);
   void kill_group(int signal_number);
   bool running() const { return pid_ > 0; }
 
  private:
   pid_t pid_ = -1;
+  int exit_code_ = -1;
 };
 
 class ServiceUnderTest;
