@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU session for kvtransfer (a machine with 2 GPUs; host staging also runs on 1): the
-# gpu-labelled tests (NCCL channel; host staging over UCX shared memory and TCP), then
+# gpu-labelled tests (NCCL channel; CUDA IPC; host staging over UCX shared memory and TCP), then
 # podserve-kvtransfer-bench --backend gpu (NCCL's own figure vs packed 64 KiB pages; host-staged
 # UCX vs its stages), then its NCCL rows again with one process per GPU (mpirun -np 2
 # --nccl-ranks 2), logs and CSV into $OUT.
@@ -29,6 +29,8 @@ summary='^\[  |^\[==|Failure|Expected|Which is|seed|Skipped|cancel after|UCX CUD
 if [ "$mode" = all ] || [ "$mode" = test ]; then
   "$build/tests/nccl_transport_test" > "$out/nccl_transport_test.log" 2>&1
   rc=$((rc | $?)); grep -E "$summary" "$out/nccl_transport_test.log" | grep -v "^\[       OK"
+  "$build/tests/cuda_ipc_transport_test" > "$out/cuda_ipc_transport_test.log" 2>&1
+  rc=$((rc | $?)); grep -E "$summary" "$out/cuda_ipc_transport_test.log" | grep -v "^\[       OK"
   "$build/tests/host_staged_transport_test" --ucx-tls=sm,self --ucx-peer-errors=0 \
     > "$out/host_staged_sm.log" 2>&1
   rc=$((rc | $?)); grep -E "$summary" "$out/host_staged_sm.log" | grep -v "^\[       OK"
