@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,30 @@ inline Status check_result(cudaError_t error, std::string_view expr, std::string
   const std::string detail =
       std::string(cudaGetErrorName(error)) + " (" + cudaGetErrorString(error) + ")";
   return detail::check_failure(StatusCode::kInternal, "CUDA", detail, expr, file, line);
+}
+
+// Owning handles of CUDA events and streams (destroyed with cudaEventDestroy / cudaStreamDestroy).
+struct CudaEventDestroy {
+  void operator()(CUevent_st* event) const { cudaEventDestroy(event); }
+};
+using CudaEventPtr = std::unique_ptr<CUevent_st, CudaEventDestroy>;
+struct CudaStreamDestroy {
+  void operator()(CUstream_st* stream) const { cudaStreamDestroy(stream); }
+};
+using CudaStreamPtr = std::unique_ptr<CUstream_st, CudaStreamDestroy>;
+
+// An event without timing (the cheap kind, for completion and ordering) on the current device.
+inline Result<CudaEventPtr> make_cuda_event() {
+  cudaEvent_t event = nullptr;
+  PODSERVE_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  return CudaEventPtr(event);
+}
+
+// A non-blocking stream on the current device.
+inline Result<CudaStreamPtr> make_cuda_stream() {
+  cudaStream_t stream = nullptr;
+  PODSERVE_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  return CudaStreamPtr(stream);
 }
 
 // Makes a device current until destruction, then restores the one that was current before.

@@ -16,6 +16,7 @@
 
 #include "core/wire.h"
 #include "kvtransfer/cuda_check.h"
+#include "kvtransfer/cuda_poll.h"
 #include "kvtransfer/nccl_pack.h"
 #include "kvtransfer/transfer_table.h"
 
@@ -32,16 +33,6 @@ using Clock = std::chrono::steady_clock;
 // fewer than kKernelMinSegments runs, go to the copy engines.
 constexpr std::uint64_t kCopyEngineMinMeanBytes = 1 << 20;
 constexpr std::size_t kKernelMinSegments = 4;
-
-struct EventDestroy {
-  void operator()(CUevent_st* event) const { cudaEventDestroy(event); }
-};
-using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
-
-struct StreamDestroy {
-  void operator()(CUstream_st* stream) const { cudaStreamDestroy(stream); }
-};
-using StreamPtr = std::unique_ptr<CUstream_st, StreamDestroy>;
 
 // This boot of this host: two processes share device memory over IPC only when these match.
 std::string host_boot_id() {
@@ -120,7 +111,7 @@ struct RemoteRegionState {
 };
 
 struct Transfer {
-  EventPtr copied;  // null for a transfer dropped by fault injection (already final)
+  CudaEventPtr copied;  // null for a transfer dropped by fault injection (already final)
   std::uint64_t bytes = 0;
   Clock::time_point deadline;
   bool stalled = false;  // fault injection: the copy runs, its completion is never reported
@@ -135,9 +126,7 @@ class CudaIpcTransport final : public KvTransport {
     std::unique_ptr<CudaIpcTransport> transport(new CudaIpcTransport(options));
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(options.cuda_device));
-    cudaStream_t stream = nullptr;
-    PODSERVE_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    transport->stream_.reset(stream);
+    PODSERVE_ASSIGN_OR_RETURN(transport->stream_, make_cuda_stream());
     return std::unique_ptr<KvTransport>(std::move(transport));
   }
 
@@ -288,10 +277,8 @@ class CudaIpcTransport final : public KvTransport {
     PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
     PODSERVE_RETURN_IF_ERROR(
         copy(coalesced, transfer.bytes, local->second.base, remote->second.base));
-    cudaEvent_t copied = nullptr;
-    PODSERVE_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
-    transfer.copied.reset(copied);
-    PODSERVE_CHECK(cudaEventRecord(copied, stream_.get()));
+    PODSERVE_ASSIGN_OR_RETURN(transfer.copied, make_cuda_event());
+    PODSERVE_CHECK(cudaEventRecord(transfer.copied.get(), stream_.get()));
     transfers_.emplace(id, std::move(transfer));
     return id;
   }
@@ -309,17 +296,9 @@ class CudaIpcTransport final : public KvTransport {
   }
 
   TransferState poll(std::uint64_t transfer_id) override {
-    auto found = transfers_.find(transfer_id);
-    if (found == transfers_.end()) return TransferState::kFailed;
-    if (found->second.state == TransferState::kPending) {
-      CudaDeviceScope scope;
-      if (Status status = scope.enter(device_); !status.ok()) {
-        SPDLOG_WARN("CUDA IPC: {}", status.to_string());
-        return TransferState::kPending;
-      }
-      update(found->second, Clock::now());
-    }
-    return found->second.state;
+    return kvtransfer_detail::poll_on_device(
+        transfers_, transfer_id, device_, "CUDA IPC",
+        [this](Transfer& transfer) { update(transfer, Clock::now()); });
   }
 
   void cancel(std::uint64_t transfer_id) override {
@@ -407,7 +386,7 @@ class CudaIpcTransport final : public KvTransport {
   const int device_;
   const Address address_;
   std::mt19937_64 rng_;
-  StreamPtr stream_;
+  CudaStreamPtr stream_;
   std::unordered_map<int, Address> peers_;
   std::unordered_map<int, LocalRegion> local_;
   std::unordered_map<int, RemoteRegionState> remote_;

@@ -12,22 +12,13 @@
 #include <vector>
 
 #include "kvtransfer/cuda_check.h"
+#include "kvtransfer/cuda_poll.h"
 #include "kvtransfer/transfer_table.h"
 
 namespace podserve {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct EventDestroy {
-  void operator()(CUevent_st* event) const { cudaEventDestroy(event); }
-};
-using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
-
-struct StreamDestroy {
-  void operator()(CUstream_st* stream) const { cudaStreamDestroy(stream); }
-};
-using StreamPtr = std::unique_ptr<CUstream_st, StreamDestroy>;
 
 // A registered device region and its pinned host mirror (owned by the inner transport).
 struct StagedRegion {
@@ -39,7 +30,7 @@ struct StagedRegion {
 struct Transfer {
   // Device -> mirror copy of a staged transfer; null once the inner put is posted, and for
   // transfers from host regions (posted to the inner transport at once).
-  EventPtr copied;
+  CudaEventPtr copied;
   std::optional<std::uint64_t> inner_id;
   int mirror_region = 0;
   int remote_handle = 0;
@@ -60,9 +51,7 @@ class HostStagedTransport final : public KvTransport {
         new HostStagedTransport(std::move(inner), options.cuda_device));
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(options.cuda_device));
-    cudaStream_t stream = nullptr;
-    PODSERVE_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    transport->stream_.reset(stream);
+    PODSERVE_ASSIGN_OR_RETURN(transport->stream_, make_cuda_stream());
     return std::unique_ptr<KvTransport>(std::move(transport));
   }
 
@@ -140,10 +129,8 @@ class HostStagedTransport final : public KvTransport {
         PODSERVE_CHECK(cudaMemcpyAsync(region.mirror + range.offset, region.device + range.offset,
                                        range.bytes, cudaMemcpyDeviceToHost, stream_.get()));
       }
-      cudaEvent_t copied = nullptr;
-      PODSERVE_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
-      transfer.copied.reset(copied);
-      PODSERVE_CHECK(cudaEventRecord(copied, stream_.get()));
+      PODSERVE_ASSIGN_OR_RETURN(transfer.copied, make_cuda_event());
+      PODSERVE_CHECK(cudaEventRecord(transfer.copied.get(), stream_.get()));
     }
     const std::uint64_t id = next_transfer_id_++;
     transfers_.emplace(id, std::move(transfer));
@@ -165,17 +152,9 @@ class HostStagedTransport final : public KvTransport {
   }
 
   TransferState poll(std::uint64_t transfer_id) override {
-    auto found = transfers_.find(transfer_id);
-    if (found == transfers_.end()) return TransferState::kFailed;
-    if (found->second.state == TransferState::kPending) {
-      CudaDeviceScope scope;
-      if (Status status = scope.enter(device_); !status.ok()) {
-        SPDLOG_WARN("host staging: {}", status.to_string());
-        return TransferState::kPending;
-      }
-      update(found->second, Clock::now());
-    }
-    return found->second.state;
+    return kvtransfer_detail::poll_on_device(
+        transfers_, transfer_id, device_, "host staging",
+        [this](Transfer& transfer) { update(transfer, Clock::now()); });
   }
 
   void cancel(std::uint64_t transfer_id) override {
@@ -267,7 +246,7 @@ class HostStagedTransport final : public KvTransport {
   // Destroyed last (declared first): the mirrors are its memory.
   std::unique_ptr<KvTransport> inner_;
   const int device_;
-  StreamPtr stream_;
+  CudaStreamPtr stream_;
   std::unordered_map<int, StagedRegion> staged_;  // mirror region id -> region
   kvtransfer_detail::TransferTable<Transfer> transfers_;
   TransportStats stats_;

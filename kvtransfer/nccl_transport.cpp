@@ -32,34 +32,23 @@ using Clock = std::chrono::steady_clock;
 // waiting for a GPU-wide copy to drain. ~8 MiB of loads stay in flight on 132 SMs, plenty for HBM.
 constexpr int kSideBlocksPerSm = 4;
 
-struct EventDestroy {
-  void operator()(CUevent_st* event) const { cudaEventDestroy(event); }
-};
-using EventPtr = std::unique_ptr<CUevent_st, EventDestroy>;
-
-Result<EventPtr> make_event() {
-  cudaEvent_t event = nullptr;
-  PODSERVE_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-  return EventPtr(event);
-}
-
 // What the packed transfers of one direction (send or receive) of a channel take turns on.
 struct PackLane {
   std::uint8_t* staging = nullptr;  // [capacity]: the packed message
   std::uint64_t capacity = 0;
-  EventPtr released;            // recorded after its last user's final operation
+  CudaEventPtr released;        // recorded after its last user's final operation
   std::vector<void*> outgrown;  // earlier buffers, possibly still read by queued work
   // Pipelined transfers: the pack (send) or unpack (receive) stream and its hand-offs.
   cudaStream_t side_stream = nullptr;
-  unsigned side_blocks = 0;           // the copy kernels' cap there (kSideBlocksPerSm)
-  std::vector<EventPtr> chunk_ready;  // per chunk: gathered (send) or received (receive)
-  EventPtr caller_reached;            // send: the caller's stream reached the transfer
-  EventPtr side_done;                 // the side stream's last gather or scatter of a transfer
-  bool in_group = false;              // a transfer of the caller's open group uses this direction
+  unsigned side_blocks = 0;               // the copy kernels' cap there (kSideBlocksPerSm)
+  std::vector<CudaEventPtr> chunk_ready;  // per chunk: gathered (send) or received (receive)
+  CudaEventPtr caller_reached;            // send: the caller's stream reached the transfer
+  CudaEventPtr side_done;                 // the side stream's last gather or scatter of a transfer
+  bool in_group = false;  // a transfer of the caller's open group uses this direction
 };
 
 struct Transfer {
-  EventPtr done;
+  CudaEventPtr done;
   bool recorded = false;  // `done` was enqueued (inside a group: by group_end)
   bool released = false;  // released inside its group: forgotten by finish_post
   Clock::time_point deadline;
@@ -96,7 +85,7 @@ Status take_lane(PackLane& lane, cudaStream_t stream, std::uint64_t bytes, std::
   if (lane.released) {
     PODSERVE_CHECK(cudaStreamWaitEvent(stream, lane.released.get()));
   } else {
-    PODSERVE_ASSIGN_OR_RETURN(lane.released, make_event());
+    PODSERVE_ASSIGN_OR_RETURN(lane.released, make_cuda_event());
   }
   if (lane.capacity < bytes) {
     // The old buffer may still be used by queued work: keep it until the channel goes.
@@ -116,11 +105,11 @@ Status take_lane(PackLane& lane, cudaStream_t stream, std::uint64_t bytes, std::
     PODSERVE_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     lane.side_blocks = static_cast<unsigned>(sms * kSideBlocksPerSm);
     PODSERVE_CHECK(cudaStreamCreateWithFlags(&lane.side_stream, cudaStreamNonBlocking));
-    PODSERVE_ASSIGN_OR_RETURN(lane.caller_reached, make_event());
-    PODSERVE_ASSIGN_OR_RETURN(lane.side_done, make_event());
+    PODSERVE_ASSIGN_OR_RETURN(lane.caller_reached, make_cuda_event());
+    PODSERVE_ASSIGN_OR_RETURN(lane.side_done, make_cuda_event());
   }
   while (lane.chunk_ready.size() < chunks) {
-    PODSERVE_ASSIGN_OR_RETURN(EventPtr event, make_event());
+    PODSERVE_ASSIGN_OR_RETURN(CudaEventPtr event, make_cuda_event());
     lane.chunk_ready.push_back(std::move(event));
   }
   return Status::Ok();
@@ -349,7 +338,7 @@ Result<std::uint64_t> NcclKvChannel::post(bool send, int peer, std::uint8_t* dev
   PODSERVE_RETURN_IF_ERROR(device.enter(state_->cuda_device));
   const std::vector<PutSegment> merged = coalesce_segments(segments);
   Transfer transfer;
-  PODSERVE_ASSIGN_OR_RETURN(transfer.done, make_event());
+  PODSERVE_ASSIGN_OR_RETURN(transfer.done, make_cuda_event());
   transfer.deadline = Clock::now() + timeout;
   transfer.send = send;
   transfer.peer = peer;
