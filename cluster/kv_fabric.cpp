@@ -20,6 +20,14 @@ bool spans_hosts(const Topology& topology) {
   return false;
 }
 
+// kv_transfer.backend with `auto` resolved: CUDA IPC for GPU KV caches when every rank is on one
+// host, else UCX (host staging wraps it for GPU pages when UCX has no CUDA transports).
+std::string transfer_backend(const ServiceConfig& config, const Topology& topology,
+                             MemoryKind kv_memory) {
+  if (config.kv_transfer.backend != "auto") return config.kv_transfer.backend;
+  return kv_memory == MemoryKind::kDevice && !spans_hosts(topology) ? "cuda_ipc" : "ucx";
+}
+
 bool in_fabric(const Topology& topology, const ServiceConfig& config) {
   return config.scheduler.mode == SchedulerMode::kDisaggregated && !topology.is_router();
 }
@@ -58,7 +66,8 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
   faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
   std::unique_ptr<KvFabric> fabric(new KvFabric());
   fabric->kv_memory_ = kv_memory;
-  if (config.kv_transfer.backend == "cuda_ipc") {
+  const std::string backend = transfer_backend(config, topology, kv_memory);
+  if (backend == "cuda_ipc") {
     if (kv_memory != MemoryKind::kDevice) {
       return invalid_argument(
           "config key 'kv_transfer.backend': cuda_ipc moves GPU pages, and this rank's KV cache "
@@ -72,10 +81,10 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
     PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_cuda_ipc_transport({cuda_device, faults}));
     return fabric;
   }
-  if (config.kv_transfer.backend != "ucx") {
+  if (backend != "ucx") {
     // The NCCL channel (kvtransfer/nccl_transport.h) is two-sided: the decode rank would post a
     // matching receive for every shipment, a protocol the service does not run yet.
-    return unimplemented("config key 'kv_transfer.backend': '" + config.kv_transfer.backend +
+    return unimplemented("config key 'kv_transfer.backend': '" + backend +
                          "' is built and benchmarked (podserve-kvtransfer-bench) but the service "
                          "ships KV pages over ucx or cuda_ipc only");
   }

@@ -140,10 +140,10 @@ void ServiceConfig::validate() const {
   require_positive(kv_cache.cpu_memory_mb, "kv_cache.cpu_memory_mb");
   if (kv_cache.memory_fraction <= 0.0 || kv_cache.memory_fraction > 1.0)
     fail("kv_cache.memory_fraction", "must be in (0, 1]");
-  if (kv_transfer.backend != "ucx" && kv_transfer.backend != "cuda_ipc" &&
-      kv_transfer.backend != "nccl") {
+  if (kv_transfer.backend != "auto" && kv_transfer.backend != "ucx" &&
+      kv_transfer.backend != "cuda_ipc" && kv_transfer.backend != "nccl") {
     fail("kv_transfer.backend",
-         fmt::format("'{}' is not one of: ucx, cuda_ipc, nccl", kv_transfer.backend));
+         fmt::format("'{}' is not one of: auto, ucx, cuda_ipc, nccl", kv_transfer.backend));
   }
   require_positive(kv_transfer.timeout_ms, "kv_transfer.timeout_ms");
   if (kv_transfer.retries < 0) fail("kv_transfer.retries", "must be >= 0");

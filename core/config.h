@@ -54,7 +54,8 @@ struct KvCacheSection {
 };
 
 struct KvTransferSection {
-  std::string backend = "ucx";     // ucx | cuda_ipc (GPU pages, one host) | nccl (refused)
+  // auto (cuda_ipc for GPU KV caches on one host, else ucx) | ucx | cuda_ipc | nccl (refused)
+  std::string backend = "auto";
   bool layerwise = false;          // ship layer l's pages while layer l+1 computes
   std::int32_t timeout_ms = 5000;  // per transfer
   std::int32_t retries = 1;        // then the decode instance prefills locally
