@@ -353,7 +353,8 @@ Result<std::uint64_t> NcclKvChannel::post(bool send, int peer, std::uint8_t* dev
     transfer.chunks.push_back({0, run.bytes, {}});
   } else if (merged.size() > 1) {
     const PackedLayout layout = pack_layout(merged, send ? PackSide::kSender : PackSide::kReceiver);
-    transfer.chunks = chunk_packed_layout(layout, state_->options.pack_chunk_bytes);
+    transfer.chunks = chunk_packed_layout(
+        layout, pipeline_chunk_bytes(layout.packed_bytes, state_->options.pack_chunk_bytes));
     if (const std::optional<std::uint64_t> origin = contiguous_origin(layout)) {
       // This side's runs lie back to back in list order (only the peer's are scattered): the
       // chunks go straight from or into the caller's buffer, cut where the peer cuts them.

@@ -62,14 +62,18 @@
 
 namespace podserve {
 
-// Default NcclChannelOptions::pack_chunk_bytes. A packed message of at least two chunks goes as
-// floor(bytes / 16 MiB) pipelined chunks: each extra NCCL operation costs a few microseconds, the
-// first gather and the last scatter (one chunk each) are not overlapped, and 16 MiB is ~50 us on
-// the wire at NVLink speeds, well above the host's cost to post one chunk on both sides.
+// Default NcclChannelOptions::pack_chunk_bytes, the smallest pipeline chunk. A packed message of
+// at least two chunks goes as floor(bytes / chunk) pipelined chunks, at most kMaxPipelineChunks
+// (pipeline_chunk_bytes: longer messages get larger chunks): the first gather and the last
+// scatter (one chunk each) are not overlapped, 16 MiB is ~50 us on the wire at NVLink speeds,
+// well above the host's cost to post one chunk on both sides, and NCCL runs few large
+// operations faster than many small ones (2x H100, 256 MiB one-sided: 0.87 of NCCL's own rate in
+// 64 MiB chunks, 0.76 in 16 MiB chunks).
 inline constexpr std::uint64_t kNcclPackChunkBytes = std::uint64_t{16} << 20;
 
 struct NcclChannelOptions {
-  // The size packed messages are cut at (a positive multiple of 16): the same on every rank.
+  // The smallest chunk packed messages are cut into (a positive multiple of 16; see
+  // pipeline_chunk_bytes): the same on every rank.
   std::uint64_t pack_chunk_bytes = kNcclPackChunkBytes;
 };
 

@@ -58,4 +58,10 @@ std::vector<PackedChunk> chunk_packed_layout(const PackedLayout& layout,
   return chunks;
 }
 
+std::uint64_t pipeline_chunk_bytes(std::uint64_t packed_bytes, std::uint64_t min_chunk_bytes) {
+  const std::uint64_t per_chunk = (packed_bytes + kMaxPipelineChunks - 1) / kMaxPipelineChunks;
+  const std::uint64_t aligned = (per_chunk + kPackAlignment - 1) / kPackAlignment * kPackAlignment;
+  return std::max(min_chunk_bytes, aligned);
+}
+
 }  // namespace podserve

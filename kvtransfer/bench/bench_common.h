@@ -25,6 +25,9 @@ struct BenchOptions {
   // NCCL modes: 1 = one process drives GPU 0 and GPU 1 (grouped posts); 2 = one rank per GPU
   // under mpirun -np 2 (rank r on device r), each posting on its own without groups.
   int nccl_ranks = 1;
+  // The two-process NCCL channel's chunk size (NcclChannelOptions::pack_chunk_bytes); 0: its
+  // default (kNcclPackChunkBytes). The one-process mode sweeps chunk sizes itself.
+  std::uint64_t pack_chunk_bytes = 0;
 };
 
 struct BenchRow {

@@ -664,7 +664,10 @@ int run_nccl_two_process_bench(const BenchOptions& options, std::vector<BenchRow
   if (ids.empty()) return 1;
   const std::span<const std::uint8_t> both_ids(ids);
   const std::size_t id_bytes = ids.size() / 2;
-  auto created = NcclKvChannel::create(both_ids.first(id_bytes), 2, rank, rank);
+  NcclChannelOptions channel_options;
+  if (options.pack_chunk_bytes > 0) channel_options.pack_chunk_bytes = options.pack_chunk_bytes;
+  auto created =
+      NcclKvChannel::create(both_ids.first(id_bytes), 2, rank, rank, channel_options);
   if (!all_ranks(status_ok(created.status(), "NcclKvChannel::create"))) return 1;
   NcclKvChannel& channel = **created;
   RawComm raw;

@@ -218,6 +218,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"transport", "user"}));
   app.add_option("--peer-error-handling", options.peer_error_handling,
                  "UCX endpoints with peer failure detection (UcxOptions::peer_error_handling)");
+  app.add_option("--pack-chunk-bytes", options.pack_chunk_bytes,
+                 "two-process NCCL channel: pipeline chunk size (0: the channel's default)");
   app.add_option("--nccl-ranks", options.nccl_ranks,
                  "NCCL modes: 1 = one process drives GPU 0 and GPU 1; 2 = one rank per GPU under "
                  "mpirun -np 2 (rank r on GPU r; NCCL rows only)")

@@ -145,6 +145,27 @@ TEST(PackChunks, BelowTwoChunksIsOneAndEmptyIsNone) {
   EXPECT_TRUE(chunk_packed_layout(pack_layout({}, PackSide::kSender), 4096).empty());
 }
 
+// Long messages get larger chunks instead of more of them: at most kMaxPipelineChunks, never
+// below the minimum, always a multiple of kPackAlignment.
+TEST(PackChunks, LongMessagesGetAtMostFourChunks) {
+  constexpr std::uint64_t kMiB = 1 << 20;
+  EXPECT_EQ(pipeline_chunk_bytes(16 * kMiB, 16 * kMiB), 16 * kMiB);
+  EXPECT_EQ(pipeline_chunk_bytes(64 * kMiB, 16 * kMiB), 16 * kMiB);
+  EXPECT_EQ(pipeline_chunk_bytes(256 * kMiB, 16 * kMiB), 64 * kMiB);
+  EXPECT_EQ(pipeline_chunk_bytes(0, 16 * kMiB), 16 * kMiB);
+  EXPECT_EQ(pipeline_chunk_bytes(4001, 16), 1008u);  // ceil(4001 / 4) = 1001, aligned up
+  for (const std::uint64_t bytes : {std::uint64_t{1000}, 65 * kMiB + 3, 1000 * kMiB}) {
+    const std::vector<PutSegment> segments = {{0, 0, bytes / 2}, {bytes, bytes, bytes - bytes / 2}};
+    const PackedLayout layout = pack_layout(segments, PackSide::kSender);
+    const std::uint64_t chunk = pipeline_chunk_bytes(layout.packed_bytes, 16 * kMiB);
+    EXPECT_EQ(chunk % kPackAlignment, 0u);
+    EXPECT_GE(chunk, 16 * kMiB);
+    const auto chunks = chunk_packed_layout(layout, chunk);
+    EXPECT_LE(chunks.size(), kMaxPipelineChunks) << bytes;
+    EXPECT_GE(chunks.size(), 1u) << bytes;
+  }
+}
+
 // A side moves the message in place exactly when its runs lie back to back in list order with no
 // alignment gap: pages 3, 4, 5 in order (origin: page 3) but not the same pages out of order, and
 // not 100-byte runs back to back (packed 16-byte aligned: 0 and 112). One segment is its own
@@ -196,7 +217,8 @@ std::vector<PutSegment> shuffled_pages(std::mt19937_64& rng, std::uint64_t regio
 // How many NCCL operations (chunks) a list goes as, packed, with `chunk_bytes`.
 std::size_t packed_chunks(std::span<const PutSegment> segments, std::uint64_t chunk_bytes) {
   const std::vector<PutSegment> merged = coalesce_segments(segments);
-  return chunk_packed_layout(pack_layout(merged, PackSide::kSender), chunk_bytes).size();
+  const PackedLayout layout = pack_layout(merged, PackSide::kSender);
+  return chunk_packed_layout(layout, pipeline_chunk_bytes(layout.packed_bytes, chunk_bytes)).size();
 }
 
 std::string chunk_name(std::uint64_t chunk_bytes) {
