@@ -20,14 +20,6 @@ bool spans_hosts(const Topology& topology) {
   return false;
 }
 
-// kv_transfer.backend with `auto` resolved: CUDA IPC for GPU KV caches when every rank is on one
-// host, else UCX (host staging wraps it for GPU pages when UCX has no CUDA transports).
-std::string transfer_backend(const ServiceConfig& config, const Topology& topology,
-                             MemoryKind kv_memory) {
-  if (config.kv_transfer.backend != "auto") return config.kv_transfer.backend;
-  return kv_memory == MemoryKind::kDevice && !spans_hosts(topology) ? "cuda_ipc" : "ucx";
-}
-
 bool in_fabric(const Topology& topology, const ServiceConfig& config) {
   return config.scheduler.mode == SchedulerMode::kDisaggregated && !topology.is_router();
 }
@@ -56,6 +48,12 @@ Result<std::vector<std::vector<std::uint8_t>>> all_gather_blobs(
 
 }  // namespace
 
+std::string resolve_transfer_backend(const std::string& configured, MemoryKind kv_memory,
+                                     bool spans_hosts) {
+  if (configured != "auto") return configured;
+  return kv_memory == MemoryKind::kDevice && !spans_hosts ? "cuda_ipc" : "ucx";
+}
+
 Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
                                                  const ServiceConfig& config, MemoryKind kv_memory,
                                                  int cuda_device) {
@@ -66,7 +64,8 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
   faults.seed = config.model.seed * 7919 + static_cast<std::uint64_t>(topology.world_rank());
   std::unique_ptr<KvFabric> fabric(new KvFabric());
   fabric->kv_memory_ = kv_memory;
-  const std::string backend = transfer_backend(config, topology, kv_memory);
+  const std::string backend =
+      resolve_transfer_backend(config.kv_transfer.backend, kv_memory, spans_hosts(topology));
   if (backend == "cuda_ipc") {
     if (kv_memory != MemoryKind::kDevice) {
       return invalid_argument(

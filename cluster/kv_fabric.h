@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -31,6 +32,12 @@
 #include "worker/model.h"
 
 namespace podserve {
+
+// kv_transfer.backend with `auto` resolved: cuda_ipc for a KV cache in device memory when every
+// rank is on one host, else ucx (host staging wraps it for GPU pages when UCX has no CUDA
+// transports). Other values are returned as configured.
+std::string resolve_transfer_backend(const std::string& configured, MemoryKind kv_memory,
+                                     bool spans_hosts);
 
 class KvFabric {
  public:
