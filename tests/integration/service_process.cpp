@@ -49,10 +49,18 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 int find_free_port_range(int count) {
+  // Below the kernel's ephemeral range: ports from there are handed to outgoing connections (MPI,
+  // UCX, HTTP clients of parallel tests) at any time, so one that is free now may not be when the
+  // service binds it.
+  int ephemeral_low = 32768, ephemeral_high = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low >> ephemeral_high;
+  const bool below = ephemeral_low - count > 11000;
+  const int low = below ? 10000 : ephemeral_high + 1;
+  const int high = below ? ephemeral_low - count : 65535 - count;
   std::mt19937 rng(
       static_cast<unsigned>(getpid()) ^
       static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
-  std::uniform_int_distribution<int> pick(20000, 60000 - count);
+  std::uniform_int_distribution<int> pick(low, high);
   for (int attempt = 0; attempt < 200; ++attempt) {
     const int base = pick(rng);
     bool all_free = true;
@@ -160,14 +168,18 @@ bool wait_all_pages_free(const ServiceUnderTest& service, int world_size, int ti
 
 ServiceUnderTest::ServiceUnderTest(const std::string& name, const std::string& yaml_body,
                                    std::string env)
-    : env_(std::move(env)) {
+    : yaml_body_(yaml_body), env_(std::move(env)) {
   std::string pattern =
       (std::filesystem::temp_directory_path() / ("podserve-" + name + "-XXXXXX")).string();
   dir_ = mkdtemp(pattern.data());
+  config_path_ = dir_ + "/config.yaml";
+  write_config_with_free_ports();
+}
+
+void ServiceUnderTest::write_config_with_free_ports() {
   http_port_ = find_free_port_range(1);
   metrics_port_base_ = find_free_port_range(16);
-  config_path_ = dir_ + "/config.yaml";
-  std::ofstream(config_path_) << yaml_body
+  std::ofstream(config_path_) << yaml_body_
                               << fmt::format(
                                      "\nrouter: {{listen: 127.0.0.1:{}, max_queue: 256}}\nmetrics: "
                                      "{{port_base: {}, sd_file: {}}}\n",
@@ -179,6 +191,20 @@ ServiceUnderTest::~ServiceUnderTest() {
 }
 
 bool ServiceUnderTest::start(int ready_timeout_s) {
+  // A port picked free can still be taken before the service binds it (another test's service):
+  // then the service exits at start-up, and it is started again on other ports.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (attempt > 0) write_config_with_free_ports();
+    if (start_once(ready_timeout_s)) return true;
+    const std::string output = log();
+    const bool port_taken = output.find("cannot bind") != std::string::npos ||
+                            output.find("router: cannot listen") != std::string::npos;
+    if (mpirun_.running() || !port_taken) return false;
+  }
+  return false;
+}
+
+bool ServiceUnderTest::start_once(int ready_timeout_s) {
   const std::string command =
       fmt::format("{} PODSERVE_BIN={} {} {} --pid-file {}/router.pid", env_, PODSERVE_BIN_PATH,
                   PODSERVE_MPIRUN_SCRIPT, config_path_, dir_);

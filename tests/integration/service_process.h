@@ -10,7 +10,8 @@
 
 namespace podserve::testing {
 
-// A free TCP port on 127.0.0.1 with the next `count - 1` ports free too.
+// A free TCP port on 127.0.0.1 with the next `count - 1` ports free too, below the kernel's
+// ephemeral port range (where outgoing connections take ports at any time).
 int find_free_port_range(int count);
 
 // Sum of every sample of `metric` (all label sets) on the /metrics of 127.0.0.1:port; -1 when
@@ -54,6 +55,8 @@ class ServiceUnderTest {
   ServiceUnderTest(const std::string& name, const std::string& yaml_body, std::string env = "");
   ~ServiceUnderTest();
 
+  // Starts the service and waits for /health; false when it did not come up (a start-up that
+  // failed to bind a port is retried on other ports, twice).
   bool start(int ready_timeout_s = 90);
   // SIGTERM to the router rank; returns mpirun's exit code.
   int stop(int timeout_s = 60);
@@ -66,6 +69,10 @@ class ServiceUnderTest {
   std::string log() const;  // the service's output so far
 
  private:
+  void write_config_with_free_ports();
+  bool start_once(int ready_timeout_s);
+
+  std::string yaml_body_;
   std::string dir_;
   std::string config_path_;
   std::string env_;

@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
@@ -113,6 +114,8 @@ struct Case {
   const char* name;
   int target_device;
 };
+// gtest (and ctest's test list) print a parameter by its name, not its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class CudaIpcTransportTest : public ::testing::TestWithParam<Case> {
  protected:
