@@ -581,6 +581,10 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
       KvFabric::open(topology, config,
                      backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
                      topology.device_index()));
+  if (fabric) {
+    publish_kv_transport(metrics_server->registry(), rank_metrics_identity(topology, config),
+                         fabric->transport().name());
+  }
   if (fabric && backend_kind == BackendKind::kCpu)
     options.kv_cache_allocator = fabric->kv_cache_allocator();
   PODSERVE_ASSIGN_OR_RETURN(auto weights,

@@ -125,6 +125,14 @@ RouterMetrics make_router_metrics(prometheus::Registry& registry, const MetricsI
   return metrics;
 }
 
+void publish_kv_transport(prometheus::Registry& registry, const MetricsIdentity& identity,
+                          const std::string& transport) {
+  gauge_family(registry, identity, "podserve_kv_transport_info",
+               "The KV transport of this rank's fabric (disaggregated mode); always 1.")
+      .Add({{"transport", transport}})
+      .Set(1);
+}
+
 std::string_view to_string(IterationBatchKind kind) {
   switch (kind) {
     case IterationBatchKind::kPrefill: return "prefill";

@@ -89,6 +89,12 @@ RouterMetrics make_router_metrics(prometheus::Registry& registry, const MetricsI
 InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
                                       const MetricsIdentity& identity);
 
+// Disaggregated mode, every prefill and decode rank: podserve_kv_transport_info{transport} = 1,
+// the KV transport the rank's fabric runs (ucx, ucx+host-staging, cuda-ipc), so a dashboard can
+// tell the runs of a transport A/B apart.
+void publish_kv_transport(prometheus::Registry& registry, const MetricsIdentity& identity,
+                          const std::string& transport);
+
 std::string_view to_string(IterationBatchKind kind);
 
 }  // namespace podserve

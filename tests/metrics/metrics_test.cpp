@@ -85,6 +85,7 @@ TEST(MetricsServerTest, ServesInstanceFamilies) {
   metrics.kv_cache_usage_ratio.Set(0.25);
   metrics.preemptions.Increment(7);
   metrics.kv_transfer_bytes.Increment(1 << 20);
+  publish_kv_transport((*server)->registry(), identity, "cuda-ipc");
 
   const std::string text = scrape((*server)->port());
   const std::string labels = R"(instance="1",mode="disaggregated",rank="3",role="prefill")";
@@ -96,6 +97,8 @@ TEST(MetricsServerTest, ServesInstanceFamilies) {
   EXPECT_TRUE(contains(text, "podserve_kv_cache_usage_ratio{" + labels + "} 0.25"));
   EXPECT_TRUE(contains(text, "podserve_preemptions_total{" + labels + "} 7"));
   EXPECT_TRUE(contains(text, "podserve_kv_transfer_bytes_total{" + labels + "} 1048576"));
+  EXPECT_TRUE(contains(text, "podserve_kv_transport_info{" + labels + ",transport=\"cuda-ipc\"} 1"))
+      << text;
   for (const char* name :
        {"podserve_batch_tokens", "podserve_num_requests_running", "podserve_num_requests_waiting",
         "podserve_attention_seconds", "podserve_kv_transfer_seconds",
