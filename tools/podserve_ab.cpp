@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -91,6 +92,29 @@ double sum_metric(const std::vector<std::string>& expositions, const std::string
   return total;
 }
 
+// The distinct values of `label` on the samples of `metric`, joined with "," in first-seen order;
+// "-" when no rank exports it (podserve_kv_transport_info in colocated mode).
+std::string label_values(const std::vector<std::string>& expositions, const std::string& metric,
+                         const std::string& label) {
+  const std::regex line("^" + metric + R"re(\{.*\b)re" + label + R"re(="([^"]*)".*\} .*$)re");
+  std::vector<std::string> values;
+  for (const auto& text : expositions) {
+    std::istringstream lines(text);
+    std::string l;
+    while (std::getline(lines, l)) {
+      std::smatch m;
+      if (std::regex_match(l, m, line) &&
+          std::find(values.begin(), values.end(), m[1].str()) == values.end()) {
+        values.push_back(m[1].str());
+      }
+    }
+  }
+  if (values.empty()) return "-";
+  std::string joined;
+  for (const auto& value : values) joined += (joined.empty() ? "" : ",") + value;
+  return joined;
+}
+
 struct Outcome {
   json bench;
   json metrics;
@@ -130,6 +154,8 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
     outcome.metrics[metric] = sum_metric(expositions, metric);
   }
   outcome.metrics["ranks_scraped"] = expositions.size();
+  outcome.metrics["kv_transport"] =
+      label_values(expositions, "podserve_kv_transport_info", "transport");
 
   const auto pid_text = read_file(pid_file);
   if (!pid_text.empty())
@@ -242,6 +268,9 @@ int main(int argc, char** argv) {
     row(metric, outcomes[0].metrics[metric].get<double>(),
         outcomes[1].metrics[metric].get<double>(), 1);
   }
+  std::printf("%-34s %18s %18s %9s\n", "kv transport",
+              outcomes[0].metrics["kv_transport"].get<std::string>().c_str(),
+              outcomes[1].metrics["kv_transport"].get<std::string>().c_str(), "");
   const auto report_path = (fs::path(out_dir) / "ab-report.json").string();
   std::ofstream(report_path) << report.dump(2) << "\n";
   std::printf("report: %s\n", report_path.c_str());
