@@ -1,9 +1,10 @@
-// podserve-ab: an A/B experiment between two deployments of the same model (typically
-// colocated vs disaggregated: the configs differ in `scheduler.mode` and `instances`). For each
-// variant in turn it starts the service under mpirun (deploy/mpirun.sh), replays the same
-// workload with podserve-bench, scrapes every rank's /metrics, stops the service with SIGTERM
-// (drain + clean shutdown), and finally prints the two side by side and writes a JSON report.
-// Exit code: 0 when both variants served every request and shut down cleanly.
+// podserve-ab: an A/B experiment between two or more deployments of the same model (typically
+// colocated vs disaggregated: the configs differ in `scheduler.mode` and `instances`; or a sweep:
+// prefill:decode ratios, KV transports). For each variant in turn it starts the service under
+// mpirun (deploy/mpirun.sh), replays the same workload with podserve-bench, scrapes every rank's
+// /metrics, stops the service with SIGTERM (drain + clean shutdown), and finally prints the
+// variants side by side, each against the first (B/A, C/A, ...), and writes a JSON report.
+// Exit code: 0 when every variant served every request and shut down cleanly.
 #include <fmt/format.h>
 #include <httplib.h>
 #include <signal.h>
@@ -184,7 +185,7 @@ double field(const json& j, std::initializer_list<const char*> path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"podserve-ab: run the same workload against two deployments and compare"};
+  CLI::App app{"podserve-ab: run the same workload against two or more deployments and compare"};
   std::vector<std::string> configs;
   std::string out_dir = "ab-results", bench_args;
   Tools tools;
@@ -192,9 +193,9 @@ int main(int argc, char** argv) {
   tools.podserve = (self_dir / "podserve").string();
   tools.bench = (self_dir / "podserve-bench").string();
   tools.mpirun_script = "deploy/mpirun.sh";
-  app.add_option("configs", configs, "the two deployment configs (A then B)")
+  app.add_option("configs", configs, "the deployment configs (A, B, ...: at least two)")
       ->required()
-      ->expected(2);
+      ->expected(2, 26);
   app.add_option("--bench-args", bench_args, "arguments for podserve-bench (workload)")
       ->capture_default_str();
   app.add_option("--out-dir", out_dir, "logs, bench JSON and the report")->capture_default_str();
@@ -219,9 +220,13 @@ int main(int argc, char** argv) {
     }
     variants.push_back(std::move(v));
   }
-  if (variants[0].name == variants[1].name) {
-    variants[0].name += "-a";
-    variants[1].name += "-b";
+  // Variants named alike (configs of one name in different folders) get their letter appended.
+  std::map<std::string, int> name_count;
+  for (const auto& v : variants) ++name_count[v.name];
+  for (std::size_t k = 0; k < variants.size(); ++k) {
+    if (name_count[variants[k].name] > 1) {
+      variants[k].name += std::string("-") + static_cast<char>('a' + k);
+    }
   }
   fs::create_directories(out_dir);
 
@@ -239,18 +244,30 @@ int main(int argc, char** argv) {
          {"service_exit", outcomes.back().service_exit}});
   }
 
-  std::printf("\n%-34s %18s %18s %9s\n", "A/B comparison", variants[0].name.c_str(),
-              variants[1].name.c_str(), "B/A");
-  const auto row = [&](const char* label, double a, double b, double scale) {
-    if (a == 0.0) {
-      std::printf("%-34s %18.2f %18.2f %9s\n", label, a * scale, b * scale, "-");
-    } else {
-      std::printf("%-34s %18.2f %18.2f %9.3f\n", label, a * scale, b * scale, b / a);
+  // The table: one column per variant, then each later variant's ratio to the first.
+  const std::size_t n = variants.size();
+  std::printf("\n%-34s", "A/B comparison");
+  for (const auto& v : variants) std::printf(" %18s", v.name.c_str());
+  for (std::size_t k = 1; k < n; ++k)
+    std::printf(" %9s", fmt::format("{}/A", char('A' + k)).c_str());
+  std::printf("\n");
+  const auto row = [&](const std::string& label, const std::vector<double>& values, double scale) {
+    std::printf("%-34s", label.c_str());
+    for (const double value : values) std::printf(" %18.2f", value * scale);
+    for (std::size_t k = 1; k < n; ++k) {
+      if (values[0] == 0.0) {
+        std::printf(" %9s", "-");
+      } else {
+        std::printf(" %9.3f", values[k] / values[0]);
+      }
     }
+    std::printf("\n");
   };
-  const auto bench_row = [&](const char* label, std::initializer_list<const char*> path,
+  const auto bench_row = [&](const std::string& label, std::initializer_list<const char*> path,
                              double scale) {
-    row(label, field(outcomes[0].bench, path), field(outcomes[1].bench, path), scale);
+    std::vector<double> values;
+    for (const auto& o : outcomes) values.push_back(field(o.bench, path));
+    row(label, values, scale);
   };
   bench_row("request throughput (req/s)", {"request_throughput"}, 1);
   bench_row("output throughput (tok/s)", {"output_token_throughput"}, 1);
@@ -259,18 +276,21 @@ int main(int argc, char** argv) {
     for (const char* q : {"p50", "p90", "p99"}) {
       const auto label = fmt::format(
           "{} {} (ms)", std::string(metric).substr(0, std::string(metric).size() - 2), q);
-      bench_row(label.c_str(), {metric, q}, 1e3);
+      bench_row(label, {metric, q}, 1e3);
     }
   }
   for (const char* metric :
        {"podserve_kv_transfer_bytes_total", "podserve_kv_transfer_runs_total",
         "podserve_preemptions_total", "podserve_kv_transfer_fallbacks_total"}) {
-    row(metric, outcomes[0].metrics[metric].get<double>(),
-        outcomes[1].metrics[metric].get<double>(), 1);
+    std::vector<double> values;
+    for (const auto& o : outcomes) values.push_back(o.metrics[metric].get<double>());
+    row(metric, values, 1);
   }
-  std::printf("%-34s %18s %18s %9s\n", "kv transport",
-              outcomes[0].metrics["kv_transport"].get<std::string>().c_str(),
-              outcomes[1].metrics["kv_transport"].get<std::string>().c_str(), "");
+  std::printf("%-34s", "kv transport");
+  for (const auto& o : outcomes) {
+    std::printf(" %18s", o.metrics["kv_transport"].get<std::string>().c_str());
+  }
+  std::printf("\n");
   const auto report_path = (fs::path(out_dir) / "ab-report.json").string();
   std::ofstream(report_path) << report.dump(2) << "\n";
   std::printf("report: %s\n", report_path.c_str());
