@@ -275,10 +275,14 @@ class CudaIpcTransport final : public KvTransport {
 
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
-    PODSERVE_RETURN_IF_ERROR(
-        copy(coalesced, transfer.bytes, local->second.base, remote->second.base));
-    PODSERVE_ASSIGN_OR_RETURN(transfer.copied, make_cuda_event());
-    PODSERVE_CHECK(cudaEventRecord(transfer.copied.get(), stream_.get()));
+    if (Status queued = queue_copies(coalesced, transfer, local->second.base, remote->second.base);
+        !queued.ok()) {
+      // Some copies may be queued already: the error is final only once none can still write
+      // (the fence an error return owes the caller, who may reuse the target pages at once).
+      cudaStreamSynchronize(stream_.get());
+      cudaGetLastError();
+      return queued;
+    }
     transfers_.emplace(id, std::move(transfer));
     return id;
   }
@@ -349,6 +353,15 @@ class CudaIpcTransport final : public KvTransport {
       runs[i] = {segments[i].local_offset, segments[i].remote_offset, segments[i].bytes};
     }
     return launch_pack(PackDirection::kGather, local, remote, runs, 0, stream_.get());
+  }
+
+  // The copies of a put and the event after them. Needs device_ current.
+  Status queue_copies(const std::vector<PutSegment>& segments, Transfer& transfer,
+                      std::uint8_t* local, std::uint8_t* remote) {
+    PODSERVE_RETURN_IF_ERROR(copy(segments, transfer.bytes, local, remote));
+    PODSERVE_ASSIGN_OR_RETURN(transfer.copied, make_cuda_event());
+    PODSERVE_CHECK(cudaEventRecord(transfer.copied.get(), stream_.get()));
+    return Status::Ok();
   }
 
   // Moves a pending transfer along; true when it became final. Needs device_ current.

@@ -16,7 +16,8 @@
 //   event; progress()/poll() read it. kDone: every byte is in the peer's memory.
 // - Fence: a copy handed to the GPU cannot be withdrawn, so cancel() and a passed deadline wait
 //   (without blocking: the transfer reads kPending) for the copy's event, then read kCancelled /
-//   kTimedOut; nothing of the transfer is written after that. A copy that fails reads kFailed.
+//   kTimedOut; nothing of the transfer is written after that. A copy that fails reads kFailed. A
+//   post_put that returns an error waits for any copy it had queued first.
 // - deliver() checks its ranges only: the copies write the target's memory in place.
 //
 // Contract beyond KvTransport's: the local bytes of a post_put must be final when it is called
