@@ -64,37 +64,144 @@ std::string api_error_body(const ApiError& error) {
   return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
-                                                                   const CompletionLimits& limits) {
-  const json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
+namespace {
+
+// The parsed body's object, or the error for a body that is not a JSON object.
+std::variant<json, ApiError> parse_body(std::string_view body) {
+  json document = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (document.is_discarded()) {
     return invalid("", "the request body is not valid JSON", "invalid_json");
   }
   if (!document.is_object()) return invalid("", "the request body must be a JSON object");
+  return document;
+}
+
+// A field both endpoints take: applied to `request` (true), not one of them (false), or an error.
+std::variant<bool, ApiError> common_field(const std::string& key, const json& value,
+                                          const CompletionLimits& limits,
+                                          CompletionRequest& request) {
+  if (key == "model") {
+    if (!value.is_string()) return wrong_type(key, "a string");
+    if (value.get<std::string>() != limits.served_model_name) {
+      return ApiError{.http_status = 404,
+                      .message = "the model '" + value.get<std::string>() +
+                                 "' does not exist; this server serves '" +
+                                 limits.served_model_name + "'",
+                      .param = key,
+                      .code = "model_not_found"};
+    }
+  } else if (key == "max_tokens" || key == "max_completion_tokens") {
+    if (value.is_null()) return true;
+    if (!value.is_number_integer()) return wrong_type(key, "an integer");
+    const std::int64_t max_tokens = value.get<std::int64_t>();
+    if (max_tokens < 1 || max_tokens > limits.max_tokens_limit) {
+      return invalid(key, "'" + key + "' must be in [1, " +
+                              std::to_string(limits.max_tokens_limit) + "], got " +
+                              std::to_string(max_tokens));
+    }
+    request.sampling.max_tokens = static_cast<std::int32_t>(max_tokens);
+  } else if (key == "temperature") {
+    if (value.is_null()) return true;
+    if (!value.is_number()) return wrong_type(key, "a number");
+    const double temperature = value.get<double>();
+    if (!(temperature >= 0.0 && temperature <= 2.0)) {
+      return invalid(key, "'temperature' must be in [0, 2]");
+    }
+    request.sampling.temperature = static_cast<float>(temperature);
+  } else if (key == "top_p") {
+    if (value.is_null()) return true;
+    if (!value.is_number()) return wrong_type(key, "a number");
+    const double top_p = value.get<double>();
+    if (!(top_p > 0.0 && top_p <= 1.0)) return invalid(key, "'top_p' must be in (0, 1]");
+    request.sampling.top_p = static_cast<float>(top_p);
+  } else if (key == "seed") {
+    if (value.is_null()) return true;
+    if (!value.is_number_unsigned()) return wrong_type(key, "a non-negative integer");
+    request.sampling.seed = value.get<std::uint64_t>();
+    request.has_seed = true;
+  } else if (key == "ignore_eos" || key == "stream") {
+    if (!value.is_boolean()) return wrong_type(key, "a boolean");
+    (key == "stream" ? request.stream : request.sampling.ignore_eos) = value.get<bool>();
+  } else if (key == "stream_options" || key == "user") {
+    // Accepted for client compatibility; usage is always sent, users are not tracked.
+  } else if (key == "n") {
+    if (!value.is_null() && !(value.is_number_unsigned() && value.get<std::uint64_t>() == 1)) {
+      return unsupported(key, "1");
+    }
+  } else if (key == "presence_penalty" || key == "frequency_penalty") {
+    if (!value.is_null() && !(value.is_number() && value.get<double>() == 0.0)) {
+      return unsupported(key, "0");
+    }
+  } else if (key == "stop" || key == "logit_bias") {
+    if (!is_null_or_empty(value)) return unsupported(key, "null or empty");
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The context-length check both endpoints end with.
+std::variant<CompletionRequest, ApiError> within_context(CompletionRequest request,
+                                                         const CompletionLimits& limits,
+                                                         const char* prompt_param) {
+  const std::int64_t total =
+      static_cast<std::int64_t>(request.prompt.size()) + request.sampling.max_tokens;
+  if (total > limits.max_model_len) {
+    return invalid(prompt_param,
+                   "this model's maximum context length is " +
+                       std::to_string(limits.max_model_len) + " tokens; the request asks for " +
+                       std::to_string(request.prompt.size()) + " prompt tokens + " +
+                       std::to_string(request.sampling.max_tokens) + " max_tokens",
+                   "context_length_exceeded");
+  }
+  return request;
+}
+
+void append_text(std::vector<TokenId>& ids, std::string_view text) {
+  const std::vector<TokenId> text_ids = ByteTokenizer::encode(std::string(text));
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+}
+
+// One message's content: a string, or an array of {"type": "text", "text": ...} parts.
+std::variant<std::string, ApiError> message_content(const json& content, const std::string& param) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) return wrong_type(param, "a string or an array of text parts");
+  std::string text;
+  for (std::size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    const std::string part_param = param + "[" + std::to_string(i) + "]";
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+        !part.contains("text") || !part["text"].is_string()) {
+      return invalid(part_param, "'" + part_param + "' must be {\"type\": \"text\", \"text\": ...}",
+                     "unsupported_value");
+    }
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+}  // namespace
+
+std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
+                                                                   const CompletionLimits& limits) {
+  auto parsed = parse_body(body);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
+  const json& document = std::get<json>(parsed);
 
   CompletionRequest request;
   bool has_prompt = false;
   for (const auto& [key, value] : document.items()) {
-    if (key == "model") {
-      if (!value.is_string()) return wrong_type(key, "a string");
-      if (value.get<std::string>() != limits.served_model_name) {
-        return ApiError{.http_status = 404,
-                        .message = "the model '" + value.get<std::string>() +
-                                   "' does not exist; this server serves '" +
-                                   limits.served_model_name + "'",
-                        .param = key,
-                        .code = "model_not_found"};
-      }
-    } else if (key == "prompt") {
+    auto common = common_field(key, value, limits, request);
+    if (auto* error = std::get_if<ApiError>(&common)) return *error;
+    if (std::get<bool>(common)) continue;
+    if (key == "prompt") {
       has_prompt = true;
       if (value.is_string()) {
         if (value.get_ref<const std::string&>().empty()) {
           return invalid(key, "'prompt' must not be empty");
         }
         request.prompt.push_back(limits.bos_token_id);
-        const std::vector<TokenId> text_ids =
-            ByteTokenizer::encode(value.get_ref<const std::string&>());
-        request.prompt.insert(request.prompt.end(), text_ids.begin(), text_ids.end());
+        append_text(request.prompt, value.get_ref<const std::string&>());
       } else if (value.is_array()) {
         if (value.empty()) return invalid(key, "'prompt' must not be empty");
         auto ids = token_ids_prompt(value, limits.vocab_size);
@@ -103,41 +210,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
       } else {
         return wrong_type(key, "a string or an array of token ids");
       }
-    } else if (key == "max_tokens") {
-      if (value.is_null()) continue;
-      if (!value.is_number_integer()) return wrong_type(key, "an integer");
-      const std::int64_t max_tokens = value.get<std::int64_t>();
-      if (max_tokens < 1 || max_tokens > limits.max_tokens_limit) {
-        return invalid(key, "'max_tokens' must be in [1, " +
-                                std::to_string(limits.max_tokens_limit) + "], got " +
-                                std::to_string(max_tokens));
-      }
-      request.sampling.max_tokens = static_cast<std::int32_t>(max_tokens);
-    } else if (key == "temperature") {
-      if (value.is_null()) continue;
-      if (!value.is_number()) return wrong_type(key, "a number");
-      const double temperature = value.get<double>();
-      if (!(temperature >= 0.0 && temperature <= 2.0)) {
-        return invalid(key, "'temperature' must be in [0, 2]");
-      }
-      request.sampling.temperature = static_cast<float>(temperature);
-    } else if (key == "top_p") {
-      if (value.is_null()) continue;
-      if (!value.is_number()) return wrong_type(key, "a number");
-      const double top_p = value.get<double>();
-      if (!(top_p > 0.0 && top_p <= 1.0)) return invalid(key, "'top_p' must be in (0, 1]");
-      request.sampling.top_p = static_cast<float>(top_p);
-    } else if (key == "seed") {
-      if (value.is_null()) continue;
-      if (!value.is_number_unsigned()) return wrong_type(key, "a non-negative integer");
-      request.sampling.seed = value.get<std::uint64_t>();
-      request.has_seed = true;
-    } else if (key == "ignore_eos" || key == "stream") {
-      if (!value.is_boolean()) return wrong_type(key, "a boolean");
-      (key == "stream" ? request.stream : request.sampling.ignore_eos) = value.get<bool>();
-    } else if (key == "stream_options" || key == "user") {
-      // Accepted for client compatibility; usage is always sent, users are not tracked.
-    } else if (key == "n" || key == "best_of") {
+    } else if (key == "best_of") {
       if (!value.is_null() && !(value.is_number_unsigned() && value.get<std::uint64_t>() == 1)) {
         return unsupported(key, "1");
       }
@@ -147,29 +220,101 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
       }
     } else if (key == "logprobs" || key == "suffix") {
       if (!value.is_null()) return unsupported(key, "null");
-    } else if (key == "presence_penalty" || key == "frequency_penalty") {
-      if (!value.is_null() && !(value.is_number() && value.get<double>() == 0.0)) {
-        return unsupported(key, "0");
-      }
-    } else if (key == "stop" || key == "logit_bias") {
-      if (!is_null_or_empty(value)) return unsupported(key, "null or empty");
     } else {
       return invalid(key, "unknown field '" + key + "'", "unknown_parameter");
     }
   }
   if (!has_prompt) return invalid("prompt", "'prompt' is required", "missing_required_parameter");
+  return within_context(std::move(request), limits, "prompt");
+}
 
-  const std::int64_t total =
-      static_cast<std::int64_t>(request.prompt.size()) + request.sampling.max_tokens;
-  if (total > limits.max_model_len) {
-    return invalid("prompt",
-                   "this model's maximum context length is " +
-                       std::to_string(limits.max_model_len) + " tokens; the request asks for " +
-                       std::to_string(request.prompt.size()) + " prompt tokens + " +
-                       std::to_string(request.sampling.max_tokens) + " max_tokens",
-                   "context_length_exceeded");
+std::string render_chat_prompt(const std::vector<ChatMessage>& messages) {
+  std::string text;
+  for (const ChatMessage& message : messages) {
+    text += "<|start_header_id|>" + message.role + "<|end_header_id|>\n\n" + message.content +
+            "<|eot_id|>";
   }
-  return request;
+  return text + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+}
+
+std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
+    std::string_view body, const CompletionLimits& limits) {
+  auto parsed = parse_body(body);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
+  const json& document = std::get<json>(parsed);
+
+  CompletionRequest request;
+  std::vector<ChatMessage> messages;
+  bool has_messages = false;
+  for (const auto& [key, value] : document.items()) {
+    auto common = common_field(key, value, limits, request);
+    if (auto* error = std::get_if<ApiError>(&common)) return *error;
+    if (std::get<bool>(common)) continue;
+    if (key == "messages") {
+      has_messages = true;
+      if (!value.is_array()) return wrong_type(key, "an array of messages");
+      if (value.empty()) return invalid(key, "'messages' must not be empty");
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        const json& message = value[i];
+        const std::string param = "messages[" + std::to_string(i) + "]";
+        if (!message.is_object()) return wrong_type(param, "an object");
+        ChatMessage parsed_message;
+        bool has_content = false;
+        for (const auto& [field, field_value] : message.items()) {
+          if (field == "role") {
+            if (!field_value.is_string()) return wrong_type(param + ".role", "a string");
+            parsed_message.role = field_value.get<std::string>();
+            if (parsed_message.role != "system" && parsed_message.role != "developer" &&
+                parsed_message.role != "user" && parsed_message.role != "assistant") {
+              return invalid(param + ".role",
+                             "'" + param + ".role' must be system, developer, user or assistant",
+                             "unsupported_value");
+            }
+          } else if (field == "content") {
+            auto content = message_content(field_value, param + ".content");
+            if (auto* error = std::get_if<ApiError>(&content)) return *error;
+            parsed_message.content = std::move(std::get<std::string>(content));
+            has_content = true;
+          } else if (field == "name") {
+            if (!field_value.is_string()) return wrong_type(param + ".name", "a string");
+          } else {
+            return invalid(param + "." + field, "unknown message field '" + field + "'",
+                           "unknown_parameter");
+          }
+        }
+        if (parsed_message.role.empty()) {
+          return invalid(param + ".role", "'" + param + ".role' is required",
+                         "missing_required_parameter");
+        }
+        if (!has_content) {
+          return invalid(param + ".content", "'" + param + ".content' is required",
+                         "missing_required_parameter");
+        }
+        messages.push_back(std::move(parsed_message));
+      }
+    } else if (key == "logprobs") {
+      if (!value.is_null() && !(value.is_boolean() && !value.get<bool>())) {
+        return unsupported(key, "false");
+      }
+    } else if (key == "top_logprobs" || key == "tools" || key == "tool_choice" ||
+               key == "functions" || key == "function_call") {
+      if (!is_null_or_empty(value)) return unsupported(key, "null or empty");
+    } else if (key == "response_format") {
+      if (!value.is_null() &&
+          !(value.is_object() && value.value("type", "") == "text" && value.size() == 1)) {
+        return unsupported(key, "{\"type\": \"text\"}");
+      }
+    } else {
+      return invalid(key, "unknown field '" + key + "'", "unknown_parameter");
+    }
+  }
+  if (!has_messages) {
+    return invalid("messages", "'messages' is required", "missing_required_parameter");
+  }
+  request.chat = true;
+  request.prompt.push_back(limits.bos_token_id);
+  append_text(request.prompt, render_chat_prompt(messages));
+  return within_context(std::move(request), limits, "messages");
 }
 
 }  // namespace podserve

@@ -1,13 +1,14 @@
-// Parsing and validation of an OpenAI-style `POST /v1/completions` body into a prompt and
-// sampling parameters, and the OpenAI error body the router answers with. Pure functions,
-// thread-safe, no I/O.
+// Parsing and validation of OpenAI-style `POST /v1/completions` and `/v1/chat/completions` bodies
+// into a prompt and sampling parameters, and the OpenAI error body the router answers with. Pure
+// functions, thread-safe, no I/O.
 //
 // Accepted fields (anything else is rejected with 400 naming the field, so that a typo such as
 // "max_token" is not silently ignored):
 //   model        string, optional; must equal the served model name (else 404 model_not_found)
 //   prompt       non-empty string (byte tokenizer, BOS prepended) or non-empty array of token
 //                ids in [0, vocab_size); batched prompts (array of strings/arrays) are rejected
-//   max_tokens   integer in [1, max_tokens_limit], default 16 (null: default)
+//   max_tokens   integer in [1, max_tokens_limit], default 16 (null: default); alias
+//                max_completion_tokens
 //   temperature  number in [0, 2], default 1;  top_p: number in (0, 1], default 1
 //   seed         integer in [0, 2^64), optional (the router picks one when absent)
 //   ignore_eos, stream   booleans, default false
@@ -51,9 +52,30 @@ struct CompletionRequest {
   SamplingParams sampling;  // seed valid only when has_seed
   bool has_seed = false;
   bool stream = false;
+  bool chat = false;  // from /v1/chat/completions: answered as chat.completion objects
 };
 
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
                                                                    const CompletionLimits& limits);
+
+struct ChatMessage {
+  std::string role;  // system | developer | user | assistant
+  std::string content;
+};
+
+// The chat template (text, byte-tokenized like a prompt, after BOS): per message
+// "<|start_header_id|>ROLE<|end_header_id|>\n\nCONTENT<|eot_id|>", then the assistant's header
+// "<|start_header_id|>assistant<|end_header_id|>\n\n" (Llama 3's layout, spelled out in bytes:
+// the byte tokenizer has no special tokens beyond BOS).
+std::string render_chat_prompt(const std::vector<ChatMessage>& messages);
+
+// `POST /v1/chat/completions`: `messages` (required, non-empty; each {role, content, name?}
+// with role system, developer, user or assistant and content a string or an array of
+// {"type": "text", "text"} parts) rendered by render_chat_prompt; `max_completion_tokens` is
+// max_tokens; the sampling fields, model, stream, n, penalties, stop and logit_bias as above;
+// logprobs only false; top_logprobs, tools, tool_choice, functions, function_call only null or
+// empty; response_format only {"type": "text"}. The result has chat = true.
+std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
+    std::string_view body, const CompletionLimits& limits);
 
 }  // namespace podserve

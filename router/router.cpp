@@ -77,6 +77,7 @@ struct Router::ActiveRequest {
   int decode_instance = -1;  // disaggregated: the decode instance of the pair
   std::int64_t prompt_tokens = 0;
   TokenId eos_token_id = 0;
+  bool chat = false;  // /v1/chat/completions: chat.completion objects instead of text_completion
   Clock::time_point arrival;
   OutputQueue outputs;
 
@@ -194,7 +195,11 @@ void Router::install_routes() {
   httplib::Server& server = *server_;
   server.Post("/v1/completions",
               [this](const httplib::Request& request, httplib::Response& response) {
-                handle_completion(request, response);
+                handle_completion(request, response, /*chat=*/false);
+              });
+  server.Post("/v1/chat/completions",
+              [this](const httplib::Request& request, httplib::Response& response) {
+                handle_completion(request, response, /*chat=*/true);
               });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
     const json body = {{"object", "list"},
@@ -222,6 +227,7 @@ void Router::install_routes() {
     response.status = 405;
   };
   server.Get("/v1/completions", method_not_allowed);
+  server.Get("/v1/chat/completions", method_not_allowed);
   server.Post("/v1/models", method_not_allowed);
   server.Post("/health", method_not_allowed);
 
@@ -252,9 +258,11 @@ void Router::install_routes() {
   });
 }
 
-void Router::handle_completion(const httplib::Request& http_request, httplib::Response& response) {
+void Router::handle_completion(const httplib::Request& http_request, httplib::Response& response,
+                               bool chat) {
   const Clock::time_point arrival = Clock::now();
-  auto parsed = parse_completion_request(http_request.body, limits_);
+  auto parsed = chat ? parse_chat_completion_request(http_request.body, limits_)
+                     : parse_completion_request(http_request.body, limits_);
   if (const ApiError* error = std::get_if<ApiError>(&parsed)) {
     send_error(response, *error);
     return;
@@ -307,6 +315,7 @@ void Router::handle_completion(const httplib::Request& http_request, httplib::Re
   request->id = next_request_id_.fetch_add(1);
   request->prompt_tokens = prompt_tokens;
   request->eos_token_id = eos_token_id_;
+  request->chat = completion.chat;
   request->arrival = arrival;
 
   GenerationRequest generation{
@@ -369,13 +378,33 @@ ApiError failed_request_error(FinishReason reason) {
              : server_error(500, "the instance failed to complete the request", "instance_error");
 }
 
-json choice_json(std::string text, std::span<const TokenId> token_ids,
-                 std::optional<FinishReason> reason) {
-  return {{"index", 0},
-          {"text", std::move(text)},
-          {"token_ids", token_ids},
-          {"logprobs", nullptr},
-          {"finish_reason", reason ? json(std::string(to_string(*reason))) : json(nullptr)}};
+// One choice of a response or stream chunk. Completions: {"text"}; chat: {"message"} in a
+// response, {"delta"} in a stream chunk (the first one also names the role). `token_ids` (the
+// generated ids) is an extension on both.
+json choice_json(bool chat, bool stream_chunk, bool first_chunk, std::string text,
+                 std::span<const TokenId> token_ids, std::optional<FinishReason> reason) {
+  json choice = {{"index", 0}};
+  if (!chat) {
+    choice["text"] = std::move(text);
+  } else if (!stream_chunk) {
+    choice["message"] = {{"role", "assistant"}, {"content", std::move(text)}};
+  } else {
+    choice["delta"] = {{"content", std::move(text)}};
+    if (first_chunk) choice["delta"]["role"] = "assistant";
+  }
+  choice["token_ids"] = token_ids;
+  choice["logprobs"] = nullptr;
+  choice["finish_reason"] = reason ? json(std::string(to_string(*reason))) : json(nullptr);
+  return choice;
+}
+
+// The response's "id" and "object" for a request of either endpoint.
+std::string response_id(bool chat, RequestId id) {
+  return (chat ? "chatcmpl-" : "cmpl-") + std::to_string(id);
+}
+const char* response_object(bool chat, bool stream_chunk) {
+  if (!chat) return "text_completion";
+  return stream_chunk ? "chat.completion.chunk" : "chat.completion";
 }
 
 json usage_json(std::int64_t prompt_tokens, std::size_t completion_tokens) {
@@ -407,14 +436,15 @@ void Router::serve_blocking(const std::shared_ptr<ActiveRequest>& request,
     return;
   }
   const json body = {
-      {"id", "cmpl-" + std::to_string(request->id)},
-      {"object", "text_completion"},
+      {"id", response_id(request->chat, request->id)},
+      {"object", response_object(request->chat, /*stream_chunk=*/false)},
       {"created", std::chrono::duration_cast<std::chrono::seconds>(
                       std::chrono::system_clock::now().time_since_epoch())
                       .count()},
       {"model", limits_.served_model_name},
       {"choices",
-       json::array({choice_json(request->text_from(0, reason), request->generated, reason)})},
+       json::array({choice_json(request->chat, /*stream_chunk=*/false, /*first_chunk=*/false,
+                                request->text_from(0, reason), request->generated, reason)})},
       {"usage", usage_json(request->prompt_tokens, request->generated.size())}};
   response.set_content(dump(body), "application/json");
 }
@@ -451,12 +481,13 @@ void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admi
           }
           if (before == active.generated.size() && !reason) continue;
           json chunk = {
-              {"id", "cmpl-" + std::to_string(active.id)},
-              {"object", "text_completion"},
+              {"id", response_id(active.chat, active.id)},
+              {"object", response_object(active.chat, /*stream_chunk=*/true)},
               {"created", created},
               {"model", limits_.served_model_name},
               {"choices",
-               json::array({choice_json(active.text_from(before, reason),
+               json::array({choice_json(active.chat, /*stream_chunk=*/true, before == 0,
+                                        active.text_from(before, reason),
                                         std::span<const TokenId>(active.generated).subspan(before),
                                         reason)})}};
           if (reason) chunk["usage"] = usage_json(active.prompt_tokens, active.generated.size());

@@ -92,7 +92,9 @@ class Router {
   struct StreamState;
 
   void install_routes();
-  void handle_completion(const httplib::Request& http_request, httplib::Response& response);
+  // POST /v1/completions (chat false) and /v1/chat/completions (chat true).
+  void handle_completion(const httplib::Request& http_request, httplib::Response& response,
+                         bool chat);
   void serve_blocking(const std::shared_ptr<ActiveRequest>& request, httplib::Response& response);
   void serve_stream(std::shared_ptr<ActiveRequest> request, Admission admission,
                     httplib::Response& response);

@@ -176,6 +176,70 @@ TEST_F(ColocatedService, GreedyOutputIsIdenticalOnEveryInstanceAndTpDegree) {
       << "TP=1 instance idle";
 }
 
+// /v1/chat/completions renders the messages through the documented template and otherwise runs
+// the same generation: greedy, it produces exactly the tokens /v1/completions produces for the
+// rendered prompt, blocking and streamed, in chat.completion(.chunk) objects.
+TEST_F(ColocatedService, ChatCompletionsGenerateWhatTheRenderedPromptDoes) {
+  const json messages = json::array({{{"role", "system"}, {"content", "Answer briefly."}},
+                                     {{"role", "user"}, {"content", "What is a fox?"}}});
+  const std::string rendered =
+      "<|start_header_id|>system<|end_header_id|>\n\nAnswer briefly.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nWhat is a fox?<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  constexpr int kTokens = 12;
+  const auto completion = post(
+      {{"prompt", rendered}, {"max_tokens", kTokens}, {"temperature", 0}, {"ignore_eos", true}});
+  ASSERT_TRUE(completion && completion->status == 200);
+  const auto expected = json::parse(completion->body).at("choices").at(0);
+
+  auto chat = client().Post("/v1/chat/completions",
+                            json{{"messages", messages},
+                                 {"max_completion_tokens", kTokens},
+                                 {"temperature", 0},
+                                 {"ignore_eos", true}}
+                                .dump(),
+                            "application/json");
+  ASSERT_TRUE(chat && chat->status == 200) << (chat ? chat->body : "no response");
+  const auto reply = json::parse(chat->body);
+  EXPECT_EQ(reply.at("object"), "chat.completion");
+  EXPECT_EQ(reply.at("id").get<std::string>().rfind("chatcmpl-", 0), 0u);
+  const auto& choice = reply.at("choices").at(0);
+  EXPECT_EQ(choice.at("message").at("role"), "assistant");
+  EXPECT_EQ(choice.at("message").at("content"), expected.at("text"));
+  EXPECT_EQ(choice.at("token_ids"), expected.at("token_ids"));
+  EXPECT_EQ(choice.at("finish_reason"), "length");
+  EXPECT_EQ(reply.at("usage").at("prompt_tokens").get<std::size_t>(), rendered.size() + 1);
+
+  auto streamed = client().Post("/v1/chat/completions",
+                                json{{"messages", messages},
+                                     {"max_tokens", kTokens},
+                                     {"temperature", 0},
+                                     {"ignore_eos", true},
+                                     {"stream", true}}
+                                    .dump(),
+                                "application/json");
+  ASSERT_TRUE(streamed && streamed->status == 200);
+  const StreamResult parsed = parse_sse(streamed->body);
+  EXPECT_TRUE(parsed.done);
+  EXPECT_EQ(parsed.finish_reason, "length");
+  EXPECT_EQ(json(parsed.token_ids), expected.at("token_ids"));
+  std::istringstream lines(streamed->body);
+  std::string line, content;
+  bool first = true;
+  while (std::getline(lines, line)) {
+    if (line.rfind("data: {", 0) != 0) continue;
+    const auto chunk = json::parse(line.substr(6));
+    EXPECT_EQ(chunk.at("object"), "chat.completion.chunk");
+    const auto& delta = chunk.at("choices").at(0).at("delta");
+    EXPECT_EQ(delta.contains("role"), first) << "the role comes with the first chunk only";
+    first = false;
+    content += delta.at("content").get<std::string>();
+  }
+  EXPECT_EQ(content, expected.at("text"));
+  completed_requests_ += 3;
+  generated_tokens_ += 3 * kTokens;
+}
+
 TEST_F(ColocatedService, MalformedRequestsGet400AndServiceKeepsServing) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"not json", "{"},

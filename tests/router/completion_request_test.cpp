@@ -1,5 +1,9 @@
-// parse_completion_request: defaults, both prompt forms, and each rejection names its field.
+// parse_completion_request and parse_chat_completion_request: defaults, both prompt forms, the
+// chat template, and each rejection names its field.
 #include "router/completion_request.h"
+
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -90,6 +94,97 @@ INSTANTIATE_TEST_SUITE_P(
                                          "max_tokens": 30})",
                    400, "prompt"},
         RejectCase{"WrongModel", R"({"model": "gpt-4", "prompt": "a"})", 404, "model"}),
+    [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
+
+std::vector<TokenId> bos_and_bytes(const std::string& text) {
+  std::vector<TokenId> ids{256};
+  for (const unsigned char c : text) ids.push_back(c);
+  return ids;
+}
+
+TEST(ChatCompletionRequestTest, MessagesRenderThroughTheTemplateAfterBos) {
+  const CompletionLimits limits{.served_model_name = "tiny",
+                                .vocab_size = 512,
+                                .max_model_len = 512,
+                                .max_tokens_limit = 32,
+                                .bos_token_id = 256};
+  auto parsed = parse_chat_completion_request(
+      R"({"model": "tiny", "messages": [{"role": "system", "content": "Be brief."},
+          {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}],
+           "name": "ann"}],
+          "max_completion_tokens": 7, "temperature": 0, "stream": true, "logprobs": false,
+          "tools": [], "response_format": {"type": "text"}})",
+      limits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed))
+      << std::get<ApiError>(parsed).message;
+  const auto& request = std::get<CompletionRequest>(parsed);
+  EXPECT_TRUE(request.chat);
+  EXPECT_TRUE(request.stream);
+  EXPECT_EQ(request.sampling.max_tokens, 7);
+  EXPECT_FLOAT_EQ(request.sampling.temperature, 0.0f);
+  const std::string rendered =
+      "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  EXPECT_EQ(render_chat_prompt({{"system", "Be brief."}, {"user", "Hi!"}}), rendered);
+  EXPECT_EQ(request.prompt, bos_and_bytes(rendered));
+  // The same prompt through /v1/completions: a client can check one against the other.
+  auto as_completion = parse_completion_request(
+      nlohmann::json{{"prompt", rendered}, {"max_tokens", 7}}.dump(), limits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(as_completion));
+  EXPECT_EQ(std::get<CompletionRequest>(as_completion).prompt, request.prompt);
+  EXPECT_FALSE(std::get<CompletionRequest>(as_completion).chat);
+}
+
+class ChatRejectTest : public ::testing::TestWithParam<RejectCase> {};
+
+TEST_P(ChatRejectTest, RejectsWithOpenAiError) {
+  auto parsed = parse_chat_completion_request(GetParam().body, kLimits);
+  ASSERT_TRUE(std::holds_alternative<ApiError>(parsed));
+  const ApiError& error = std::get<ApiError>(parsed);
+  EXPECT_EQ(error.http_status, GetParam().http_status);
+  EXPECT_EQ(error.param, GetParam().param);
+  EXPECT_FALSE(error.message.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ChatRejectTest,
+    ::testing::Values(
+        RejectCase{"MissingMessages", R"({"max_tokens": 4})", 400, "messages"},
+        RejectCase{"EmptyMessages", R"({"messages": []})", 400, "messages"},
+        RejectCase{"MessagesNotArray", R"({"messages": "hi"})", 400, "messages"},
+        RejectCase{"MessageNotObject", R"({"messages": ["hi"]})", 400, "messages[0]"},
+        RejectCase{"UnknownRole", R"({"messages": [{"role": "tool", "content": "x"}]})", 400,
+                   "messages[0].role"},
+        RejectCase{"MissingRole", R"({"messages": [{"content": "x"}]})", 400, "messages[0].role"},
+        RejectCase{"MissingContent", R"({"messages": [{"role": "user"}]})", 400,
+                   "messages[0].content"},
+        RejectCase{"ImagePart",
+                   R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", 400,
+                   "messages[0].content[0]"},
+        RejectCase{"UnknownMessageField",
+                   R"({"messages": [{"role": "user", "content": "x", "tool_calls": []}]})", 400,
+                   "messages[0].tool_calls"},
+        RejectCase{
+            "Tools",
+            R"({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]})",
+            400, "tools"},
+        RejectCase{"Logprobs",
+                   R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})", 400,
+                   "logprobs"},
+        RejectCase{
+            "JsonMode",
+            R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})",
+            400, "response_format"},
+        RejectCase{"PromptField",
+                   R"({"messages": [{"role": "user", "content": "x"}], "prompt": "y"})", 400,
+                   "prompt"},
+        RejectCase{"ContextTooLong",
+                   R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 30})", 400,
+                   "messages"},
+        RejectCase{"WrongModel",
+                   R"({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})", 404,
+                   "model"}),
     [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
 
 }  // namespace
