@@ -1,5 +1,6 @@
 #include "router/completion_request.h"
 
+#include <algorithm>
 #include <string>
 
 #include "core/tokenizer.h"
@@ -314,6 +315,13 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
   request.chat = true;
   request.prompt.push_back(limits.bos_token_id);
   append_text(request.prompt, render_chat_prompt(messages));
+  if (!document.contains("max_tokens") && !document.contains("max_completion_tokens")) {
+    // As chat clients expect: no limit asked, so up to the context (and the router's limit).
+    const std::int64_t room = static_cast<std::int64_t>(limits.max_model_len) -
+                              static_cast<std::int64_t>(request.prompt.size());
+    request.sampling.max_tokens =
+        static_cast<std::int32_t>(std::clamp<std::int64_t>(room, 1, limits.max_tokens_limit));
+  }
   return within_context(std::move(request), limits, "messages");
 }
 

@@ -72,9 +72,10 @@ std::string render_chat_prompt(const std::vector<ChatMessage>& messages);
 // `POST /v1/chat/completions`: `messages` (required, non-empty; each {role, content, name?}
 // with role system, developer, user or assistant and content a string or an array of
 // {"type": "text", "text"} parts) rendered by render_chat_prompt; `max_completion_tokens` is
-// max_tokens; the sampling fields, model, stream, n, penalties, stop and logit_bias as above;
-// logprobs only false; top_logprobs, tools, tool_choice, functions, function_call only null or
-// empty; response_format only {"type": "text"}. The result has chat = true.
+// max_tokens, and without either the request may fill the context (up to max_tokens_limit); the
+// sampling fields, model, stream, n, penalties, stop and logit_bias as above; logprobs only false;
+// top_logprobs, tools, tool_choice, functions, function_call only null or empty; response_format
+// only {"type": "text"}. The result has chat = true.
 std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
     std::string_view body, const CompletionLimits& limits);
 

@@ -136,6 +136,26 @@ TEST(ChatCompletionRequestTest, MessagesRenderThroughTheTemplateAfterBos) {
   EXPECT_FALSE(std::get<CompletionRequest>(as_completion).chat);
 }
 
+// Without max_tokens a chat request may fill the context, within the router's limit.
+TEST(ChatCompletionRequestTest, NoMaxTokensMeansUpToTheContext) {
+  const std::string user = R"({"messages": [{"role": "user", "content": "x"}]})";
+  const std::size_t prompt = 1 + render_chat_prompt({{"user", "x"}}).size();
+  CompletionLimits roomy = kLimits;
+  roomy.max_model_len = static_cast<std::int32_t>(prompt) + 100;
+  auto parsed = parse_chat_completion_request(user, roomy);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+  EXPECT_EQ(std::get<CompletionRequest>(parsed).sampling.max_tokens, roomy.max_tokens_limit);
+  CompletionLimits tight = kLimits;
+  tight.max_model_len = static_cast<std::int32_t>(prompt) + 5;
+  parsed = parse_chat_completion_request(user, tight);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+  EXPECT_EQ(std::get<CompletionRequest>(parsed).sampling.max_tokens, 5);
+  tight.max_model_len = static_cast<std::int32_t>(prompt);
+  parsed = parse_chat_completion_request(user, tight);
+  ASSERT_TRUE(std::holds_alternative<ApiError>(parsed)) << "no room for one token";
+  EXPECT_EQ(std::get<ApiError>(parsed).code, "context_length_exceeded");
+}
+
 class ChatRejectTest : public ::testing::TestWithParam<RejectCase> {};
 
 TEST_P(ChatRejectTest, RejectsWithOpenAiError) {
