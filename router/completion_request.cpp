@@ -77,6 +77,8 @@ std::variant<json, ApiError> parse_body(std::string_view body) {
   return document;
 }
 
+constexpr std::size_t kMaxStopStrings = 4;  // OpenAI's limit
+
 // A field both endpoints take: applied to `request` (true), not one of them (false), or an error.
 std::variant<bool, ApiError> common_field(const std::string& key, const json& value,
                                           const CompletionLimits& limits,
@@ -133,7 +135,19 @@ std::variant<bool, ApiError> common_field(const std::string& key, const json& va
     if (!value.is_null() && !(value.is_number() && value.get<double>() == 0.0)) {
       return unsupported(key, "0");
     }
-  } else if (key == "stop" || key == "logit_bias") {
+  } else if (key == "stop") {
+    if (is_null_or_empty(value)) return true;
+    const json strings = value.is_string() ? json::array({value}) : value;
+    if (!strings.is_array() || strings.size() > kMaxStopStrings) {
+      return wrong_type(key, "a string or an array of at most 4 strings");
+    }
+    for (const json& stop : strings) {
+      if (!stop.is_string() || stop.get_ref<const std::string&>().empty()) {
+        return invalid(key, "'stop' strings must be non-empty strings");
+      }
+      request.stop.push_back(stop.get<std::string>());
+    }
+  } else if (key == "logit_bias") {
     if (!is_null_or_empty(value)) return unsupported(key, "null or empty");
   } else {
     return false;

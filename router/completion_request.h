@@ -14,7 +14,9 @@
 //   ignore_eos, stream   booleans, default false
 //   stream_options, user   accepted and ignored (usage is always in the final stream chunk)
 //   n, best_of   only 1;  echo only false;  logprobs, suffix only null;
-//   presence_penalty, frequency_penalty  only 0;  stop, logit_bias  only null or empty
+//   stop         a non-empty string or an array of at most 4 (null or empty: none): generation
+//                ends before the first occurrence of any of them in the output text
+//   presence_penalty, frequency_penalty  only 0;  logit_bias  only null or empty
 // prompt tokens + max_tokens must not exceed max_model_len (else 400 context_length_exceeded).
 #pragma once
 
@@ -53,6 +55,7 @@ struct CompletionRequest {
   bool has_seed = false;
   bool stream = false;
   bool chat = false;  // from /v1/chat/completions: answered as chat.completion objects
+  std::vector<std::string> stop;  // stop strings, each non-empty
 };
 
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,

@@ -47,6 +47,21 @@ TEST(CompletionRequestTest, TokenPromptAndAllParameters) {
   EXPECT_TRUE(request.stream);
 }
 
+TEST(CompletionRequestTest, StopIsAStringOrUpToFourStrings) {
+  auto one = parse_completion_request(R"({"prompt": "a", "stop": "\n\n"})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(one));
+  EXPECT_EQ(std::get<CompletionRequest>(one).stop, (std::vector<std::string>{"\n\n"}));
+  auto four =
+      parse_completion_request(R"({"prompt": "a", "stop": ["x", "yz", "END", "."]})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(four));
+  EXPECT_EQ(std::get<CompletionRequest>(four).stop.size(), 4u);
+  for (const char* none : {R"({"prompt": "a", "stop": null})", R"({"prompt": "a", "stop": []})"}) {
+    auto parsed = parse_completion_request(none, kLimits);
+    ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed)) << none;
+    EXPECT_TRUE(std::get<CompletionRequest>(parsed).stop.empty()) << none;
+  }
+}
+
 struct RejectCase {
   const char* name;
   const char* body;
@@ -89,7 +104,10 @@ INSTANTIATE_TEST_SUITE_P(
         RejectCase{"StreamNotBool", R"({"prompt": "a", "stream": "yes"})", 400, "stream"},
         RejectCase{"UnknownField", R"({"prompt": "a", "max_token": 3})", 400, "max_token"},
         RejectCase{"NGreaterThanOne", R"({"prompt": "a", "n": 2})", 400, "n"},
-        RejectCase{"StopUnsupported", R"({"prompt": "a", "stop": ["\n"]})", 400, "stop"},
+        RejectCase{"FiveStops", R"({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]})", 400,
+                   "stop"},
+        RejectCase{"EmptyStopString", R"({"prompt": "a", "stop": ["a", ""]})", 400, "stop"},
+        RejectCase{"StopNotString", R"({"prompt": "a", "stop": [1]})", 400, "stop"},
         RejectCase{"ContextTooLong", R"({"prompt": "0123456789012345678901234567890123456789",
                                          "max_tokens": 30})",
                    400, "prompt"},

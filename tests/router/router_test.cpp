@@ -192,6 +192,50 @@ TEST_F(RouterTest, StreamingSendsOneChunkPerTokenThenDone) {
   EXPECT_TRUE(fake_->submitted().at(0).request.sampling.ignore_eos);
 }
 
+// A stop string ends the reply just before it (finish_reason stop) and cancels the request on
+// its instance, which would otherwise generate up to max_tokens; a stream holds back the bytes
+// that could begin a stop string and never sends any of it.
+TEST_F(RouterTest, StopStringEndsTheReplyBeforeItAndCancelsOnTheInstance) {
+  start();
+  // Prompt token 185: the fake's first 16 tokens are 20, 27, ..., 125, ASCII (JSON carries them
+  // unchanged).
+  std::string full;
+  for (int i = 0; i < 16; ++i) full += static_cast<char>(FakeInstances::token_at(185, i));
+  const std::string stop = full.substr(6, 3);
+  const std::string expected = full.substr(0, full.find(stop));
+  ASSERT_LE(expected.size(), 6u);
+  for (const bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "blocking");
+    const auto response = post({{"prompt", {185, 4, 5}},
+                                {"max_tokens", 40},
+                                {"ignore_eos", true},
+                                {"stop", {"never appears", stop}},
+                                {"stream", stream}});
+    ASSERT_TRUE(response);
+    ASSERT_EQ(response->status, 200) << response->body;
+    std::string text;
+    json last_choice;
+    if (stream) {
+      const SseEvents events = parse_sse(response->body);
+      EXPECT_TRUE(events.done);
+      ASSERT_FALSE(events.chunks.empty());
+      for (const json& chunk : events.chunks)
+        text += chunk["choices"][0]["text"].get<std::string>();
+      last_choice = events.chunks.back()["choices"][0];
+    } else {
+      last_choice = json::parse(response->body)["choices"][0];
+      text = last_choice["text"].get<std::string>();
+    }
+    EXPECT_EQ(text, expected);
+    EXPECT_EQ(last_choice["finish_reason"], "stop");
+    const std::size_t requests = stream ? 2 : 1;
+    ASSERT_TRUE(fake_->wait_for(5s, [&](const auto&, const auto& cancelled) {
+      return cancelled.size() == requests;
+    })) << "the instance was not told to stop";
+    EXPECT_EQ(fake_->cancelled().back().second, fake_->submitted().back().request.id);
+  }
+}
+
 TEST_F(RouterTest, MalformedRequestsGet400AndTheServerKeepsServing) {
   start();
   const std::vector<std::string> bad_bodies = {
@@ -210,7 +254,7 @@ TEST_F(RouterTest, MalformedRequestsGet400AndTheServerKeepsServing) {
       R"({"prompt": "a", "seed": 1.5})",
       R"({"prompt": "a", "ignore_eos": 1})",
       R"({"prompt": "a", "bogus": true})",
-      R"({"prompt": "a", "stop": "x"})",
+      R"({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]})",
       std::string(R"({"prompt": ")") + std::string(300, 'x') + R"("})",
   };
   for (const std::string& bad : bad_bodies) {
