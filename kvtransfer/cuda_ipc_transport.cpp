@@ -288,15 +288,9 @@ class CudaIpcTransport final : public KvTransport {
   }
 
   bool progress() override {
-    if (transfers_.empty()) return false;
-    CudaDeviceScope scope;
-    if (Status status = scope.enter(device_); !status.ok()) {
-      SPDLOG_WARN("CUDA IPC: {}", status.to_string());
-      return false;
-    }
     const auto now = Clock::now();
-    return kvtransfer_detail::update_transfers(
-        transfers_, [&](Transfer& transfer) { return update(transfer, now); });
+    return kvtransfer_detail::progress_on_device(
+        transfers_, device_, "CUDA IPC", [&](Transfer& transfer) { return update(transfer, now); });
   }
 
   TransferState poll(std::uint64_t transfer_id) override {

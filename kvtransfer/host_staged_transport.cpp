@@ -138,16 +138,11 @@ class HostStagedTransport final : public KvTransport {
   }
 
   bool progress() override {
-    bool moved = inner_->progress();
-    if (transfers_.empty()) return moved;
-    CudaDeviceScope scope;
-    if (Status status = scope.enter(device_); !status.ok()) {
-      SPDLOG_WARN("host staging: {}", status.to_string());
-      return moved;
-    }
+    const bool moved = inner_->progress();
     const auto now = Clock::now();
-    return kvtransfer_detail::update_transfers(
-               transfers_, [&](Transfer& transfer) { return update(transfer, now); }) ||
+    return kvtransfer_detail::progress_on_device(
+               transfers_, device_, "host staging",
+               [&](Transfer& transfer) { return update(transfer, now); }) ||
            moved;
   }
 
