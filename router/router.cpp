@@ -110,13 +110,19 @@ struct Router::ActiveRequest {
   std::size_t text_sent = 0;
   std::optional<std::size_t> stop_at;
 
+  // How many trailing bytes of `text` could be the start of a stop string the next bytes
+  // complete: the longest stop string's length less one.
+  std::size_t stop_overlap() const {
+    std::size_t longest = 0;
+    for (const auto& s : stop) longest = std::max(longest, s.size());
+    return longest == 0 ? 0 : longest - 1;
+  }
+
   // After generated grew from `before` ids: appends their bytes and looks for a stop string that
   // ends in them. True when one did (stop_at set).
   bool found_stop(std::size_t before) {
     if (stop.empty() || stop_at || before == generated.size()) return false;
-    std::size_t longest = 0;
-    for (const auto& s : stop) longest = std::max(longest, s.size());
-    const std::size_t search_from = text.size() >= longest ? text.size() - longest + 1 : 0;
+    const std::size_t search_from = text.size() - std::min(text.size(), stop_overlap());
     text += ByteTokenizer::decode(std::span<const TokenId>(generated).subspan(before));
     for (const auto& s : stop) {
       const std::size_t at = text.find(s, search_from);
@@ -133,9 +139,7 @@ struct Router::ActiveRequest {
     if (stop_at) {
       end = *stop_at;
     } else if (!finished) {
-      std::size_t longest = 0;
-      for (const auto& s : stop) longest = std::max(longest, s.size());
-      end = text.size() >= longest - 1 ? text.size() - (longest - 1) : 0;
+      end = text.size() - std::min(text.size(), stop_overlap());
     }
     if (end <= text_sent) return {};
     std::string piece = text.substr(text_sent, end - text_sent);
