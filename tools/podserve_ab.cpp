@@ -78,18 +78,26 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
-// Sums every sample of `metric` (all label sets) over the exposition texts.
-double sum_metric(const std::vector<std::string>& expositions, const std::string& metric) {
-  const std::regex line("^" + metric + R"((\{[^}]*\})? ([-+0-9.eEinfNa]+)$)");
-  double total = 0.0;
+// Calls on_match(match) for every line of the exposition texts that `line` matches whole.
+template <typename OnMatch>
+void for_each_matching_line(const std::vector<std::string>& expositions, const std::regex& line,
+                            OnMatch&& on_match) {
   for (const auto& text : expositions) {
     std::istringstream lines(text);
     std::string l;
     while (std::getline(lines, l)) {
       std::smatch m;
-      if (std::regex_match(l, m, line)) total += std::stod(m[2]);
+      if (std::regex_match(l, m, line)) on_match(m);
     }
   }
+}
+
+// Sums every sample of `metric` (all label sets) over the exposition texts.
+double sum_metric(const std::vector<std::string>& expositions, const std::string& metric) {
+  double total = 0.0;
+  for_each_matching_line(expositions,
+                         std::regex("^" + metric + R"((\{[^}]*\})? ([-+0-9.eEinfNa]+)$)"),
+                         [&](const std::smatch& m) { total += std::stod(m[2]); });
   return total;
 }
 
@@ -97,19 +105,14 @@ double sum_metric(const std::vector<std::string>& expositions, const std::string
 // "-" when no rank exports it (podserve_kv_transport_info in colocated mode).
 std::string label_values(const std::vector<std::string>& expositions, const std::string& metric,
                          const std::string& label) {
-  const std::regex line("^" + metric + R"re(\{.*\b)re" + label + R"re(="([^"]*)".*\} .*$)re");
   std::vector<std::string> values;
-  for (const auto& text : expositions) {
-    std::istringstream lines(text);
-    std::string l;
-    while (std::getline(lines, l)) {
-      std::smatch m;
-      if (std::regex_match(l, m, line) &&
-          std::find(values.begin(), values.end(), m[1].str()) == values.end()) {
-        values.push_back(m[1].str());
-      }
-    }
-  }
+  for_each_matching_line(
+      expositions, std::regex("^" + metric + R"re(\{.*\b)re" + label + R"re(="([^"]*)".*\} .*$)re"),
+      [&](const std::smatch& m) {
+        if (std::find(values.begin(), values.end(), m[1].str()) == values.end()) {
+          values.push_back(m[1].str());
+        }
+      });
   if (values.empty()) return "-";
   std::string joined;
   for (const auto& value : values) joined += (joined.empty() ? "" : ",") + value;
