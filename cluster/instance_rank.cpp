@@ -552,8 +552,8 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
 Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
                          const ModelConfig& model) {
   PODSERVE_ASSIGN_OR_RETURN(auto metrics_server, start_rank_metrics(topology, config));
-  auto metrics =
-      make_instance_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));
+  const MetricsIdentity identity = rank_metrics_identity(topology, config);
+  auto metrics = make_instance_metrics(metrics_server->registry(), identity);
 
   PODSERVE_ASSIGN_OR_RETURN(const auto backend_kind,
                             choose_backend(config, model, topology.instance().tp));
@@ -582,8 +582,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
                      backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
                      topology.device_index()));
   if (fabric) {
-    publish_kv_transport(metrics_server->registry(), rank_metrics_identity(topology, config),
-                         fabric->transport().name());
+    publish_kv_transport(metrics_server->registry(), identity, fabric->transport().name());
   }
   if (fabric && backend_kind == BackendKind::kCpu)
     options.kv_cache_allocator = fabric->kv_cache_allocator();
