@@ -433,7 +433,8 @@ class Leader {
     if (stats.num_prefill_tokens + stats.num_decode_tokens > 0) {
       metrics_.iteration_seconds(batch_kind(stats)).Observe(stats.iteration_seconds);
       metrics_.batch_tokens.Observe(stats.num_prefill_tokens + stats.num_decode_tokens);
-      metrics_.attention_seconds.Observe(stats.attention_seconds);
+      // Graph steps are not timed per kernel (the metric's help says so).
+      if (!stats.graph) metrics_.attention_seconds.Observe(stats.attention_seconds);
     }
     const auto preemptions = engine_.scheduler().num_preemptions();
     metrics_.preemptions.Increment(static_cast<double>(preemptions - reported_preemptions_));
@@ -567,6 +568,11 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   ModelOptions options;
   options.page_size = config.kv_cache.page_size;
   options.attention = attention;
+  options.graphs = config.engine.cuda_graphs;
+  options.max_graph_batch = config.engine.max_graph_batch > 0
+                                ? config.engine.max_graph_batch
+                                : std::min(config.scheduler.max_running, 256);
+  options.max_context = model.max_position_embeddings;
   options.num_pages = config.kv_cache.num_pages;
   if (options.num_pages == 0) {
     PODSERVE_ASSIGN_OR_RETURN(const std::size_t kv_bytes,

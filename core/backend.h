@@ -12,10 +12,12 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/status.h"
 #include "core/types.h"
@@ -93,6 +95,38 @@ struct AttentionSequence {
 enum class AttentionKind : std::uint8_t { kCpu, kPod, kSerial, kStreams };
 std::string_view to_string(AttentionKind kind);
 
+// How prepare_attention() lays out one forward pass's attention batch.
+struct AttentionBatchOptions {
+  std::int32_t num_q_heads = 0;
+  // 0: plan this batch exactly. Otherwise the batch is decode-only and its plan goes into
+  // buffers laid out for up to `layout_seqs` sequences of at most `layout_pages` pages each,
+  // at addresses that stay fixed from one prepare to the next (the launches of a captured graph
+  // read them), with grids sized for `grid_seqs` sequences (grid_seqs <= layout_seqs and >= the
+  // batch): work past the batch's own exits at once.
+  std::int32_t layout_seqs = 0;
+  std::int32_t layout_pages = 0;
+  std::int32_t grid_seqs = 0;
+};
+
+// One sampled row's parameters as the sample() op reads them from device memory (24 bytes).
+struct SamplingRow {
+  float temperature = 0.0f;  // <= 0: greedy
+  float top_p = 1.0f;
+  std::uint64_t seed = 0;
+  std::int32_t generated_index = 0;
+  std::int32_t unused = 0;
+};
+static_assert(sizeof(SamplingRow) == 24, "SamplingRow is read as 6 int32 words");
+
+// A recorded sequence of a backend's ops, replayed by launch() with the same pointers (their
+// contents may change between launches). Backend::capture() makes one.
+class BackendGraph {
+ public:
+  virtual ~BackendGraph() = default;
+  // Queues one replay on the backend's stream.
+  virtual Status launch() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -104,6 +138,13 @@ class Backend {
   virtual Result<DeviceBuffer> allocate(std::size_t bytes) = 0;
   virtual Status copy_to_device(void* dst, const void* src_host, std::size_t bytes) = 0;
   virtual Status copy_to_host(void* dst_host, const void* src, std::size_t bytes) = 0;
+  // Host memory the staged copies below may read or write asynchronously (page-locked on a GPU).
+  virtual Result<DeviceBuffer> allocate_host(std::size_t bytes);
+  // Asynchronous copies between host memory from allocate_host() and the device, in stream
+  // order: the host side must stay untouched (to_device) or is valid (to_host) only once a later
+  // synchronize() or copy_to_host() has returned. Synchronous on the CPU backend.
+  virtual Status stage_to_device(void* dst, const void* src_staged, std::size_t bytes);
+  virtual Status stage_to_host(void* dst_staged, const void* src, std::size_t bytes);
   // Converts fp32 host values into a device tensor of compute_dtype().
   virtual Status upload_f32(const TensorView& dst, std::span<const float> src_host) = 0;
   virtual Status synchronize() = 0;
@@ -116,24 +157,48 @@ class Backend {
                           const TensorView& out) = 0;
   // y = x @ w^T.  x [M, K]; w [N, K] (Hugging Face [out, in] layout); y [M, N]
   virtual Status matmul(const TensorView& x, const TensorView& w, const TensorView& y) = 0;
+  // y += x @ w^T (y read and written in the compute dtype, fp32 accumulation). Shapes as matmul.
+  virtual Status matmul_add(const TensorView& x, const TensorView& w, const TensorView& y) = 0;
   // out = a + b, elementwise, same shapes. out may alias a.
   virtual Status add(const TensorView& a, const TensorView& b, const TensorView& out) = 0;
-  // out = silu(gate) * up.  gate, up, out [M, F]
-  virtual Status silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out) = 0;
+  // out = silu(gate) * up with gate = gate_up[:, :F], up = gate_up[:, F:] (a fused gate/up
+  // projection's output).  gate_up [M, 2F]; out [M, F]
+  virtual Status silu_mul(const TensorView& gate_up, const TensorView& out) = 0;
   // Rotary embedding in place, Llama (rotate-half) convention.
   // q [T, Hq, D], k [T, Hkv, D], positions [T] (int32, device)
   virtual Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,
                       float theta) = 0;
   // Writes new K/V rows into their cache slots. k, v [T, Hkv, D]; slots [T] (int32, device):
-  // slot = page * page_size + offset.
+  // slot = page * page_size + offset; slot -1 marks a padding row (nothing written).
   virtual Status kv_append(const TensorView& k, const TensorView& v, const TensorView& slots,
                            const KvCacheView& cache) = 0;
+  // rope + kv_append for a fused QKV projection: qkv [T, (Hq + 2 Hkv) * D] holds each token's q,
+  // k and v heads in that order. Writes rotated q to q_out [T, Hq, D], rotated k and v into the
+  // cache slots (slot -1: a padding row, its K/V are not written). positions, slots [T] (int32).
+  virtual Status rope_append(const TensorView& qkv, const TensorView& positions,
+                             const TensorView& slots, float theta, const KvCacheView& cache,
+                             const TensorView& q_out) = 0;
   // Causal attention for a hybrid batch over the paged cache (the new tokens' K/V already
   // appended). q, out [T, Hq, D]; each sequence's chunk is aligned bottom-right: new token i
   // sees keys [0, P + i]. scale is usually 1/sqrt(D).
   virtual Status attention(const TensorView& q, const KvCacheView& cache,
                            std::span<const AttentionSequence> sequences, float scale,
                            AttentionKind kind, const TensorView& out) = 0;
+  // The same attention as a batch prepared once per forward pass: prepare_attention() takes the
+  // batch (and plans it where the backend plans), run_prepared_attention() runs it for one
+  // layer's q and cache (same geometry as `cache_shape`, whose data pointer is not used). The
+  // default keeps a copy of the batch and calls attention().
+  virtual Status prepare_attention(std::span<const AttentionSequence> sequences,
+                                   const KvCacheView& cache_shape,
+                                   const AttentionBatchOptions& options);
+  virtual Status run_prepared_attention(const TensorView& q, const KvCacheView& cache, float scale,
+                                        AttentionKind kind, const TensorView& out);
+  // Samples one token per row of logits by the contract of kernels/sampler.h (greedy,
+  // temperature, top-p; the draw a pure function of (seed, generated_index)). logits [S, V];
+  // rows [S, 6] int32 viewing SamplingRow (device); out [S] int32 (device): the token, or -1 for
+  // a row with no token (all NaN).
+  virtual Status sample(const TensorView& logits, const TensorView& rows,
+                        const TensorView& out) = 0;
   // Copies rows: out[i, :] = x[rows[i], :]. rows given on the host.
   virtual Status gather_rows(const TensorView& x, std::span<const std::int32_t> rows,
                              const TensorView& out) = 0;
@@ -142,6 +207,21 @@ class Backend {
   // (waits for them): device time on a GPU (events around each call), wall time on the CPU. The
   // model reports it per forward pass without synchronizing after every layer.
   virtual Result<double> take_attention_seconds() = 0;
+
+  // CUDA graphs. supports_graphs(): whether capture() works here. capture() records the ops
+  // `body` issues (nothing runs; body must not synchronize or copy to the host, and attention
+  // timing is off) into a graph; the graph reads the buffers those ops named, so they must
+  // outlive it and keep their addresses. graph_generation() changes whenever the backend moved
+  // a buffer that captured work reads (its own attention and GEMM scratch): graphs captured
+  // before are stale then and must be captured again.
+  virtual bool supports_graphs() const { return false; }
+  virtual Result<std::unique_ptr<BackendGraph>> capture(const std::function<Status()>& body);
+  virtual std::uint64_t graph_generation() const { return 0; }
+
+ private:
+  // The default prepare_attention(): the batch, its page tables copied.
+  std::vector<AttentionSequence> prepared_sequences_;
+  std::vector<std::vector<std::int32_t>> prepared_page_tables_;
 };
 
 // Tensor-parallel collectives over one instance's ranks (MPI on CPU, NCCL on CUDA).

@@ -135,6 +135,7 @@ void ServiceConfig::validate() const {
   }
   require_positive(scheduler.token_budget, "scheduler.token_budget");
   require_positive(scheduler.max_running, "scheduler.max_running");
+  if (engine.max_graph_batch < 0) fail("engine.max_graph_batch", "must be >= 0");
   require_positive(kv_cache.page_size, "kv_cache.page_size");
   if (kv_cache.num_pages < 0) fail("kv_cache.num_pages", "must be >= 0 (0 = derived)");
   require_positive(kv_cache.cpu_memory_mb, "kv_cache.cpu_memory_mb");
@@ -180,8 +181,8 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     return c;
   }
   check_keys(root, "",
-             {"model", "backend", "instances", "scheduler", "kv_cache", "kv_transfer", "router",
-              "metrics", "logging"});
+             {"model", "backend", "instances", "scheduler", "engine", "kv_cache", "kv_transfer",
+              "router", "metrics", "logging"});
   if (const auto m = root["model"]) {
     check_keys(m, "model", {"preset", "config", "weights", "seed", "dtype", "max_model_len"});
     read(m, "model", "preset", c.model.preset);
@@ -263,6 +264,11 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read(m, "metrics", "bind", c.metrics.bind);
     read(m, "metrics", "sd_file", c.metrics.sd_file);
   }
+  if (const auto e = root["engine"]) {
+    check_keys(e, "engine", {"cuda_graphs", "max_graph_batch"});
+    read(e, "engine", "cuda_graphs", c.engine.cuda_graphs);
+    read(e, "engine", "max_graph_batch", c.engine.max_graph_batch);
+  }
   if (const auto l = root["logging"]) {
     check_keys(l, "logging", {"level"});
     read(l, "logging", "level", c.logging.level);
@@ -301,6 +307,9 @@ std::string to_yaml(const ServiceConfig& c) {
       << "attention" << YAML::Value << std::string(to_string(c.scheduler.attention)) << YAML::Key
       << "token_budget" << YAML::Value << c.scheduler.token_budget << YAML::Key << "max_running"
       << YAML::Value << c.scheduler.max_running << YAML::EndMap;
+  out << YAML::Key << "engine" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
+      << "cuda_graphs" << YAML::Value << c.engine.cuda_graphs << YAML::Key << "max_graph_batch"
+      << YAML::Value << c.engine.max_graph_batch << YAML::EndMap;
   out << YAML::Key << "kv_cache" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
       << "page_size" << YAML::Value << c.kv_cache.page_size << YAML::Key << "memory_fraction"
       << YAML::Value << c.kv_cache.memory_fraction << YAML::Key << "num_pages" << YAML::Value

@@ -46,6 +46,14 @@ struct SchedulerSection {
   std::int32_t max_running = 64;    // sequences in the running set
 };
 
+// The model executor. cuda_graphs: decode-only steps replay CUDA graphs captured per batch-size
+// bucket (CUDA backend, TP 1); false runs every step eagerly (A/B, debugging). Decode batches
+// above max_graph_batch (0: scheduler.max_running, at most 256) run eagerly.
+struct EngineSection {
+  bool cuda_graphs = true;
+  std::int32_t max_graph_batch = 0;
+};
+
 struct KvCacheSection {
   std::int32_t page_size = 16;       // tokens per page
   double memory_fraction = 0.9;      // CUDA: fraction of free GPU memory after weights
@@ -93,6 +101,7 @@ struct ServiceConfig {
   BackendChoice backend = BackendChoice::kAuto;
   std::vector<InstanceGroup> instances{InstanceGroup{}};
   SchedulerSection scheduler;
+  EngineSection engine;
   KvCacheSection kv_cache;
   KvTransferSection kv_transfer;
   RouterSection router;

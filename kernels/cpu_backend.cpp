@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
+#include "kernels/sampler.h"
 #include "kernels/tensor_checks.h"
 
 namespace podserve {
@@ -102,6 +103,16 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
+  Status matmul_add(const TensorView& x, const TensorView& w, const TensorView& y) override {
+    PODSERVE_RETURN_IF_ERROR(check_matmul(x, w, y, DType::kF32));
+    product_.resize(static_cast<std::size_t>(y.numel()));
+    cpu::matmul_f32(x.as<const float>(), w.as<const float>(), product_.data(), x.shape[0],
+                    x.shape[1], w.shape[0]);
+    float* dst = y.as<float>();
+    for (std::size_t i = 0; i < product_.size(); ++i) dst[i] += product_[i];
+    return Status::Ok();
+  }
+
   Status add(const TensorView& a, const TensorView& b, const TensorView& out) override {
     PODSERVE_RETURN_IF_ERROR(check_add(a, b, out, DType::kF32));
     const float* lhs = a.as<const float>();
@@ -112,14 +123,40 @@ class CpuBackend final : public Backend {
     return Status::Ok();
   }
 
-  Status silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out) override {
-    PODSERVE_RETURN_IF_ERROR(check_silu_mul(gate, up, out, DType::kF32));
-    const float* g = gate.as<const float>();  // [M, F]
-    const float* u = up.as<const float>();    // [M, F]
-    float* dst = out.as<float>();             // [M, F]
-    const std::int64_t n = gate.numel();
-    for (std::int64_t i = 0; i < n; ++i) dst[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  Status silu_mul(const TensorView& gate_up, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_silu_mul(gate_up, out, DType::kF32));
+    const std::int64_t f = out.shape[1];
+    for (std::int64_t r = 0; r < out.shape[0]; ++r) {
+      const float* g = gate_up.as<const float>() + r * 2 * f;  // [F]
+      const float* u = g + f;                                  // [F]
+      float* dst = out.as<float>() + r * f;                    // [F]
+      for (std::int64_t i = 0; i < f; ++i) dst[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
     return Status::Ok();
+  }
+
+  // The unfused ops over copies of the q, k and v columns.
+  Status rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& slots,
+                     float theta, const KvCacheView& cache, const TensorView& q_out) override {
+    PODSERVE_RETURN_IF_ERROR(
+        check_rope_append(qkv, positions, slots, theta, cache, q_out, DType::kF32));
+    const std::int64_t tokens = qkv.shape[0], width = qkv.shape[1];
+    const std::int64_t q_cols = q_out.shape[1] * q_out.shape[2];
+    const std::int64_t kv_cols = std::int64_t{cache.num_kv_heads} * cache.head_dim;
+    split_k_.resize(static_cast<std::size_t>(tokens * kv_cols));
+    split_v_.resize(static_cast<std::size_t>(tokens * kv_cols));
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const float* row = qkv.as<const float>() + t * width;  // [q | k | v]
+      std::memcpy(q_out.as<float>() + t * q_cols, row, q_cols * sizeof(float));
+      std::memcpy(split_k_.data() + t * kv_cols, row + q_cols, kv_cols * sizeof(float));
+      std::memcpy(split_v_.data() + t * kv_cols, row + q_cols + kv_cols, kv_cols * sizeof(float));
+    }
+    const TensorView k =
+        make_view(split_k_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
+    const TensorView v =
+        make_view(split_v_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
+    PODSERVE_RETURN_IF_ERROR(rope(q_out, k, positions, theta));
+    return kv_append(k, v, slots, cache);
   }
 
   Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,
@@ -158,15 +195,16 @@ class CpuBackend final : public Backend {
     const std::int64_t num_slots = static_cast<std::int64_t>(cache.num_pages) * cache.page_size;
     const std::int32_t* slot = slots.as<const std::int32_t>();  // [T]
     for (std::int64_t t = 0; t < k.shape[0]; ++t) {
-      if (slot[t] < 0 || slot[t] >= num_slots) {
-        return out_of_range(fmt::format("kv_append: slots[{}] = {} is outside the cache [0, {})", t,
-                                        slot[t], num_slots));
+      if (slot[t] < -1 || slot[t] >= num_slots) {
+        return out_of_range(fmt::format("kv_append: slots[{}] = {} is outside the cache [-1, {})",
+                                        t, slot[t], num_slots));
       }
     }
     const std::int64_t row = static_cast<std::int64_t>(cache.num_kv_heads) * cache.head_dim;
     const std::int64_t half_page = static_cast<std::int64_t>(cache.page_size) * row;
     float* base = static_cast<float*>(cache.data);  // [num_pages, 2, page_size, Hkv, D]
     for (std::int64_t t = 0; t < k.shape[0]; ++t) {
+      if (slot[t] < 0) continue;  // a padding row
       const std::int64_t page = slot[t] / cache.page_size;
       const std::int64_t offset = slot[t] % cache.page_size;
       float* k_dst = base + page * 2 * half_page + offset * row;  // [Hkv, D]
@@ -210,6 +248,23 @@ class CpuBackend final : public Backend {
     return std::exchange(attention_seconds_, 0.0);
   }
 
+  Status sample(const TensorView& logits, const TensorView& rows, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_sample(logits, rows, out, DType::kF32));
+    const std::int64_t vocab = logits.shape[1];
+    const auto* params = static_cast<const SamplingRow*>(rows.data);  // [S]
+    for (std::int64_t r = 0; r < logits.shape[0]; ++r) {
+      SamplingParams sampling;
+      sampling.temperature = params[r].temperature;
+      sampling.top_p = params[r].top_p;
+      sampling.seed = params[r].seed;
+      out.as<std::int32_t>()[r] =
+          sample_token(std::span<const float>(logits.as<const float>() + r * vocab,
+                                              static_cast<std::size_t>(vocab)),
+                       sampling, params[r].generated_index);
+    }
+    return Status::Ok();
+  }
+
   Status gather_rows(const TensorView& x, std::span<const std::int32_t> rows,
                      const TensorView& out) override {
     PODSERVE_RETURN_IF_ERROR(check_gather_rows(x, rows, out, DType::kF32));
@@ -242,11 +297,13 @@ class CpuBackend final : public Backend {
     }
   }
 
-  double attention_seconds_ = 0.0;  // attention() wall time since the last take
-  std::vector<float> scores_;       // attention scratch: one score per visible key
-  std::vector<double> inv_freq_;    // rope: [D / 2]
-  std::vector<float> cos_;          // rope: [D / 2] for one position
-  std::vector<float> sin_;          // rope: [D / 2] for one position
+  std::vector<float> product_;            // matmul_add: x @ w^T before the add
+  std::vector<float> split_k_, split_v_;  // rope_append: [T, Hkv * D] each
+  double attention_seconds_ = 0.0;        // attention() wall time since the last take
+  std::vector<float> scores_;             // attention scratch: one score per visible key
+  std::vector<double> inv_freq_;          // rope: [D / 2]
+  std::vector<float> cos_;                // rope: [D / 2] for one position
+  std::vector<float> sin_;                // rope: [D / 2] for one position
 };
 
 }  // namespace

@@ -93,32 +93,18 @@ Status check_cache(std::string_view op, const KvCacheView& cache, DType dtype) {
   return Status::Ok();
 }
 
-Status check_attention_batch(std::string_view op, const TensorView& q, const KvCacheView& cache,
-                             std::span<const AttentionSequence> sequences, float scale,
-                             const TensorView& out, DType dtype) {
-  PODSERVE_RETURN_IF_ERROR(check_cache(op, cache, dtype));
-  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "q", q, dtype, 3));
-  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "out", out, dtype, 3));
-  PODSERVE_RETURN_IF_ERROR(check_same_shape(op, "out", out, "q", q));
-  PODSERVE_RETURN_IF_ERROR(check_dim(op, "q", q, 2, cache.head_dim, "cache.head_dim"));
-  const std::int64_t num_q_heads = q.shape[1];
-  if (num_q_heads == 0 || num_q_heads % cache.num_kv_heads != 0) {
-    return invalid_argument(
-        fmt::format("{}: {} query heads is not a positive multiple of {} KV heads", op, num_q_heads,
-                    cache.num_kv_heads));
-  }
-  if (!std::isfinite(scale)) {
-    return invalid_argument(fmt::format("{}: scale {} is not finite", op, scale));
-  }
-  const std::int64_t num_tokens = q.shape[0];
+Result<std::int64_t> check_attention_sequences(std::string_view op, const KvCacheView& cache,
+                                               std::span<const AttentionSequence> sequences) {
+  std::int64_t query_extent = 0;
   for (std::size_t s = 0; s < sequences.size(); ++s) {
     const AttentionSequence& seq = sequences[s];
-    if (seq.num_new_tokens < 1 || seq.num_cached_tokens < 0 || seq.query_offset < 0 ||
-        seq.query_offset + static_cast<std::int64_t>(seq.num_new_tokens) > num_tokens) {
-      return invalid_argument(fmt::format(
-          "{}: sequence {} (query_offset {}, C {}, P {}) does not fit q with {} tokens", op, s,
-          seq.query_offset, seq.num_new_tokens, seq.num_cached_tokens, num_tokens));
+    if (seq.num_new_tokens < 1 || seq.num_cached_tokens < 0 || seq.query_offset < 0) {
+      return invalid_argument(fmt::format("{}: sequence {} has query_offset {}, C {}, P {}", op, s,
+                                          seq.query_offset, seq.num_new_tokens,
+                                          seq.num_cached_tokens));
     }
+    query_extent =
+        std::max(query_extent, static_cast<std::int64_t>(seq.query_offset) + seq.num_new_tokens);
     const std::int64_t context =
         static_cast<std::int64_t>(seq.num_cached_tokens) + seq.num_new_tokens;
     const std::int64_t pages_needed = (context + cache.page_size - 1) / cache.page_size;
@@ -134,7 +120,40 @@ Status check_attention_batch(std::string_view op, const TensorView& q, const KvC
       }
     }
   }
+  return query_extent;
+}
+
+Status check_attention_tensors(std::string_view op, const TensorView& q, const KvCacheView& cache,
+                               float scale, const TensorView& out, DType dtype,
+                               std::int64_t query_extent) {
+  PODSERVE_RETURN_IF_ERROR(check_cache(op, cache, dtype));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "q", q, dtype, 3));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "out", out, dtype, 3));
+  PODSERVE_RETURN_IF_ERROR(check_same_shape(op, "out", out, "q", q));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "q", q, 2, cache.head_dim, "cache.head_dim"));
+  const std::int64_t num_q_heads = q.shape[1];
+  if (num_q_heads == 0 || num_q_heads % cache.num_kv_heads != 0) {
+    return invalid_argument(
+        fmt::format("{}: {} query heads is not a positive multiple of {} KV heads", op, num_q_heads,
+                    cache.num_kv_heads));
+  }
+  if (!std::isfinite(scale)) {
+    return invalid_argument(fmt::format("{}: scale {} is not finite", op, scale));
+  }
+  if (q.shape[0] < query_extent) {
+    return invalid_argument(fmt::format("{}: the batch's query rows reach {}, q has {} tokens", op,
+                                        query_extent, q.shape[0]));
+  }
   return Status::Ok();
+}
+
+Status check_attention_batch(std::string_view op, const TensorView& q, const KvCacheView& cache,
+                             std::span<const AttentionSequence> sequences, float scale,
+                             const TensorView& out, DType dtype) {
+  PODSERVE_RETURN_IF_ERROR(check_cache(op, cache, dtype));
+  PODSERVE_ASSIGN_OR_RETURN(const std::int64_t query_extent,
+                            check_attention_sequences(op, cache, sequences));
+  return check_attention_tensors(op, q, cache, scale, out, dtype, query_extent);
 }
 
 Status check_embedding(const TensorView& table, const TensorView& ids, const TensorView& out,
@@ -181,14 +200,36 @@ Status check_add(const TensorView& a, const TensorView& b, const TensorView& out
   return check_same_shape(op, "out", out, "a", a);
 }
 
-Status check_silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out,
-                      DType dtype) {
+Status check_silu_mul(const TensorView& gate_up, const TensorView& out, DType dtype) {
   constexpr std::string_view op = "silu_mul";
-  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "gate", gate, dtype, 2));
-  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "up", up, dtype, 2));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "gate_up", gate_up, dtype, 2));
   PODSERVE_RETURN_IF_ERROR(check_tensor(op, "out", out, dtype, 2));
-  PODSERVE_RETURN_IF_ERROR(check_same_shape(op, "up", up, "gate", gate));
-  return check_same_shape(op, "out", out, "gate", gate);
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "out", out, 0, gate_up.shape[0], "gate_up.shape[0]"));
+  return check_dim(op, "gate_up", gate_up, 1, 2 * out.shape[1], "2 * out.shape[1]");
+}
+
+Status check_rope_append(const TensorView& qkv, const TensorView& positions,
+                         const TensorView& slots, float theta, const KvCacheView& cache,
+                         const TensorView& q_out, DType dtype) {
+  constexpr std::string_view op = "rope_append";
+  PODSERVE_RETURN_IF_ERROR(check_cache(op, cache, dtype));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "qkv", qkv, dtype, 2));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "q_out", q_out, dtype, 3));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "positions", positions, DType::kI32, 1));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "slots", slots, DType::kI32, 1));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "q_out", q_out, 0, qkv.shape[0], "qkv.shape[0]"));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "q_out", q_out, 2, cache.head_dim, "cache.head_dim"));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "positions", positions, 0, qkv.shape[0], "qkv.shape[0]"));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "slots", slots, 0, qkv.shape[0], "qkv.shape[0]"));
+  PODSERVE_RETURN_IF_ERROR(check_dim(
+      op, "qkv", qkv, 1, (q_out.shape[1] + 2 * std::int64_t{cache.num_kv_heads}) * cache.head_dim,
+      "(q heads + 2 * KV heads) * head_dim"));
+  if (cache.head_dim % 2 != 0 || !(theta > 0.0f)) {
+    return invalid_argument(
+        fmt::format("rope_append: needs an even head dim and theta > 0 (D {}, theta {})",
+                    cache.head_dim, theta));
+  }
+  return Status::Ok();
 }
 
 Status check_rope(const TensorView& q, const TensorView& k, const TensorView& positions,
@@ -218,6 +259,21 @@ Status check_kv_append(const TensorView& k, const TensorView& v, const TensorVie
   PODSERVE_RETURN_IF_ERROR(check_dim(op, "k", k, 2, cache.head_dim, "cache.head_dim"));
   PODSERVE_RETURN_IF_ERROR(check_same_shape(op, "v", v, "k", k));
   return check_dim(op, "slots", slots, 0, k.shape[0], "k.shape[0]");
+}
+
+Status check_sample(const TensorView& logits, const TensorView& rows, const TensorView& out,
+                    DType dtype) {
+  constexpr std::string_view op = "sample";
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "logits", logits, dtype, 2));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "rows", rows, DType::kI32, 2));
+  PODSERVE_RETURN_IF_ERROR(check_tensor(op, "out", out, DType::kI32, 1));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "rows", rows, 0, logits.shape[0], "logits.shape[0]"));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "rows", rows, 1,
+                                     static_cast<std::int64_t>(sizeof(SamplingRow) / 4),
+                                     "the int32 words of a SamplingRow"));
+  PODSERVE_RETURN_IF_ERROR(check_dim(op, "out", out, 0, logits.shape[0], "logits.shape[0]"));
+  if (logits.shape[1] < 1) return invalid_argument("sample: logits need at least one column");
+  return Status::Ok();
 }
 
 Status check_gather_rows(const TensorView& x, std::span<const std::int32_t> rows,

@@ -156,8 +156,10 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
                                "Sequences admitted to the instance but not yet running.");
   auto& preemptions = counter_family(registry, identity, "podserve_preemptions_total",
                                      "Sequences preempted (recompute) on KV page exhaustion.");
-  auto& attention = histogram_family(registry, identity, "podserve_attention_seconds",
-                                     "Attention time of one forward pass (all layers).");
+  auto& attention =
+      histogram_family(registry, identity, "podserve_attention_seconds",
+                       "Attention time of one forward pass (all layers); decode steps replayed "
+                       "as CUDA graphs are not timed.");
   auto& transfer_bytes = counter_family(registry, identity, "podserve_kv_transfer_bytes_total",
                                         "KV-cache bytes sent to decode instances.");
   auto& transfer_runs = counter_family(

@@ -6,9 +6,13 @@
 #   mkdir -p B/bin B/tests && cp build-cuda/bin/{podserve,podserve-bench,podserve-ab} B/bin &&
 #   cp build-cuda/tests/{cuda_backend_test,nccl_communicator_test,cuda_model_test,cuda_ipc_transport_test} B/tests &&
 #   strip B/bin/* B/tests/* && <copy the .so files ldd reports missing on the GPU host to B/gpu-libs>
-# usage: tools/gpu_service_session.sh BUNDLE tests|ab|transfer|all
-#   tests     cuda_backend_test, nccl_communicator_test (2+ GPUs), cuda_model_test,
-#             cuda_ipc_transport_test, and compute-sanitizer memcheck on the backend's op tests
+# usage: tools/gpu_service_session.sh BUNDLE tests|engine|streams|ab|transfer|all [engine args]
+#   tests     cuda_backend_test, attention_cuda_test, nccl_communicator_test (2+ GPUs),
+#             cuda_model_test, cuda_ipc_transport_test (those in BUNDLE/tests), and
+#             compute-sanitizer memcheck on the backend's op tests and the graph decode steps
+#   engine    podserve-engine-bench (Llama-3-8B shapes; extra args go to it)
+#   streams   the service on one GPU (llama3-8b, one TP=1 instance), 128 concurrent streams of
+#             prompt 128 / output 256, with engine.cuda_graphs true and then false
 #   ab        podserve-ab: deploy/configs/llama3-8b-colocated.yaml vs llama3-8b-disaggregated.yaml
 #             (3 ranks: router + 2 GPUs; KV over cuda_ipc) on 120 requests of the Azure code trace;
 #             each variant loads 8B random weights first (about 40 s per rank on H200)
@@ -16,8 +20,9 @@
 #             when UCX has no CUDA transports) vs cuda_ipc, same workload
 # NCCL_NVLS_ENABLE=0 is required on the shared GPU machines; this script sets it.
 set -uo pipefail
-bundle=${1:?usage: tools/gpu_service_session.sh BUNDLE tests|ab|all}
+bundle=${1:?usage: tools/gpu_service_session.sh BUNDLE tests|engine|streams|ab|transfer|all}
 mode=${2:-all}
+shift 2 || true
 out=${OUT:-/tmp/podserve-gpu-service}
 mkdir -p "$out"
 export NCCL_NVLS_ENABLE=0
@@ -27,7 +32,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 rc=0
 summary='^\[  |^\[==|Failure|Expected|Which is|largest|seed|Skipped'
 if [ "$mode" = tests ] || [ "$mode" = all ]; then
-  for t in cuda_backend_test nccl_communicator_test cuda_model_test cuda_ipc_transport_test; do
+  for t in cuda_backend_test attention_cuda_test nccl_communicator_test cuda_model_test \
+           cuda_ipc_transport_test; do
+    [ -x "$bundle/tests/$t" ] || continue
     "$bundle/tests/$t" > "$out/$t.log" 2>&1
     status=$?
     rc=$((rc | status))
@@ -36,11 +43,46 @@ if [ "$mode" = tests ] || [ "$mode" = all ]; then
   done
   # DescribesItselfAndItsDevice asks for a missing device on purpose (an API error memcheck counts).
   compute-sanitizer --tool memcheck --error-exitcode 3 "$bundle/tests/cuda_backend_test" \
-    --gtest_filter='CudaBackendTest.*:*decode_only*:-CudaBackendTest.DescribesItselfAndItsDevice' \
+    --gtest_filter='CudaBackendTest.*:CudaSampleTest.Greedy*:*RopeAppend*:-CudaBackendTest.DescribesItselfAndItsDevice' \
     > "$out/sanitizer.log" 2>&1
   status=$?
   rc=$((rc | status))
   echo "memcheck rc=$status: $(grep -E 'ERROR SUMMARY' "$out/sanitizer.log" | tail -1)"
+  compute-sanitizer --tool memcheck --error-exitcode 3 "$bundle/tests/cuda_model_test" \
+    --gtest_filter='*GraphDecodeSteps*' > "$out/sanitizer_graphs.log" 2>&1
+  status=$?
+  rc=$((rc | status))
+  echo "memcheck (graph decode steps) rc=$status: $(grep -E 'ERROR SUMMARY' "$out/sanitizer_graphs.log" | tail -1)"
+fi
+if [ "$mode" = engine ] || [ "$mode" = all ]; then
+  "$bundle/bin/podserve-engine-bench" --csv "$out/engine_bench.csv" "$@" > "$out/engine_bench.log" 2>&1
+  status=$?
+  rc=$((rc | status))
+  echo "== podserve-engine-bench rc=$status"
+  cat "$out/engine_bench.log"
+fi
+if [ "$mode" = streams ] || [ "$mode" = all ]; then
+  for graphs in true false; do
+    config=$out/streams-graphs-$graphs.yaml
+    printf '%s\n' "model: {preset: llama3-8b, weights: random, seed: 1}" "backend: cuda" \
+      "instances: [{role: colocated, tp: 1, count: 1}]" \
+      "scheduler: {mode: colocated, attention: pod, token_budget: 2048, max_running: 256}" \
+      "engine: {cuda_graphs: $graphs}" "kv_cache: {page_size: 16, num_pages: 16384}" \
+      "router: {listen: 127.0.0.1:8000}" "metrics: {port_base: 9400, sd_file: $out/sd.json}" \
+      > "$config"
+    PODSERVE_BIN=$bundle/bin/podserve deploy/mpirun.sh "$config" --pid-file "$out/router.pid" \
+      > "$out/streams-graphs-$graphs.service.log" 2>&1 &
+    mpirun_pid=$!
+    "$bundle/bin/podserve-bench" --url http://127.0.0.1:8000 --wait-ready-s 300 --synthetic \
+      --synthetic-prompt 128 --synthetic-output 256 --num-requests 512 --concurrency-limit 128 \
+      --json-out "$out/streams-graphs-$graphs.json" > "$out/streams-graphs-$graphs.log" 2>&1
+    status=$?
+    rc=$((rc | status))
+    echo "== 128 streams, engine.cuda_graphs $graphs: rc=$status"
+    tail -25 "$out/streams-graphs-$graphs.log"
+    [ -s "$out/router.pid" ] && kill -TERM "$(cat "$out/router.pid")" 2>/dev/null
+    wait "$mpirun_pid"
+  done
 fi
 workload="--trace tools/data/azure-llm-2023-code.csv --num-requests 120 --rate 4 --max-prompt 2048 --max-output 128"
 run_ab() {  # NAME CONFIG_A CONFIG_B

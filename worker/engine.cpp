@@ -4,8 +4,6 @@
 
 #include <chrono>
 
-#include "kernels/sampler.h"
-
 namespace podserve {
 namespace {
 
@@ -102,23 +100,28 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward,
   result.stats.num_decode_tokens = plan.num_decode_tokens();
   if (before_forward) PODSERVE_RETURN_IF_ERROR(before_forward(plan));
 
-  const auto forward_start = std::chrono::steady_clock::now();
-  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan, after_layer));
-  result.stats.forward_seconds = seconds_since(forward_start);
-  result.stats.attention_seconds = model_->attention_seconds();
-
-  const auto vocab = static_cast<std::size_t>(model_->config().vocab_size);
-  std::vector<TokenId> sampled;
+  std::vector<SamplingRow> rows;  // one per sampled sequence, in plan order
   for (const SequenceWork& work : plan.sequences) {
     if (!work.sample) continue;
     const Sequence* seq = scheduler_->find(work.seq_id);
-    const std::span<const float> row(logits.data() + sampled.size() * vocab, vocab);
-    const TokenId token = sample_token(row, seq->request.sampling, seq->num_generated);
-    if (token < 0) {
-      return internal_error(
-          fmt::format("request {}: no token could be sampled (NaN logits)", work.seq_id));
+    SamplingRow row;
+    row.temperature = seq->request.sampling.temperature;
+    row.top_p = seq->request.sampling.top_p;
+    row.seed = seq->request.sampling.seed;
+    row.generated_index = seq->num_generated;
+    rows.push_back(row);
+  }
+  const auto forward_start = std::chrono::steady_clock::now();
+  PODSERVE_ASSIGN_OR_RETURN(const std::vector<TokenId> sampled,
+                            model_->forward(plan, rows, after_layer));
+  result.stats.forward_seconds = seconds_since(forward_start);
+  result.stats.attention_seconds = model_->attention_seconds();
+  result.stats.graph = model_->last_step_used_graph();
+  for (std::size_t i = 0; i < sampled.size(); ++i) {
+    if (sampled[i] < 0) {
+      return internal_error(fmt::format(
+          "plan {}: no token could be sampled for row {} (NaN logits)", plan.iteration, i));
     }
-    sampled.push_back(token);
   }
   PODSERVE_ASSIGN_OR_RETURN(std::vector<TokenOutput> outputs,
                             scheduler_->on_step_done(plan, sampled));
@@ -130,9 +133,7 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward,
 }
 
 Status Engine::execute_peer(const BatchPlan& plan, const LayerCallback& after_layer) {
-  PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> logits, model_->forward(plan, after_layer));
-  (void)logits;
-  return Status::Ok();
+  return model_->forward(plan, {}, after_layer).status();
 }
 
 std::vector<std::int32_t> Engine::retained_pages(RequestId id) const {

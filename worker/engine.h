@@ -44,7 +44,8 @@ struct StepStats {
   std::int32_t num_decode_tokens = 0;
   double iteration_seconds = 0.0;  // the whole step: schedule, callback, forward, sampling
   double forward_seconds = 0.0;    // the model's forward pass alone
-  double attention_seconds = 0.0;  // attention within the forward pass (all layers)
+  double attention_seconds = 0.0;  // attention within the forward pass (all layers; 0 in graphs)
+  bool graph = false;              // the forward pass replayed a captured graph
 };
 
 struct StepResult {
@@ -79,7 +80,8 @@ class Engine {
   using LayerCallback = LlamaModel::LayerCallback;
   Result<StepResult> step(const PlanCallback& before_forward,
                           const LayerCallback& after_layer = {});
-  // A TP peer's part of one iteration: the forward pass of the leader's plan, logits dropped.
+  // A TP peer's part of one iteration: the forward pass of the leader's plan (the collectives,
+  // no sampling).
   Status execute_peer(const BatchPlan& plan, const LayerCallback& after_layer = {});
 
   // Prefill role (PrefillScheduler): retained pages of a request whose prefill completed, and

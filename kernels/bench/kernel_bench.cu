@@ -1,7 +1,7 @@
 // podserve-kernel-bench: times the CUDA hybrid attention (prefill alone, decode alone, serial,
 // two streams, POD) over a sweep of hybrid batches, beside the roofline bound measured on the
-// card (device-to-device copy bandwidth, cuBLAS bf16 GEMM rate). Writes a CSV and prints a short
-// table with geometric means.
+// card in the same run (kernels/bench/roofline.h: read-only bandwidth, cuBLAS bf16 GEMM rate).
+// Writes a CSV and prints a short table with geometric means.
 //
 // Method: CUDA events around each run, warm-up runs first, the median of --runs runs; the L2 is
 // flushed (a 256 MiB write) before every timed run so the KV never starts in L2. Inputs are
@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/bench/roofline.h"
 #include "kernels/cuda/attention_cuda.h"
 
 namespace {
@@ -45,39 +46,11 @@ using namespace podserve::cuda;
     }                                                                                    \
   } while (0)
 
-__global__ void fill_random_bf16(__nv_bfloat16* data, std::size_t n, std::uint32_t seed) {
-  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::size_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h =
-        static_cast<std::uint32_t>(i) * 2654435761u ^ seed ^ static_cast<std::uint32_t>(i >> 32);
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    data[i] = __float2bfloat16(static_cast<float>(h) * (2.0f / 4294967296.0f) - 1.0f);
-  }
-}
-
 void fill(void* ptr, std::size_t n, std::uint32_t seed) {
-  fill_random_bf16<<<4096, 256>>>(static_cast<__nv_bfloat16*>(ptr), n, seed);
-  BENCH_CUDA(cudaGetLastError());
+  podserve::bench::fill_random_bf16(ptr, n, seed, nullptr);
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    int mult = 1;
-    if (!item.empty() && (item.back() == 'K' || item.back() == 'k')) {
-      mult = 1024;
-      item.pop_back();
-    }
-    v.push_back(std::atoi(item.c_str()) * mult);
-  }
-  return v;
-}
+using podserve::bench::parse_list;
 
 struct Heads {
   int hq, hkv, d;
@@ -157,80 +130,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// Times `fn` (which enqueues work on `stream`): warm-up, then the median of `runs` event-timed
-// runs, each after an L2 flush.
-template <typename F>
-double median_ms(F&& fn, cudaStream_t stream, void* flush_buf, std::size_t flush_bytes, int warmup,
-                 int runs) {
-  cudaEvent_t start, stop;
-  BENCH_CUDA(cudaEventCreate(&start));
-  BENCH_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < warmup; ++i) fn();
-  BENCH_CUDA(cudaStreamSynchronize(stream));
-  std::vector<float> times;
-  for (int i = 0; i < runs; ++i) {
-    if (flush_buf != nullptr) BENCH_CUDA(cudaMemsetAsync(flush_buf, i & 0xff, flush_bytes, stream));
-    BENCH_CUDA(cudaEventRecord(start, stream));
-    fn();
-    BENCH_CUDA(cudaEventRecord(stop, stream));
-    BENCH_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
-}
-
-double measure_copy_bandwidth(cudaStream_t stream) {
-  const std::size_t bytes = std::size_t{2} << 30;
-  void *a = nullptr, *b = nullptr;
-  BENCH_CUDA(cudaMalloc(&a, bytes));
-  BENCH_CUDA(cudaMalloc(&b, bytes));
-  fill(a, bytes / 2, 1);
-  const double ms =
-      median_ms([&] { BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream)); },
-                stream, nullptr, 0, 3, 20);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms * 1e-3);  // bytes read + bytes written per second
-}
-
-double measure_gemm_rate(cudaStream_t stream) {
-  const int n = 8192;
-  void *a = nullptr, *b = nullptr, *c = nullptr;
-  const std::size_t elems = static_cast<std::size_t>(n) * n;
-  BENCH_CUDA(cudaMalloc(&a, elems * 2));
-  BENCH_CUDA(cudaMalloc(&b, elems * 2));
-  BENCH_CUDA(cudaMalloc(&c, elems * 2));
-  fill(a, elems, 2);
-  fill(b, elems, 3);
-  cublasHandle_t handle;
-  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
-    std::fprintf(stderr, "cublasCreate failed\n");
-    std::exit(1);
-  }
-  cublasSetStream(handle, stream);
-  const float alpha = 1.0f, beta = 0.0f;
-  auto gemm = [&] {
-    const cublasStatus_t st = cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a,
-                                           CUDA_R_16BF, n, b, CUDA_R_16BF, n, &beta, c, CUDA_R_16BF,
-                                           n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (st != CUBLAS_STATUS_SUCCESS) {
-      std::fprintf(stderr, "cublasGemmEx failed %d\n", st);
-      std::exit(1);
-    }
-  };
-  const double ms = median_ms(gemm, stream, nullptr, 0, 3, 20);
-  cublasDestroy(handle);
-  cudaFree(a);
-  cudaFree(b);
-  cudaFree(c);
-  return 2.0 * n * static_cast<double>(n) * n / (ms * 1e-3);
-}
-
 struct Row {
   Heads heads;
   int c, p, b, l, pod_ctas;
@@ -254,17 +153,9 @@ int main(int argc, char** argv) {
   cudaStream_t stream, side;
   BENCH_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   BENCH_CUDA(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
-  const double copy_bw = measure_copy_bandwidth(stream);
-  const double gemm_rate = measure_gemm_rate(stream);
-  std::printf("card: %s, %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize >> 20);
-  std::printf(
-      "device-to-device copy: %.2f TB/s (read + write); cuBLAS bf16 GEMM 8192^3: %.1f TFLOP/s\n",
-      copy_bw / 1e12, gemm_rate / 1e12);
-
+  const podserve::bench::Roofline roofline = podserve::bench::measure_roofline(0, stream);
+  std::printf("card: %s\n", roofline.describe().c_str());
   const std::size_t flush_bytes = std::size_t{256} << 20;
-  void* flush_buf = nullptr;
-  BENCH_CUDA(cudaMalloc(&flush_buf, flush_bytes));
 
   FILE* csv = std::fopen(opt.csv.c_str(), "w");
   if (csv == nullptr) {
@@ -273,7 +164,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(
       csv,
-      "card,copy_tbps,gemm_tflops,hq,hkv,d,C,P,B,L,pod_ctas_per_sm,prefill_ms,decode_ms,serial_ms,"
+      "card,read_tbps,gemm_tflops,hq,hkv,d,C,P,B,L,pod_ctas_per_sm,prefill_ms,decode_ms,serial_ms,"
       "streams_ms,pod_ms,pod_speedup_vs_serial,pod_speedup_vs_streams,prefill_tflops,decode_tbps,"
       "bound_ms,pod_over_bound,serial_over_bound,streams_over_bound,pod_slots_ms,pod_4cta_ms\n");
   std::vector<Row> rows;
@@ -330,7 +221,7 @@ int main(int argc, char** argv) {
             params.num_q_heads = h.hq;
             params.num_kv_heads = h.hkv;
             params.head_dim = h.d;
-            point_at_flat_arrays(params, d_meta, 1, b);
+            point_at_flat_arrays(params, d_meta, 1, b, 1 + b);
             params.scale = 1.0f / std::sqrt(static_cast<float>(h.d));
 
             const std::vector<int> pc{c}, pp{p}, dec(cached.begin() + 1, cached.end());
@@ -360,7 +251,7 @@ int main(int argc, char** argv) {
             BENCH_OK(upload_plan(*plan_4cta, workspace_4cta, stream));
 
             auto time = [&](auto&& fn) {
-              return median_ms(fn, stream, flush_buf, flush_bytes, opt.warmup, opt.runs);
+              return podserve::bench::median_ms(fn, stream, opt.warmup, opt.runs, flush_bytes);
             };
             Row r{h, c, p, b, l, plan->pod_ctas_per_sm, 0, 0, 0, 0, 0, 0, 0, 0};
             r.prefill_ms = time([&] { BENCH_OK(run_prefill(params, *plan, workspace, stream)); });
@@ -375,23 +266,22 @@ int main(int argc, char** argv) {
                 time([&] { BENCH_OK(run_pod(params, *plan_4cta, workspace_4cta, stream)); });
 
             // Roofline: FLOPs of prefill + decode over the GEMM rate; the fewest bytes (all KV read
-            // once, Q read and O written once) over the copy bandwidth.
+            // once, Q read and O written once) over the read bandwidth.
             const double decode_flops = 4.0 * h.d * h.hq * static_cast<double>(l) * b;
             const double prefill_kv_bytes = 2.0 * h.hkv * h.d * static_cast<double>(p + c) * 2;
             const double bytes = plan->decode_kv_bytes + prefill_kv_bytes + 2.0 * q_elems * 2;
-            r.bound_ms =
-                1e3 * std::max((plan->prefill_flops + decode_flops) / gemm_rate, bytes / copy_bw);
+            r.bound_ms = roofline.bound_ms(plan->prefill_flops + decode_flops, bytes);
             rows.push_back(r);
-            std::fprintf(csv,
-                         "\"%s\",%.3f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%."
-                         "4f,%.1f,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n",
-                         prop.name, copy_bw / 1e12, gemm_rate / 1e12, h.hq, h.hkv, h.d, c, p, b, l,
-                         r.pod_ctas, r.prefill_ms, r.decode_ms, r.serial_ms, r.streams_ms, r.pod_ms,
-                         r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms,
-                         plan->prefill_flops / (r.prefill_ms * 1e9),
-                         plan->decode_kv_bytes / (r.decode_ms * 1e9), r.bound_ms,
-                         r.pod_ms / r.bound_ms, r.serial_ms / r.bound_ms, r.streams_ms / r.bound_ms,
-                         r.pod_slots_ms, r.pod_4cta_ms);
+            std::fprintf(
+                csv,
+                "\"%s\",%.3f,%.1f,%d,%d,%d,%d,%d,%d,%d,%d,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f,%."
+                "4f,%.1f,%.3f,%.4f,%.4f,%.4f,%.4f,%.4f,%.4f\n",
+                prop.name, roofline.read_bytes_per_s / 1e12, roofline.gemm_flops_per_s / 1e12, h.hq,
+                h.hkv, h.d, c, p, b, l, r.pod_ctas, r.prefill_ms, r.decode_ms, r.serial_ms,
+                r.streams_ms, r.pod_ms, r.serial_ms / r.pod_ms, r.streams_ms / r.pod_ms,
+                plan->prefill_flops / (r.prefill_ms * 1e9),
+                plan->decode_kv_bytes / (r.decode_ms * 1e9), r.bound_ms, r.pod_ms / r.bound_ms,
+                r.serial_ms / r.bound_ms, r.streams_ms / r.bound_ms, r.pod_slots_ms, r.pod_4cta_ms);
             std::fflush(csv);
             std::printf(
                 "%2d/%2d/%3d C=%4d P=%5d B=%3d L=%5d ctas=%d | prefill %.3f (%.0f TF/s) decode "

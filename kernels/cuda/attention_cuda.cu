@@ -63,13 +63,14 @@ __global__ void __launch_bounds__(kThreadsPerCta, kDecodeCtasPerSm)
   using Cfg = TileConfig<D, 2, 1>;
   const int warp = static_cast<int>(threadIdx.x >> 5);
   const int item = static_cast<int>(blockIdx.x) * kWarpsPerCta + warp;
-  if (item >= args.num_decode_items) return;
+  if (item >= device::decode_item_count(args)) return;
   device::decode_item<D, Cfg::kDecodeStages>(
       args, item, smem + warp * device::decode_warp_smem_bytes<D, Cfg::kDecodeStages>());
 }
 
 template <int D>
 __global__ void __launch_bounds__(kThreadsPerCta) merge_kernel(const KernelArgs args) {
+  if (static_cast<int>(blockIdx.x) >= device::merge_item_count(args)) return;
   device::merge_item<D>(args, static_cast<int>(blockIdx.x));
 }
 
@@ -129,7 +130,7 @@ __global__ void __launch_bounds__(kThreadsPerCta, kCtasPerSm) pod_kernel(const K
   } else {
     const int warp = static_cast<int>(threadIdx.x >> 5);
     const int item = (-role - 1) * kWarpsPerCta + warp;
-    if (item >= args.num_decode_items) return;
+    if (item >= device::decode_item_count(args)) return;
     device::decode_item<D, Cfg::kDecodeStages>(
         args, item, smem + warp * device::decode_warp_smem_bytes<D, Cfg::kDecodeStages>());
   }
@@ -182,8 +183,10 @@ KernelArgs make_args(const HybridAttentionParams& p, const HybridAttentionPlan& 
   args.num_decode_ctas = plan.decode_ctas;
   args.pod_policy = static_cast<int>(plan.pod_policy);
   args.pod_prefill_slots = plan.pod_prefill_slots;
-  args.num_decode_items = static_cast<int>(plan.decode_items.size());
-  args.num_merge_items = static_cast<int>(plan.merge_items.size());
+  args.num_decode_items = plan.decode_item_bound;
+  args.num_merge_items = plan.merge_item_bound;
+  args.item_counts =
+      plan.counts_offset != 0 ? reinterpret_cast<const int*>(base + plan.counts_offset) : nullptr;
   args.scale_log2 = p.scale * device::kLog2e;
   return args;
 }

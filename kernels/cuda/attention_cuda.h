@@ -58,6 +58,13 @@ struct HybridAttentionShape {
   std::span<const std::int32_t> prefill_new_tokens;     // C per prefill sequence
   std::span<const std::int32_t> prefill_cached_tokens;  // P per prefill sequence
   std::span<const std::int32_t> decode_cached_tokens;   // P per decode sequence (context = P + 1)
+  // Fixed layout (CUDA graphs): 0 = lay out the workspace for this batch. Otherwise the batch is
+  // decode-only and the workspace is laid out for up to layout_decode_seqs decode sequences, so
+  // every such plan has the same offsets and workspace_bytes; the launches are sized for
+  // grid_decode_seqs (>= the batch, <= layout_decode_seqs) and read the item counts of the batch
+  // from the workspace (HybridAttentionPlan::counts_offset).
+  std::int32_t layout_decode_seqs = 0;
+  std::int32_t grid_decode_seqs = 0;
 };
 
 // Properties of the card the plan targets (read with cudaGetDeviceProperties by the caller).
@@ -69,7 +76,7 @@ struct DeviceShape {
 inline constexpr int kThreadsPerCta = 128;  // 4 warps, every kernel
 inline constexpr int kWarpsPerCta = 4;
 inline constexpr int kDecodeKeysPerStage = 16;   // one page
-inline constexpr int kMinDecodeSplitKeys = 256;  // smallest KV split of one decode item
+inline constexpr int kMinDecodeSplitKeys = 64;  // smallest KV split of one decode item
 inline constexpr int kDecodeCtasPerSm =
     2;  // standalone decode kernel residency (3 measured slower)
 inline constexpr int kPodCounterSlots = 1024;  // per-SM ticket counters (>= any %smid)
@@ -125,8 +132,12 @@ struct HybridAttentionPlan {
   std::vector<DecodeMergeItem> merge_items;
   std::int32_t decode_split_keys = 0;  // KV keys per decode item (last split of a pair: fewer)
   std::int32_t prefill_ctas = 0;       // = prefill_items.size()
-  std::int32_t decode_ctas = 0;        // ceil(decode_items / kWarpsPerCta): one warp per item
-  std::int32_t pod_ctas_per_sm = 2;    // 2 (measured best) or 4 (forced); see attention_plan.cpp
+  std::int32_t decode_ctas = 0;        // ceil(decode_item_bound / kWarpsPerCta): one warp per item
+  // Items the launches cover: decode_items.size() and merge_items.size(), or in a fixed layout
+  // the most any batch of grid_decode_seqs sequences has (items past the batch's exit at once).
+  std::int32_t decode_item_bound = 0;
+  std::int32_t merge_item_bound = 0;
+  std::int32_t pod_ctas_per_sm = 2;  // 2 (measured best) or 4 (forced); see attention_plan.cpp
   PodPolicy pod_policy = PodPolicy::kTickets;  // never kAuto; see attention_plan.cpp
   std::int32_t pod_prefill_slots = 1;          // kSlots: prefill CTAs resident per SM
   // Query rows per prefill CTA: 128 (4 warps x 2 row tiles of 16) or 64 (one row tile a warp:
@@ -137,6 +148,8 @@ struct HybridAttentionPlan {
   double decode_kv_bytes = 0;  // 2 * Hkv * D * L * 2 per decode sequence
   // Workspace layout (byte offsets, 256-aligned). [0, counters_bytes) is reset by every run.
   std::size_t counters_bytes = 0;  // int32 sm_tickets[kPodCounterSlots], int32 next_id[2]
+  // Fixed layout only (else 0): int32 [2] = the batch's decode and merge item counts.
+  std::size_t counts_offset = 0;
   std::size_t prefill_items_offset = 0;
   std::size_t decode_items_offset = 0;
   std::size_t merge_items_offset = 0;
@@ -157,9 +170,10 @@ Status check_attention_shape(int num_q_heads, int num_kv_heads, int head_dim, in
 struct FlatAttentionBatch {
   std::int32_t num_prefill = 0;
   std::int32_t num_decode = 0;
-  // [query_offsets | num_new_tokens | num_cached_tokens | page_table_offsets], each of
-  // num_prefill + num_decode entries, then the flat page table (each sequence's pages covering
-  // its context, no more).
+  std::int32_t stride = 0;  // entries per per-sequence array: num_prefill + num_decode, or more
+  // [query_offsets | num_new_tokens | num_cached_tokens | page_table_offsets], each of `stride`
+  // entries (those past the batch are 0), then the flat page table (each sequence's pages
+  // covering its context, no more).
   std::vector<std::int32_t> arrays;
   std::vector<std::int32_t> prefill_new_tokens, prefill_cached_tokens, decode_cached_tokens;
 
@@ -167,12 +181,13 @@ struct FlatAttentionBatch {
   // The planning input for this batch (spans into this object).
   HybridAttentionShape shape(int num_q_heads, int num_kv_heads, int head_dim, int page_size) const;
 };
+// min_stride: lay the per-sequence arrays out for at least this many sequences (fixed layouts).
 FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> sequences,
-                                           int page_size);
-// Points params' per-sequence arrays into `arrays` (laid out as FlatAttentionBatch::arrays for
-// num_prefill + num_decode sequences; on the device for a run) and sets the two counts.
+                                           int page_size, std::int32_t min_stride = 0);
+// Points params' per-sequence arrays into `arrays` (laid out as FlatAttentionBatch::arrays with
+// `stride` entries per array; on the device for a run) and sets the two counts.
 void point_at_flat_arrays(HybridAttentionParams& params, const std::int32_t* arrays,
-                          std::int32_t num_prefill, std::int32_t num_decode);
+                          std::int32_t num_prefill, std::int32_t num_decode, std::int32_t stride);
 
 // Waves of one-warp decode items the plan targets: 1 for decode-only batches, 2 beside a prefill
 // (measured; attention_plan.cpp).

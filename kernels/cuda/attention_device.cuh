@@ -32,12 +32,21 @@ struct KernelArgs {
   int* next_ids;                         // [2]: next prefill CTA id, next decode CTA id
   int num_prefill_ctas;
   int num_decode_ctas;
-  int pod_policy;         // PodPolicy as int (never kAuto)
-  int pod_prefill_slots;  // PodPolicy::kSlots: prefill CTAs per SM
-  int num_decode_items;
-  int num_merge_items;
-  float scale_log2;  // scale * log2(e)
+  int pod_policy;          // PodPolicy as int (never kAuto)
+  int pod_prefill_slots;   // PodPolicy::kSlots: prefill CTAs per SM
+  int num_decode_items;    // the launch's bound on decode items
+  int num_merge_items;     // the launch's bound on merge items
+  const int* item_counts;  // fixed layouts: [2] = the batch's decode and merge items; else null
+  float scale_log2;        // scale * log2(e)
 };
+
+// Decode and merge items of this batch (a fixed-layout launch covers more than the batch).
+__device__ __forceinline__ int decode_item_count(const KernelArgs& args) {
+  return args.item_counts != nullptr ? args.item_counts[0] : args.num_decode_items;
+}
+__device__ __forceinline__ int merge_item_count(const KernelArgs& args) {
+  return args.item_counts != nullptr ? args.item_counts[1] : args.num_merge_items;
+}
 
 __device__ __forceinline__ std::uint32_t smem_addr(const void* ptr) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(ptr));
@@ -545,12 +554,33 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
   }
 }
 
-// Combines the split partial states of one (decode sequence, KV head) into bf16 outputs.
+// Combines the split partial states of one (decode sequence, KV head) into bf16 outputs. Each
+// warp first reduces the max and sum of one head's split log-sum-exps (lanes over splits); then
+// every output element sums its splits with independent loads (no chain of dependent reads).
 template <int D>
 __device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_index) {
+  __shared__ float max_lse_s[16], inv_sum_s[16];  // per head of the group (<= 16)
   const HybridAttentionParams& p = args.params;
   const DecodeMergeItem item = args.merge_items[merge_index];
   const int group = p.num_q_heads / p.num_kv_heads;
+  const float* lse = args.partial_lse + static_cast<std::int64_t>(item.first_item) * group;
+  const float* partial = args.partial_out + static_cast<std::int64_t>(item.first_item) * group * D;
+  const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
+  for (int g = warp; g < group; g += kWarpsPerCta) {
+    float m = kNegInf;
+    for (int s = lane; s < item.num_splits; s += 32) m = fmaxf(m, lse[s * group + g]);
+    for (int offset = 16; offset > 0; offset >>= 1)
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    float sum = 0.0f;
+    for (int s = lane; s < item.num_splits; s += 32) sum += exp2f(lse[s * group + g] - m);
+    for (int offset = 16; offset > 0; offset >>= 1)
+      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) {
+      max_lse_s[g] = m;
+      inv_sum_s[g] = 1.0f / sum;
+    }
+  }
+  __syncthreads();
   auto* out = static_cast<__nv_bfloat16*>(p.out) +
               (static_cast<std::int64_t>(p.query_offsets[item.seq]) * p.num_q_heads +
                item.kv_head * group) *
@@ -558,18 +588,13 @@ __device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_ind
   for (int e = static_cast<int>(threadIdx.x); e < group * D; e += kThreadsPerCta) {
     const int g = e / D;
     const int d = e % D;
-    float max_lse = kNegInf;
-    for (int s = 0; s < item.num_splits; ++s)
-      max_lse = fmaxf(max_lse, args.partial_lse[(item.first_item + s) * group + g]);
-    float weight_sum = 0.0f;
+    const float m = max_lse_s[g];
     float acc = 0.0f;
-    for (int s = 0; s < item.num_splits; ++s) {
-      const int split = item.first_item + s;
-      const float w = exp2f(args.partial_lse[split * group + g] - max_lse);
-      weight_sum += w;
-      acc += w * args.partial_out[(static_cast<std::int64_t>(split) * group + g) * D + d];
-    }
-    out[e] = __float2bfloat16_rn(acc / weight_sum);
+#pragma unroll 4
+    for (int s = 0; s < item.num_splits; ++s)
+      acc += exp2f(lse[s * group + g] - m) *
+             partial[(static_cast<std::int64_t>(s) * group + g) * D + d];
+    out[e] = __float2bfloat16_rn(acc * inv_sum_s[g]);
   }
 }
 

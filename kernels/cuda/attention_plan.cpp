@@ -48,6 +48,17 @@ Status validate(const HybridAttentionShape& shape, const DeviceShape& device) {
   }
   if (device.num_sms <= 0 || device.num_sms > kPodCounterSlots)
     return invalid_argument("attention: num_sms out of range");
+  if (shape.layout_decode_seqs != 0) {
+    const auto batch = static_cast<std::int32_t>(shape.decode_cached_tokens.size());
+    if (!shape.prefill_new_tokens.empty())
+      return invalid_argument("attention: a fixed layout takes decode-only batches");
+    if (shape.grid_decode_seqs < batch || shape.layout_decode_seqs < shape.grid_decode_seqs)
+      return invalid_argument(
+          "attention: a fixed layout needs batch <= grid_decode_seqs <= "
+          "layout_decode_seqs, got " +
+          std::to_string(batch) + ", " + std::to_string(shape.grid_decode_seqs) + ", " +
+          std::to_string(shape.layout_decode_seqs));
+  }
   return Status::Ok();
 }
 
@@ -198,26 +209,51 @@ Result<HybridAttentionPlan> plan_hybrid_attention(const HybridAttentionShape& sh
       [](const PrefillWorkItem& a, const PrefillWorkItem& b) { return a.kv_len > b.kv_len; });
 
   plan.prefill_ctas = static_cast<std::int32_t>(plan.prefill_items.size());
-  plan.decode_ctas =
-      static_cast<std::int32_t>((plan.decode_items.size() + kWarpsPerCta - 1) / kWarpsPerCta);
+  // A decode batch of n sequences has at most max(target_items, n * hkv) items (one split per
+  // pair when the target cannot hold them) and exactly n * hkv merges.
+  const bool fixed = shape.layout_decode_seqs != 0;
+  const auto item_bound = [&](std::int64_t seqs) {
+    return std::max<std::int64_t>(target_items, seqs * hkv);
+  };
+  const std::size_t item_capacity =
+      fixed ? static_cast<std::size_t>(item_bound(shape.layout_decode_seqs))
+            : plan.decode_items.size();
+  const std::size_t merge_capacity =
+      fixed ? static_cast<std::size_t>(shape.layout_decode_seqs) * hkv : plan.merge_items.size();
+  plan.decode_item_bound =
+      static_cast<std::int32_t>(fixed ? item_bound(shape.grid_decode_seqs)
+                                      : static_cast<std::int64_t>(plan.decode_items.size()));
+  plan.merge_item_bound =
+      static_cast<std::int32_t>(fixed ? std::int64_t{shape.grid_decode_seqs} * hkv
+                                      : static_cast<std::int64_t>(plan.merge_items.size()));
+  plan.decode_ctas = (plan.decode_item_bound + kWarpsPerCta - 1) / kWarpsPerCta;
 
   // Workspace layout.
   std::size_t offset = 0;
   plan.counters_bytes = align256(sizeof(std::int32_t) * (kPodCounterSlots + 2));
   offset = plan.counters_bytes;
+  if (fixed) {
+    plan.counts_offset = offset;
+    offset = align256(offset + 2 * sizeof(std::int32_t));
+  }
   plan.prefill_items_offset = offset;
   offset = align256(offset + plan.prefill_items.size() * sizeof(PrefillWorkItem));
   plan.decode_items_offset = offset;
-  offset = align256(offset + plan.decode_items.size() * sizeof(DecodeWorkItem));
+  offset = align256(offset + item_capacity * sizeof(DecodeWorkItem));
   plan.merge_items_offset = offset;
-  offset = align256(offset + plan.merge_items.size() * sizeof(DecodeMergeItem));
+  offset = align256(offset + merge_capacity * sizeof(DecodeMergeItem));
   plan.partial_out_offset = offset;
-  offset = align256(offset + plan.decode_items.size() * group * d * sizeof(float));
+  offset = align256(offset + item_capacity * group * d * sizeof(float));
   plan.partial_lse_offset = offset;
-  offset = align256(offset + plan.decode_items.size() * group * sizeof(float));
+  offset = align256(offset + item_capacity * group * sizeof(float));
   plan.workspace_bytes = offset;
 
   plan.static_image.assign(plan.partial_out_offset - plan.counters_bytes, std::byte{0});
+  if (fixed) {
+    const std::vector<std::int32_t> counts = {static_cast<std::int32_t>(plan.decode_items.size()),
+                                              static_cast<std::int32_t>(plan.merge_items.size())};
+    append_bytes(plan.static_image, plan.counts_offset - plan.counters_bytes, counts);
+  }
   append_bytes(plan.static_image, plan.prefill_items_offset - plan.counters_bytes,
                plan.prefill_items);
   append_bytes(plan.static_image, plan.decode_items_offset - plan.counters_bytes,
@@ -240,7 +276,7 @@ HybridAttentionShape FlatAttentionBatch::shape(int num_q_heads, int num_kv_heads
 }
 
 FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> sequences,
-                                           int page_size) {
+                                           int page_size, std::int32_t min_stride) {
   std::vector<const AttentionSequence*> order;
   order.reserve(sequences.size());
   for (const AttentionSequence& seq : sequences)
@@ -251,16 +287,18 @@ FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> se
     if (seq.num_new_tokens == 1) order.push_back(&seq);
   batch.num_decode = static_cast<std::int32_t>(order.size()) - batch.num_prefill;
   const std::size_t n = order.size();
-  batch.arrays.resize(4 * n);
+  batch.stride = std::max(static_cast<std::int32_t>(n), min_stride);
+  const std::size_t stride = static_cast<std::size_t>(batch.stride);
+  batch.arrays.assign(4 * stride, 0);
   std::int32_t table_entries = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const AttentionSequence& seq = *order[i];
     const std::int32_t context = seq.num_cached_tokens + seq.num_new_tokens;
     const std::int32_t pages = (context + page_size - 1) / page_size;
     batch.arrays[i] = seq.query_offset;
-    batch.arrays[n + i] = seq.num_new_tokens;
-    batch.arrays[2 * n + i] = seq.num_cached_tokens;
-    batch.arrays[3 * n + i] = table_entries;
+    batch.arrays[stride + i] = seq.num_new_tokens;
+    batch.arrays[2 * stride + i] = seq.num_cached_tokens;
+    batch.arrays[3 * stride + i] = table_entries;
     batch.arrays.insert(batch.arrays.end(), seq.page_table.begin(), seq.page_table.begin() + pages);
     table_entries += pages;
     if (static_cast<std::int32_t>(i) < batch.num_prefill) {
@@ -274,8 +312,8 @@ FlatAttentionBatch flatten_attention_batch(std::span<const AttentionSequence> se
 }
 
 void point_at_flat_arrays(HybridAttentionParams& params, const std::int32_t* arrays,
-                          std::int32_t num_prefill, std::int32_t num_decode) {
-  const std::size_t n = static_cast<std::size_t>(num_prefill) + num_decode;
+                          std::int32_t num_prefill, std::int32_t num_decode, std::int32_t stride) {
+  const std::size_t n = static_cast<std::size_t>(stride);
   params.query_offsets = arrays;
   params.num_new_tokens = arrays + n;
   params.num_cached_tokens = arrays + 2 * n;

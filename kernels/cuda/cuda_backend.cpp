@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,29 @@ namespace {
 
 void cuda_release(void* data) { cudaFree(data); }
 
+// An instantiated graph, replayed on the backend's stream.
+class CudaGraph final : public BackendGraph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream, int device)
+      : exec_(exec), stream_(stream), device_(device) {}
+  ~CudaGraph() override {
+    if (cudaSetDevice(device_) == cudaSuccess) cudaGraphExecDestroy(exec_);
+  }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+
+  Status launch() override {
+    PODSERVE_CHECK(cudaSetDevice(device_));
+    PODSERVE_CHECK(cudaGraphLaunch(exec_, stream_));
+    return Status::Ok();
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+  int device_;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) : device_(device) {}
@@ -41,6 +66,7 @@ class CudaBackend final : public Backend {
       cudaEventDestroy(events.start);
       cudaEventDestroy(events.stop);
     }
+    if (staging_done_ != nullptr) cudaEventDestroy(staging_done_);
     if (cublas_ != nullptr) cublasDestroy(cublas_);
     if (side_stream_ != nullptr) cudaStreamDestroy(side_stream_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -52,6 +78,10 @@ class CudaBackend final : public Backend {
     PODSERVE_CHECK(cudaStreamCreateWithFlags(&side_stream_, cudaStreamNonBlocking));
     PODSERVE_CHECK(cublasCreate(&cublas_));
     PODSERVE_CHECK(cublasSetStream(cublas_, stream_));
+    // A workspace of our own, so cuBLAS allocates nothing while a graph is captured.
+    PODSERVE_RETURN_IF_ERROR(cublas_workspace_.reserve(kCublasWorkspaceBytes));
+    PODSERVE_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), kCublasWorkspaceBytes));
+    PODSERVE_CHECK(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
     int sms = 0;
     PODSERVE_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_));
     device_shape_.num_sms = sms;
@@ -98,6 +128,34 @@ class CudaBackend final : public Backend {
     return Status::Ok();
   }
 
+  Result<DeviceBuffer> allocate_host(std::size_t bytes) override {
+    PODSERVE_RETURN_IF_ERROR(enter());
+    void* data = nullptr;
+    if (const cudaError_t error = cudaMallocHost(&data, std::max<std::size_t>(bytes, 1));
+        error != cudaSuccess) {
+      cudaGetLastError();
+      return resource_exhausted(
+          fmt::format("allocate_host: cannot pin {} bytes: {}", bytes, cudaGetErrorString(error)));
+    }
+    return DeviceBuffer(data, bytes, [](void* p) { cudaFreeHost(p); });
+  }
+
+  Status stage_to_device(void* dst, const void* src_staged, std::size_t bytes) override {
+    if (bytes == 0) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(check_copy("stage_to_device", dst, src_staged, bytes));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    PODSERVE_CHECK(cudaMemcpyAsync(dst, src_staged, bytes, cudaMemcpyHostToDevice, stream_));
+    return Status::Ok();
+  }
+
+  Status stage_to_host(void* dst_staged, const void* src, std::size_t bytes) override {
+    if (bytes == 0) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(check_copy("stage_to_host", dst_staged, src, bytes));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    PODSERVE_CHECK(cudaMemcpyAsync(dst_staged, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    return Status::Ok();
+  }
+
   Status upload_f32(const TensorView& dst, std::span<const float> src_host) override {
     PODSERVE_RETURN_IF_ERROR(check_upload(dst, src_host.size(), DType::kBF16));
     std::vector<std::uint16_t> bits(src_host.size());
@@ -131,23 +189,11 @@ class CudaBackend final : public Backend {
   }
 
   Status matmul(const TensorView& x, const TensorView& w, const TensorView& y) override {
-    PODSERVE_RETURN_IF_ERROR(check_matmul(x, w, y, DType::kBF16));
-    const std::int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
-    if (m == 0 || n == 0) return Status::Ok();
-    if (std::max({m, n, k}) > INT32_MAX) {
-      return invalid_argument(
-          fmt::format("matmul: {} x {} x {} exceeds cuBLAS's int extents", m, n, k));
-    }
-    PODSERVE_RETURN_IF_ERROR(enter());
-    // Row-major y [M, N] = x [M, K] . w^T is column-major y^T [N, M] = w^T(col-major: w [K, N]
-    // transposed) . x^T: op(A) = A^T with A = w as a column-major [K, N] matrix.
-    const float alpha = 1.0f, beta = 0.0f;
-    PODSERVE_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
-                                static_cast<int>(m), static_cast<int>(k), &alpha, w.data,
-                                CUDA_R_16BF, static_cast<int>(k), x.data, CUDA_R_16BF,
-                                static_cast<int>(k), &beta, y.data, CUDA_R_16BF,
-                                static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return Status::Ok();
+    return gemm("matmul", x, w, y, 0.0f);
+  }
+
+  Status matmul_add(const TensorView& x, const TensorView& w, const TensorView& y) override {
+    return gemm("matmul_add", x, w, y, 1.0f);
   }
 
   Status add(const TensorView& a, const TensorView& b, const TensorView& out) override {
@@ -156,15 +202,28 @@ class CudaBackend final : public Backend {
     return cuda::launch_add(a.data, b.data, out.data, a.numel(), stream_);
   }
 
-  Status silu_mul(const TensorView& gate, const TensorView& up, const TensorView& out) override {
-    PODSERVE_RETURN_IF_ERROR(check_silu_mul(gate, up, out, DType::kBF16));
+  Status silu_mul(const TensorView& gate_up, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_silu_mul(gate_up, out, DType::kBF16));
     PODSERVE_RETURN_IF_ERROR(enter());
-    return cuda::launch_silu_mul(gate.data, up.data, out.data, gate.numel(), stream_);
+    return cuda::launch_silu_mul(gate_up.data, out.data, out.shape[0], out.shape[1], stream_);
+  }
+
+  Status rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& slots,
+                     float theta, const KvCacheView& cache, const TensorView& q_out) override {
+    PODSERVE_RETURN_IF_ERROR(
+        check_rope_append(qkv, positions, slots, theta, cache, q_out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(check_rope_head_dim("rope_append", cache.head_dim));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_rope_append(
+        qkv.data, positions.as<const std::int32_t>(), slots.as<const std::int32_t>(), cache.data,
+        q_out.data, qkv.shape[0], static_cast<int>(q_out.shape[1]), cache.num_kv_heads,
+        cache.head_dim, cache.page_size, static_cast<double>(theta), stream_);
   }
 
   Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,
               float theta) override {
     PODSERVE_RETURN_IF_ERROR(check_rope(q, k, positions, theta, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(check_rope_head_dim("rope", q.shape[2]));
     PODSERVE_RETURN_IF_ERROR(enter());
     return cuda::launch_rope(q.data, k.data, positions.as<const std::int32_t>(), q.shape[0],
                              static_cast<int>(q.shape[1]), static_cast<int>(k.shape[1]),
@@ -183,6 +242,82 @@ class CudaBackend final : public Backend {
   Status attention(const TensorView& q, const KvCacheView& cache,
                    std::span<const AttentionSequence> sequences, float scale, AttentionKind kind,
                    const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_cache("attention", cache, DType::kBF16));
+    AttentionBatchOptions options;
+    options.num_q_heads = q.ndim == 3 ? static_cast<std::int32_t>(q.shape[1]) : 0;
+    PODSERVE_RETURN_IF_ERROR(prepare_attention(sequences, cache, options));
+    return run_prepared_attention(q, cache, scale, kind, out);
+  }
+
+  // Flattens and plans the batch once per forward pass and uploads both through pinned staging:
+  // O(pages of the batch) host work per pass, none per layer.
+  Status prepare_attention(std::span<const AttentionSequence> sequences,
+                           const KvCacheView& cache_shape,
+                           const AttentionBatchOptions& options) override {
+    constexpr std::string_view op = "attention";
+    prepared_ = false;
+    PODSERVE_RETURN_IF_ERROR(check_cache(op, cache_shape, DType::kBF16));
+    PODSERVE_ASSIGN_OR_RETURN(prepared_extent_,
+                              check_attention_sequences(op, cache_shape, sequences));
+    const bool fixed = options.layout_seqs != 0;
+    if (fixed && (options.layout_pages < 1 || options.grid_seqs < 1 ||
+                  options.grid_seqs > options.layout_seqs)) {
+      return invalid_argument(fmt::format(
+          "attention: a fixed layout needs layout_pages >= 1 and 1 <= grid_seqs <= layout_seqs, "
+          "got {}, {}, {}",
+          options.layout_pages, options.grid_seqs, options.layout_seqs));
+    }
+    PODSERVE_RETURN_IF_ERROR(enter());
+    batch_ = cuda::flatten_attention_batch(sequences, cache_shape.page_size,
+                                           fixed ? options.layout_seqs : 0);
+    cuda::HybridAttentionShape shape = batch_.shape(options.num_q_heads, cache_shape.num_kv_heads,
+                                                    cache_shape.head_dim, cache_shape.page_size);
+    shape.layout_decode_seqs = options.layout_seqs;
+    shape.grid_decode_seqs = options.grid_seqs;
+    PODSERVE_ASSIGN_OR_RETURN(plan_, cuda::plan_hybrid_attention(shape, device_shape_));
+    const std::size_t table_entries =
+        batch_.arrays.size() - 4 * static_cast<std::size_t>(batch_.stride);
+    if (fixed &&
+        table_entries > static_cast<std::size_t>(options.layout_seqs) * options.layout_pages) {
+      return invalid_argument(
+          fmt::format("attention: the batch's {} pages exceed the layout's {}", table_entries,
+                      std::int64_t{options.layout_seqs} * options.layout_pages));
+    }
+    const std::size_t array_capacity = fixed
+                                           ? (4 + static_cast<std::size_t>(options.layout_pages)) *
+                                                 options.layout_seqs * sizeof(std::int32_t)
+                                           : batch_.arrays.size() * sizeof(std::int32_t);
+    PODSERVE_RETURN_IF_ERROR(reserve_graph_scratch(workspace_, plan_.workspace_bytes));
+    PODSERVE_RETURN_IF_ERROR(reserve_graph_scratch(batch_arrays_, array_capacity));
+
+    // One staging area for both uploads; the previous uploads must have left it.
+    const std::size_t image_bytes = plan_.static_image.size();
+    const std::size_t array_bytes = batch_.arrays.size() * sizeof(std::int32_t);
+    PODSERVE_CHECK(cudaEventSynchronize(staging_done_));
+    if (staging_.bytes() < image_bytes + array_bytes) {
+      PODSERVE_ASSIGN_OR_RETURN(staging_, allocate_host(2 * (image_bytes + array_bytes)));
+    }
+    auto* staged = static_cast<std::byte*>(staging_.data());
+    if (image_bytes > 0) std::memcpy(staged, plan_.static_image.data(), image_bytes);
+    if (array_bytes > 0) std::memcpy(staged + image_bytes, batch_.arrays.data(), array_bytes);
+    if (image_bytes > 0) {
+      PODSERVE_CHECK(cudaMemcpyAsync(static_cast<char*>(workspace_.data()) + plan_.counters_bytes,
+                                     staged, image_bytes, cudaMemcpyHostToDevice, stream_));
+    }
+    if (array_bytes > 0) {
+      PODSERVE_CHECK(cudaMemcpyAsync(batch_arrays_.data(), staged + image_bytes, array_bytes,
+                                     cudaMemcpyHostToDevice, stream_));
+    }
+    PODSERVE_CHECK(cudaEventRecord(staging_done_, stream_));
+    prepared_q_heads_ = options.num_q_heads;
+    prepared_kv_heads_ = cache_shape.num_kv_heads;
+    prepared_head_dim_ = cache_shape.head_dim;
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  Status run_prepared_attention(const TensorView& q, const KvCacheView& cache, float scale,
+                                AttentionKind kind, const TensorView& out) override {
     constexpr std::string_view op = "attention";
     switch (kind) {
       case AttentionKind::kPod:
@@ -191,33 +326,19 @@ class CudaBackend final : public Backend {
       case AttentionKind::kCpu:
         return invalid_argument("attention: the cpu kind runs on the CPU backend only");
     }
+    if (!prepared_) return invalid_argument("attention: no batch prepared");
     PODSERVE_RETURN_IF_ERROR(
-        check_attention_batch(op, q, cache, sequences, scale, out, DType::kBF16));
-    if (sequences.empty()) return Status::Ok();
-    PODSERVE_RETURN_IF_ERROR(enter());
-    cuda::FlatAttentionBatch batch = cuda::flatten_attention_batch(sequences, cache.page_size);
-    const std::int32_t num_q_heads = static_cast<std::int32_t>(q.shape[1]);
-    const bool same_batch = batch_ready_ && batch == batch_ && num_q_heads == planned_q_heads_ &&
-                            cache.num_kv_heads == planned_kv_heads_ &&
-                            cache.head_dim == planned_head_dim_;
-    if (!same_batch) {
-      batch_ready_ = false;
-      PODSERVE_ASSIGN_OR_RETURN(
-          plan_, cuda::plan_hybrid_attention(
-                     batch.shape(num_q_heads, cache.num_kv_heads, cache.head_dim, cache.page_size),
-                     device_shape_));
-      PODSERVE_RETURN_IF_ERROR(workspace_.reserve(plan_.workspace_bytes));
-      PODSERVE_RETURN_IF_ERROR(cuda::upload_plan(plan_, workspace_.data(), stream_));
-      const std::size_t array_bytes = batch.arrays.size() * sizeof(std::int32_t);
-      PODSERVE_RETURN_IF_ERROR(batch_arrays_.reserve(array_bytes));
-      PODSERVE_CHECK(cudaMemcpyAsync(batch_arrays_.data(), batch.arrays.data(), array_bytes,
-                                     cudaMemcpyHostToDevice, stream_));
-      batch_ = std::move(batch);
-      planned_q_heads_ = num_q_heads;
-      planned_kv_heads_ = cache.num_kv_heads;
-      planned_head_dim_ = cache.head_dim;
-      batch_ready_ = true;
+        check_attention_tensors(op, q, cache, scale, out, DType::kBF16, prepared_extent_));
+    const auto num_q_heads = static_cast<std::int32_t>(q.shape[1]);
+    if (num_q_heads != prepared_q_heads_ || cache.num_kv_heads != prepared_kv_heads_ ||
+        cache.head_dim != prepared_head_dim_) {
+      return invalid_argument(fmt::format(
+          "attention: heads {}/{} and head_dim {} differ from the prepared batch's {}/{} and {}",
+          num_q_heads, cache.num_kv_heads, cache.head_dim, prepared_q_heads_, prepared_kv_heads_,
+          prepared_head_dim_));
     }
+    if (batch_.num_prefill + batch_.num_decode == 0) return Status::Ok();
+    PODSERVE_RETURN_IF_ERROR(enter());
     cuda::HybridAttentionParams params;
     params.q = q.data;
     params.out = out.data;
@@ -228,28 +349,68 @@ class CudaBackend final : public Backend {
     params.num_kv_heads = cache.num_kv_heads;
     params.head_dim = cache.head_dim;
     cuda::point_at_flat_arrays(params, static_cast<const std::int32_t*>(batch_arrays_.data()),
-                               batch_.num_prefill, batch_.num_decode);
+                               batch_.num_prefill, batch_.num_decode, batch_.stride);
     params.scale = scale;
-    PODSERVE_ASSIGN_OR_RETURN(const TimingEvents events, next_timing_events());
-    PODSERVE_CHECK(cudaEventRecord(events.start, stream_));
+    const bool timed = !capturing_;
+    TimingEvents events;
+    if (timed) {
+      PODSERVE_ASSIGN_OR_RETURN(events, next_timing_events());
+      PODSERVE_CHECK(cudaEventRecord(events.start, stream_));
+    }
     Status launched = invalid_argument("attention: unsupported kind");
-    switch (kind) {
-      case AttentionKind::kPod:
-        launched = cuda::run_pod(params, plan_, workspace_.data(), stream_);
-        break;
-      case AttentionKind::kSerial:
-        launched = cuda::run_serial(params, plan_, workspace_.data(), stream_);
-        break;
-      case AttentionKind::kStreams:
-        launched = cuda::run_streams(params, plan_, workspace_.data(), stream_, side_stream_);
-        break;
-      case AttentionKind::kCpu: break;
+    if (batch_.num_prefill == 0) {
+      // Decode-only: every kind is the standalone decode kernel. POD's fused launch has nothing
+      // to overlap here, and its CTAs carry the prefill tile's shared memory (fewer per SM).
+      launched = cuda::run_decode(params, plan_, workspace_.data(), stream_);
+    } else {
+      switch (kind) {
+        case AttentionKind::kPod:
+          launched = cuda::run_pod(params, plan_, workspace_.data(), stream_);
+          break;
+        case AttentionKind::kSerial:
+          launched = cuda::run_serial(params, plan_, workspace_.data(), stream_);
+          break;
+        case AttentionKind::kStreams:
+          launched = cuda::run_streams(params, plan_, workspace_.data(), stream_, side_stream_);
+          break;
+        case AttentionKind::kCpu: break;
+      }
     }
     PODSERVE_RETURN_IF_ERROR(launched);
-    PODSERVE_CHECK(cudaEventRecord(events.stop, stream_));
-    ++timed_calls_;
+    if (timed) {
+      PODSERVE_CHECK(cudaEventRecord(events.stop, stream_));
+      ++timed_calls_;
+    }
     return Status::Ok();
   }
+
+  Status sample(const TensorView& logits, const TensorView& rows, const TensorView& out) override {
+    PODSERVE_RETURN_IF_ERROR(check_sample(logits, rows, out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_sample(logits.data, logits.shape[0], logits.shape[1], rows.data,
+                               out.as<std::int32_t>(), stream_);
+  }
+
+  bool supports_graphs() const override { return true; }
+
+  Result<std::unique_ptr<BackendGraph>> capture(const std::function<Status()>& body) override {
+    PODSERVE_RETURN_IF_ERROR(enter());
+    PODSERVE_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+    const Status recorded = body();
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    PODSERVE_RETURN_IF_ERROR(recorded);
+    PODSERVE_CHECK(ended);
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    PODSERVE_CHECK(instantiated);
+    return std::unique_ptr<BackendGraph>(std::make_unique<CudaGraph>(exec, stream_, device_));
+  }
+
+  std::uint64_t graph_generation() const override { return graph_generation_; }
 
   Result<double> take_attention_seconds() override {
     PODSERVE_RETURN_IF_ERROR(enter());
@@ -303,17 +464,62 @@ class CudaBackend final : public Backend {
     return Status::Ok();
   }
 
+  // The rope kernels keep a head's cos/sin table in shared memory: head dims up to 512.
+  static Status check_rope_head_dim(std::string_view op, std::int64_t head_dim) {
+    if (head_dim <= 512) return Status::Ok();
+    return invalid_argument(
+        fmt::format("{}: head_dim {} exceeds the CUDA kernels' 512", op, head_dim));
+  }
+
+  // y = x @ w^T + beta * y through cuBLAS (bf16 in and out, fp32 accumulation).
+  Status gemm(std::string_view op, const TensorView& x, const TensorView& w, const TensorView& y,
+              float beta) {
+    PODSERVE_RETURN_IF_ERROR(check_matmul(x, w, y, DType::kBF16));
+    const std::int64_t m = x.shape[0], k = x.shape[1], n = w.shape[0];
+    if (m == 0 || n == 0) return Status::Ok();
+    if (std::max({m, n, k}) > INT32_MAX) {
+      return invalid_argument(
+          fmt::format("{}: {} x {} x {} exceeds cuBLAS's int extents", op, m, n, k));
+    }
+    PODSERVE_RETURN_IF_ERROR(enter());
+    // Row-major y [M, N] = x [M, K] . w^T is column-major y^T [N, M] = w^T(col-major: w [K, N]
+    // transposed) . x^T: op(A) = A^T with A = w as a column-major [K, N] matrix.
+    const float alpha = 1.0f;
+    PODSERVE_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                static_cast<int>(m), static_cast<int>(k), &alpha, w.data,
+                                CUDA_R_16BF, static_cast<int>(k), x.data, CUDA_R_16BF,
+                                static_cast<int>(k), &beta, y.data, CUDA_R_16BF,
+                                static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return Status::Ok();
+  }
+
+  // Grows scratch that captured graphs read; moving it makes those graphs stale.
+  Status reserve_graph_scratch(DeviceScratch& scratch, std::size_t bytes) {
+    const void* before = scratch.data();
+    PODSERVE_RETURN_IF_ERROR(scratch.reserve(bytes));
+    if (before != nullptr && scratch.data() != before) ++graph_generation_;
+    return Status::Ok();
+  }
+
+  static constexpr std::size_t kCublasWorkspaceBytes = std::size_t{32} << 20;
+
   int device_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cudaStream_t side_stream_ = nullptr;  // attention kind kStreams: the decode side
   cublasHandle_t cublas_ = nullptr;
   cuda::DeviceShape device_shape_;
-  // The last attention batch: planned and uploaded once, reused by every layer of a forward pass.
+  // The prepared attention batch: planned and uploaded once, run by every layer of a forward pass.
   cuda::FlatAttentionBatch batch_;
-  bool batch_ready_ = false;
-  std::int32_t planned_q_heads_ = 0, planned_kv_heads_ = 0, planned_head_dim_ = 0;
+  bool prepared_ = false;
+  std::int64_t prepared_extent_ = 0;  // rows of q the batch reaches
+  std::int32_t prepared_q_heads_ = 0, prepared_kv_heads_ = 0, prepared_head_dim_ = 0;
   cuda::HybridAttentionPlan plan_;
+  DeviceBuffer staging_;                // pinned: the plan image, then the batch arrays
+  cudaEvent_t staging_done_ = nullptr;  // the uploads from staging_ have been read
+  DeviceScratch cublas_workspace_;
+  bool capturing_ = false;  // inside capture(): no timing events
+  std::uint64_t graph_generation_ = 0;
   DeviceScratch workspace_;     // plan_.workspace_bytes
   DeviceScratch batch_arrays_;  // batch_.arrays
   DeviceScratch gather_rows_;   // gather_rows: the row indices

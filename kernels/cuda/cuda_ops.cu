@@ -77,38 +77,97 @@ __global__ void add_kernel(const bf16* a, const bf16* b, bf16* out, std::int64_t
   }
 }
 
-// out = silu(gate) * up, elementwise.
-__global__ void silu_mul_kernel(const bf16* gate, const bf16* up, bf16* out, std::int64_t n) {
+// out = silu(gate) * up with gate, up the two halves of each gate_up row.
+// gate_up [M, 2F]; out [M, F]; n = M * F
+__global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, std::int64_t n, std::int64_t f) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const float g = __bfloat162float(gate[i]);
-    out[i] = __float2bfloat16(g / (1.0f + expf(-g)) * __bfloat162float(up[i]));
+    const std::int64_t row = i / f, col = i % f;
+    const float g = __bfloat162float(gate_up[row * 2 * f + col]);
+    const float u = __bfloat162float(gate_up[row * 2 * f + f + col]);
+    out[i] = __float2bfloat16(g / (1.0f + expf(-g)) * u);
   }
 }
 
-// One block per token: rotate-half on its q and k heads in place. Angles in double, as the CPU
-// backend computes them (positions reach tens of thousands of radians).
+// cos and sin of position * theta^(-2i/D) for i < D/2 into shared arrays, once per token for all
+// its heads. Angles in double, as the CPU backend computes them (positions reach tens of
+// thousands of radians). Ends with a barrier.
+__device__ void rope_table(double position, int dim, double theta, float* cos_s, float* sin_s) {
+  for (int i = static_cast<int>(threadIdx.x); i < dim / 2; i += static_cast<int>(blockDim.x)) {
+    double sin_angle = 0.0, cos_angle = 0.0;
+    sincos(position * pow(theta, -2.0 * i / dim), &sin_angle, &cos_angle);
+    cos_s[i] = static_cast<float>(cos_angle);
+    sin_s[i] = static_cast<float>(sin_angle);
+  }
+  __syncthreads();
+}
+
+// Rotate-half of one (x0, x1) pair by (c, s).
+__device__ __forceinline__ void rotate_pair(bf16* dst0, bf16* dst1, float x0, float x1, float c,
+                                            float s) {
+  *dst0 = __float2bfloat16(x0 * c - x1 * s);
+  *dst1 = __float2bfloat16(x1 * c + x0 * s);
+}
+
+constexpr int kMaxRopeHalf = 256;  // head dims up to 512
+
+// One block per token: its q heads rotated into q_out, its k heads rotated and its v heads copied
+// into the token's cache slot (none for slot -1).
+// qkv [T, (Hq + 2 Hkv) * D]; q_out [T, Hq, D]; cache [num_pages, 2, page_size, Hkv * D]
+__global__ void rope_append_kernel(const bf16* qkv, const std::int32_t* positions,
+                                   const std::int32_t* slots, bf16* cache, bf16* q_out,
+                                   int num_q_heads, int num_kv_heads, int dim, int page_size,
+                                   double theta) {
+  const std::int64_t t = blockIdx.x;
+  const int half = dim / 2;
+  const std::int64_t kv_row = static_cast<std::int64_t>(num_kv_heads) * dim;
+  const bf16* row = qkv + t * (static_cast<std::int64_t>(num_q_heads) * dim + 2 * kv_row);
+  const int slot = slots[t];
+  bf16* k_dst = nullptr;
+  if (slot >= 0) {
+    const std::int64_t page = slot / page_size, offset = slot % page_size;
+    k_dst = cache + (page * 2 * page_size + offset) * kv_row;  // [Hkv * D]; V at + page_size rows
+  }
+  __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
+  rope_table(positions[t], dim, theta, cos_s, sin_s);
+  const int pairs = (num_q_heads + num_kv_heads) * half;
+  for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
+    const int head = p / half;
+    const int i = p % half;
+    const bf16* src = row + static_cast<std::int64_t>(head) * dim;  // k heads follow the q heads
+    bf16* dst;
+    if (head < num_q_heads) {
+      dst = q_out + (t * num_q_heads + head) * dim;
+    } else if (k_dst != nullptr) {
+      dst = k_dst + static_cast<std::int64_t>(head - num_q_heads) * dim;
+    } else {
+      continue;
+    }
+    rotate_pair(dst + i, dst + i + half, __bfloat162float(src[i]), __bfloat162float(src[i + half]),
+                cos_s[i], sin_s[i]);
+  }
+  if (k_dst == nullptr) return;
+  const bf16* v_src = row + static_cast<std::int64_t>(num_q_heads) * dim + kv_row;
+  bf16* v_dst = k_dst + page_size * kv_row;
+  for (std::int64_t c = threadIdx.x; c < kv_row; c += blockDim.x) v_dst[c] = v_src[c];
+}
+
+// One block per token: rotate-half on its q and k heads in place.
 // q [T, Hq, D]; k [T, Hkv, D]; positions [T]
 __global__ void rope_kernel(bf16* q, bf16* k, const std::int32_t* positions, int num_q_heads,
                             int num_kv_heads, int dim, double theta) {
   const std::int64_t t = blockIdx.x;
   const int half = dim / 2;
-  const double position = positions[t];
+  __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
+  rope_table(positions[t], dim, theta, cos_s, sin_s);
   const int pairs = (num_q_heads + num_kv_heads) * half;
   for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
     const int head = p / half;
     const int i = p % half;
     bf16* row = head < num_q_heads ? q + (t * num_q_heads + head) * dim
                                    : k + (t * num_kv_heads + head - num_q_heads) * dim;
-    const double angle = position * pow(theta, -2.0 * i / dim);
-    double sin_angle = 0.0, cos_angle = 0.0;
-    sincos(angle, &sin_angle, &cos_angle);
-    const float c = static_cast<float>(cos_angle);
-    const float s = static_cast<float>(sin_angle);
-    const float x0 = __bfloat162float(row[i]);
-    const float x1 = __bfloat162float(row[i + half]);
-    row[i] = __float2bfloat16(x0 * c - x1 * s);
-    row[i + half] = __float2bfloat16(x1 * c + x0 * s);
+    rotate_pair(row + i, row + i + half, __bfloat162float(row[i]), __bfloat162float(row[i + half]),
+                cos_s[i], sin_s[i]);
   }
 }
 
@@ -117,6 +176,7 @@ __global__ void rope_kernel(bf16* q, bf16* k, const std::int32_t* positions, int
 __global__ void kv_append_kernel(const bf16* k, const bf16* v, const std::int32_t* slots,
                                  bf16* cache, std::int64_t row, int page_size) {
   const std::int64_t t = blockIdx.x;
+  if (slots[t] < 0) return;  // a padding row
   const std::int64_t page = slots[t] / page_size;
   const std::int64_t offset = slots[t] % page_size;
   bf16* k_dst = cache + (page * 2 * page_size + offset) * row;
@@ -157,10 +217,19 @@ Status launch_add(const void* a, const void* b, void* out, std::int64_t n, void*
                 n);
 }
 
-Status launch_silu_mul(const void* gate, const void* up, void* out, std::int64_t n, void* stream) {
-  return launch(silu_mul_kernel, grid_for(n), kThreads, static_cast<cudaStream_t>(stream),
-                static_cast<const bf16*>(gate), static_cast<const bf16*>(up),
-                static_cast<bf16*>(out), n);
+Status launch_silu_mul(const void* gate_up, void* out, std::int64_t rows, std::int64_t f,
+                       void* stream) {
+  return launch(silu_mul_kernel, grid_for(rows * f), kThreads, static_cast<cudaStream_t>(stream),
+                static_cast<const bf16*>(gate_up), static_cast<bf16*>(out), rows * f, f);
+}
+
+Status launch_rope_append(const void* qkv, const std::int32_t* positions, const std::int32_t* slots,
+                          void* cache, void* q_out, std::int64_t tokens, int num_q_heads,
+                          int num_kv_heads, int head_dim, int page_size, double theta,
+                          void* stream) {
+  return launch(rope_append_kernel, tokens, kThreads, static_cast<cudaStream_t>(stream),
+                static_cast<const bf16*>(qkv), positions, slots, static_cast<bf16*>(cache),
+                static_cast<bf16*>(q_out), num_q_heads, num_kv_heads, head_dim, page_size, theta);
 }
 
 Status launch_rope(void* q, void* k, const std::int32_t* positions, std::int64_t tokens,

@@ -18,17 +18,29 @@ Status launch_rms_norm(const void* x, const void* weight, void* out, std::int64_
                        std::int64_t dim, float eps, void* stream);
 // out = a + b, elementwise over n values (out may alias a or b).
 Status launch_add(const void* a, const void* b, void* out, std::int64_t n, void* stream);
-// out = silu(gate) * up, elementwise over n values.
-Status launch_silu_mul(const void* gate, const void* up, void* out, std::int64_t n, void* stream);
+// out = silu(gate) * up over the halves of gate_up.  gate_up [rows, 2F]; out [rows, F]
+Status launch_silu_mul(const void* gate_up, void* out, std::int64_t rows, std::int64_t f,
+                       void* stream);
+// q rotated into q_out, k rotated and v copied into their cache slots (slot -1: skipped).
+// qkv [tokens, (Hq + 2 Hkv) * D]; q_out [tokens, Hq, D]; cache [num_pages, 2, page_size, Hkv, D]
+Status launch_rope_append(const void* qkv, const std::int32_t* positions, const std::int32_t* slots,
+                          void* cache, void* q_out, std::int64_t tokens, int num_q_heads,
+                          int num_kv_heads, int head_dim, int page_size, double theta,
+                          void* stream);
 // Rotate-half rotary embedding in place.  q [tokens, Hq, D]; k [tokens, Hkv, D]; positions [tokens]
 Status launch_rope(void* q, void* k, const std::int32_t* positions, std::int64_t tokens,
                    int num_q_heads, int num_kv_heads, int head_dim, double theta, void* stream);
-// K and V rows into their slots (page * page_size + offset).  k, v [tokens, row];
-// cache [num_pages, 2, page_size, row] (row = Hkv * D)
+// K and V rows into their slots (page * page_size + offset; negative: a padding row, skipped).  k,
+// v [tokens, row]; cache [num_pages, 2, page_size, row] (row = Hkv * D)
 Status launch_kv_append(const void* k, const void* v, const std::int32_t* slots, void* cache,
                         std::int64_t tokens, std::int64_t row, int page_size, void* stream);
 // out[i, :] = x[rows[i], :].  x [M, cols]; rows [count]; out [count, cols]
 Status launch_gather_rows(const void* x, const std::int32_t* rows, void* out, std::int64_t count,
                           std::int64_t cols, void* stream);
+
+// One token per row by the sampling contract (kernels/sampler.h; kernels/cuda/sample_cuda.cu).
+// logits [rows, vocab] bf16; params [rows] SamplingRow; out [rows] (-1: no token)
+Status launch_sample(const void* logits, std::int64_t rows, std::int64_t vocab, const void* params,
+                     std::int32_t* out, void* stream);
 
 }  // namespace podserve::cuda

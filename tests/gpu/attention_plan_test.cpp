@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -209,6 +210,70 @@ TEST(AttentionPlan, CtasPerSmAndTileRowsHeuristic) {
 // Interleaved prefill chunks and decodes: prefills first then decodes, each in list order; the
 // arrays hold each sequence's offset, C, P and page-table offset, and the flat table only the
 // pages its context needs (a longer table is cut). A chunk of one token counts as a decode.
+// Fixed layouts (CUDA graphs): every decode batch up to layout_decode_seqs gets the same offsets
+// and workspace size; the launch bounds cover the grid's sequences; the image carries the batch's
+// item counts; the work items are those of the exact plan. Random batches, seed fixed.
+TEST(AttentionPlan, FixedLayoutsKeepTheirOffsetsAndCarryTheCounts) {
+  std::mt19937 rng(2024);
+  for (const auto& [hq, hkv] : std::vector<std::pair<int, int>>{{32, 8}, {8, 8}, {28, 4}}) {
+    const DeviceShape device{132};
+    const int layout = 64;
+    std::size_t workspace_bytes = 0, decode_items_offset = 0, merge_items_offset = 0;
+    for (int trial = 0; trial < 40; ++trial) {
+      const int batch = 1 + static_cast<int>(rng() % layout);
+      const int grid = batch + static_cast<int>(rng() % (layout - batch + 1));
+      std::vector<int> cached(static_cast<std::size_t>(batch));
+      for (int& p : cached) p = static_cast<int>(rng() % 20000);
+      const std::vector<int> none;
+      HybridAttentionShape shape = make_shape(hq, hkv, 128, none, none, cached);
+      auto exact = plan_hybrid_attention(shape, device);
+      ASSERT_TRUE(exact.ok()) << exact.status().to_string();
+      shape.layout_decode_seqs = layout;
+      shape.grid_decode_seqs = grid;
+      auto fixed = plan_hybrid_attention(shape, device);
+      ASSERT_TRUE(fixed.ok()) << fixed.status().to_string();
+      if (trial == 0) {
+        workspace_bytes = fixed->workspace_bytes;
+        decode_items_offset = fixed->decode_items_offset;
+        merge_items_offset = fixed->merge_items_offset;
+      }
+      EXPECT_EQ(fixed->workspace_bytes, workspace_bytes);
+      EXPECT_EQ(fixed->decode_items_offset, decode_items_offset);
+      EXPECT_EQ(fixed->merge_items_offset, merge_items_offset);
+      ASSERT_EQ(fixed->decode_items.size(), exact->decode_items.size());
+      for (std::size_t i = 0; i < exact->decode_items.size(); ++i) {
+        const DecodeWorkItem& a = fixed->decode_items[i];
+        const DecodeWorkItem& b = exact->decode_items[i];
+        EXPECT_TRUE(a.seq == b.seq && a.kv_head == b.kv_head && a.kv_begin == b.kv_begin &&
+                    a.kv_end == b.kv_end)
+            << "item " << i;
+      }
+      EXPECT_EQ(fixed->merge_items.size(), exact->merge_items.size());
+      EXPECT_GE(fixed->decode_item_bound, static_cast<int>(exact->decode_items.size()));
+      EXPECT_EQ(fixed->merge_item_bound, grid * hkv);
+      EXPECT_EQ(fixed->decode_ctas, (fixed->decode_item_bound + kWarpsPerCta - 1) / kWarpsPerCta);
+      ASSERT_GT(fixed->counts_offset, 0u);
+      std::int32_t counts[2];
+      std::memcpy(counts,
+                  fixed->static_image.data() + (fixed->counts_offset - fixed->counters_bytes),
+                  sizeof(counts));
+      EXPECT_EQ(counts[0], static_cast<std::int32_t>(exact->decode_items.size()));
+      EXPECT_EQ(counts[1], static_cast<std::int32_t>(exact->merge_items.size()));
+      EXPECT_EQ(exact->counts_offset, 0u);
+    }
+  }
+  // A prefill in a fixed layout, or a batch beyond its grid, is an error.
+  const std::vector<int> chunk = {64}, prefix = {0}, one_decode = {100}, three = {1, 2, 3}, none;
+  HybridAttentionShape mixed = make_shape(32, 8, 128, chunk, prefix, one_decode);
+  mixed.layout_decode_seqs = 8;
+  mixed.grid_decode_seqs = 8;
+  EXPECT_FALSE(plan_hybrid_attention(mixed, DeviceShape{132}).ok());
+  HybridAttentionShape over = make_shape(32, 8, 128, none, none, three);
+  over.layout_decode_seqs = 8;
+  over.grid_decode_seqs = 2;
+  EXPECT_FALSE(plan_hybrid_attention(over, DeviceShape{132}).ok());
+}
+
 TEST(FlattenAttentionBatch, PrefillsFirstThenDecodesWithTheirPagesOnly) {
   const std::vector<std::int32_t> table_a = {7, 3, 9};     // decode: P=20, context 21: 2 pages
   const std::vector<std::int32_t> table_b = {1, 2, 4, 5};  // prefill: C=5 after P=11: 1 page
@@ -231,7 +296,8 @@ TEST(FlattenAttentionBatch, PrefillsFirstThenDecodesWithTheirPagesOnly) {
   EXPECT_EQ(batch.arrays, expected);
   // The launch parameters read the same layout: decode a's row, context and pages through them.
   HybridAttentionParams params;
-  point_at_flat_arrays(params, batch.arrays.data(), batch.num_prefill, batch.num_decode);
+  point_at_flat_arrays(params, batch.arrays.data(), batch.num_prefill, batch.num_decode,
+                       batch.stride);
   EXPECT_EQ(params.num_prefill_seqs, 2);
   EXPECT_EQ(params.num_decode_seqs, 2);
   EXPECT_EQ(params.query_offsets[2], 0);

@@ -546,6 +546,26 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaMatmulTest,
                            return matmul_name(info.param);
                          });
 
+TEST_F(CudaBackendTest, MatmulAddMatchesCpu) {
+  SCOPED_TRACE(trace_);
+  for (const MatmulShape& shape :
+       {MatmulShape{1, 4096, 4096}, MatmulShape{37, 200, 64}, MatmulShape{128, 4096, 1024}}) {
+    const auto [m, n, k] = shape;
+    const float a = 3.0f / std::sqrt(static_cast<float>(k));
+    const std::vector<float> x_values = random_values(numel_of({m, k}));
+    const std::vector<float> w_values = random_values(numel_of({n, k}), -a, a);
+    ASSERT_OK_AND_ASSIGN(Mirrored x, mirror({m, k}, x_values));
+    ASSERT_OK_AND_ASSIGN(Mirrored w, mirror({n, k}, w_values));
+    ASSERT_OK_AND_ASSIGN(Mirrored y, mirror({m, n}, random_values(numel_of({m, n}), -4, 4)));
+    ASSERT_STATUS_OK(cpu_->matmul_add(x.cpu, w.cpu, y.cpu));
+    ASSERT_STATUS_OK(cuda_->matmul_add(x.cuda, w.cuda, y.cuda));
+    ASSERT_OK_AND_ASSIGN(const std::vector<float> want, read_cpu(y));
+    ASSERT_OK_AND_ASSIGN(const std::vector<float> got, read_cuda(y));
+    const double slack = 2e-3 * std::sqrt(static_cast<double>(k)) * rms(x_values) * rms(w_values);
+    expect_close(got, want, slack + 4e-2, 1e-2, "matmul_add " + matmul_name(shape));
+  }
+}
+
 TEST_F(CudaBackendTest, AddMatchesCpuWithAndWithoutAliasing) {
   SCOPED_TRACE(trace_);
   const std::vector<std::vector<std::int64_t>> shapes = {{37, 4096}, {3, 8, 64}, {1001}};
@@ -577,14 +597,13 @@ TEST_F(CudaBackendTest, SiluMulMatchesCpu) {
   for (const auto& [rows, cols] : std::vector<Dims>{{1, 1024}, {45, 1000}, {37, 2752}, {3, 7}}) {
     const std::string what =
         "silu_mul [" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
-    ASSERT_OK_AND_ASSIGN(Mirrored gate,
-                         mirror({rows, cols}, random_values(numel_of({rows, cols}), -8, 8)));
-    ASSERT_OK_AND_ASSIGN(Mirrored up,
-                         mirror({rows, cols}, random_values(numel_of({rows, cols}), -2, 2)));
+    ASSERT_OK_AND_ASSIGN(
+        Mirrored gate_up,
+        mirror({rows, 2 * cols}, random_values(numel_of({rows, 2 * cols}), -8, 8)));
     ASSERT_OK_AND_ASSIGN(Mirrored out, mirror({rows, cols}, {}));
     ASSERT_STATUS_OK(poison(out));
-    ASSERT_STATUS_OK(cpu_->silu_mul(gate.cpu, up.cpu, out.cpu));
-    ASSERT_STATUS_OK(cuda_->silu_mul(gate.cuda, up.cuda, out.cuda));
+    ASSERT_STATUS_OK(cpu_->silu_mul(gate_up.cpu, out.cpu));
+    ASSERT_STATUS_OK(cuda_->silu_mul(gate_up.cuda, out.cuda));
     ASSERT_OK_AND_ASSIGN(const std::vector<float> want, read_cpu(out));
     ASSERT_OK_AND_ASSIGN(const std::vector<float> got, read_cuda(out));
     expect_close(got, want, 2e-2, 2e-2, what);
@@ -624,6 +643,59 @@ TEST_P(CudaRopeTest, MatchesCpuAtPositionsUpTo16K) {
   ASSERT_OK_AND_ASSIGN(const std::vector<float> got_k, read_cuda(k));
   expect_close(got_q, want_q, 2e-2, 2e-2, c.name + " q");
   expect_close(got_k, want_k, 2e-2, 2e-2, c.name + " k");
+}
+
+// The fused q/k/v step: q rotated out of the fused rows, k rotated and v copied into the cache
+// slots; a padding row (slot -1) writes no K/V.
+TEST_P(CudaRopeTest, RopeAppendMatchesCpu) {
+  SCOPED_TRACE(trace_);
+  const RopeCase& c = GetParam();
+  constexpr std::int64_t kTokens = 40;
+  constexpr std::int32_t kPages = 8;
+  std::vector<std::int32_t> positions(kTokens), slots(kTokens);
+  std::vector<std::int32_t> free_slots(kPages * kPageSize);
+  std::iota(free_slots.begin(), free_slots.end(), 0);
+  std::shuffle(free_slots.begin(), free_slots.end(), rng_);
+  for (std::int64_t t = 0; t < kTokens; ++t) {
+    positions[t] = static_cast<std::int32_t>(rng_() % 16384);
+    slots[t] = t % 7 == 3 ? -1 : free_slots[static_cast<std::size_t>(t)];
+  }
+  const std::int64_t width = (c.num_q_heads + 2 * c.num_kv_heads) * c.head_dim;
+  ASSERT_OK_AND_ASSIGN(Mirrored qkv, mirror({kTokens, width}, random_values(kTokens * width)));
+  ASSERT_OK_AND_ASSIGN(Mirrored q, mirror({kTokens, c.num_q_heads, c.head_dim}, {}));
+  ASSERT_OK_AND_ASSIGN(Mirrored cache,
+                       mirror({kPages, 2, kPageSize, c.num_kv_heads, c.head_dim}, {}));
+  ASSERT_STATUS_OK(poison(q));
+  ASSERT_STATUS_OK(poison(cache));
+  ASSERT_OK_AND_ASSIGN(Mirrored pos, mirror_indices(positions));
+  ASSERT_OK_AND_ASSIGN(Mirrored slot, mirror_indices(slots));
+  KvCacheView cpu_cache{cache.cpu.data,
+                        DType::kF32,
+                        kPages,
+                        kPageSize,
+                        static_cast<std::int32_t>(c.num_kv_heads),
+                        static_cast<std::int32_t>(c.head_dim)};
+  KvCacheView cuda_cache = cpu_cache;
+  cuda_cache.data = cache.cuda.data;
+  cuda_cache.dtype = DType::kBF16;
+  ASSERT_STATUS_OK(cpu_->rope_append(qkv.cpu, pos.cpu, slot.cpu, c.theta, cpu_cache, q.cpu));
+  ASSERT_STATUS_OK(cuda_->rope_append(qkv.cuda, pos.cuda, slot.cuda, c.theta, cuda_cache, q.cuda));
+  ASSERT_OK_AND_ASSIGN(const std::vector<float> want_q, read_cpu(q));
+  ASSERT_OK_AND_ASSIGN(const std::vector<float> got_q, read_cuda(q));
+  ASSERT_OK_AND_ASSIGN(const std::vector<float> want_cache, read_cpu(cache));
+  ASSERT_OK_AND_ASSIGN(const std::vector<float> got_cache, read_cuda(cache));
+  expect_close(got_q, want_q, 2e-2, 2e-2, c.name + " q");
+  // NaN poison must stay exactly where the reference left it (padding rows, unused slots); the
+  // written elements must match.
+  std::vector<float> got_written, want_written;
+  for (std::size_t i = 0; i < want_cache.size(); ++i) {
+    ASSERT_EQ(std::isnan(got_cache[i]), std::isnan(want_cache[i])) << c.name << " cache " << i;
+    if (std::isnan(want_cache[i])) continue;
+    got_written.push_back(got_cache[i]);
+    want_written.push_back(want_cache[i]);
+  }
+  ASSERT_FALSE(want_written.empty());
+  expect_close(got_written, want_written, 2e-2, 2e-2, c.name + " cache");
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRopeTest,
@@ -679,6 +751,129 @@ TEST_F(CudaBackendTest, KvAppendWritesExactlyItsSlots) {
                             shape.num_kv_heads * shape.head_dim)
         << what << ": the reference left the wrong number of slots untouched";
     expect_bitwise_equal(got, want, what);
+  }
+}
+
+// sample(): the CUDA kernel against the CPU sampler (kernels/sampler.h) on identical logits.
+class CudaSampleTest : public CudaBackendTest {
+ protected:
+  struct Sampled {
+    std::vector<std::int32_t> cpu, cuda;
+  };
+  Result<Sampled> sample_both(const Mirrored& logits, const std::vector<SamplingRow>& rows) {
+    const auto n = static_cast<std::int64_t>(rows.size());
+    const std::size_t row_bytes = rows.size() * sizeof(SamplingRow);
+    PODSERVE_ASSIGN_OR_RETURN(DeviceBuffer cpu_rows, cpu_->allocate(row_bytes));
+    PODSERVE_ASSIGN_OR_RETURN(DeviceBuffer cuda_rows, cuda_->allocate(row_bytes));
+    PODSERVE_RETURN_IF_ERROR(cpu_->copy_to_device(cpu_rows.data(), rows.data(), row_bytes));
+    PODSERVE_RETURN_IF_ERROR(cuda_->copy_to_device(cuda_rows.data(), rows.data(), row_bytes));
+    PODSERVE_ASSIGN_OR_RETURN(DeviceBuffer cpu_out, cpu_->allocate(rows.size() * 4));
+    PODSERVE_ASSIGN_OR_RETURN(DeviceBuffer cuda_out, cuda_->allocate(rows.size() * 4));
+    PODSERVE_RETURN_IF_ERROR(cpu_->sample(logits.cpu, cpu_rows.view(DType::kI32, {n, 6}),
+                                          cpu_out.view(DType::kI32, {n})));
+    PODSERVE_RETURN_IF_ERROR(cuda_->sample(logits.cuda, cuda_rows.view(DType::kI32, {n, 6}),
+                                           cuda_out.view(DType::kI32, {n})));
+    Sampled out{std::vector<std::int32_t>(rows.size()), std::vector<std::int32_t>(rows.size())};
+    PODSERVE_RETURN_IF_ERROR(cpu_->copy_to_host(out.cpu.data(), cpu_out.data(), rows.size() * 4));
+    PODSERVE_RETURN_IF_ERROR(
+        cuda_->copy_to_host(out.cuda.data(), cuda_out.data(), rows.size() * 4));
+    return out;
+  }
+};
+
+TEST_F(CudaSampleTest, GreedyMatchesCpuExactlyWithTiesAndNaN) {
+  SCOPED_TRACE(trace_);
+  constexpr std::int64_t kRows = 24;
+  for (const std::int64_t vocab :
+       {std::int64_t{128256}, std::int64_t{32000}, std::int64_t{1000}, std::int64_t{7}}) {
+    // bf16 values in [-8, 8]: a large vocabulary has many ties at its maximum.
+    std::vector<float> values = random_values(kRows * vocab, -8, 8);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (std::int64_t r = 0; r < kRows; r += 3) values[r * vocab + rng_() % vocab] = nan;
+    for (std::int64_t i = 0; i < vocab; ++i) values[(kRows - 1) * vocab + i] = nan;  // no token
+    values[(kRows - 2) * vocab + vocab - 1] = 100.0f;  // the last id wins alone
+    ASSERT_OK_AND_ASSIGN(Mirrored logits, mirror({kRows, vocab}, values));
+    std::vector<SamplingRow> rows(kRows);  // temperature 0: greedy
+    ASSERT_OK_AND_ASSIGN(const Sampled got, sample_both(logits, rows));
+    EXPECT_EQ(got.cuda, got.cpu) << "vocab " << vocab;
+    EXPECT_EQ(got.cuda[kRows - 1], -1);
+    EXPECT_EQ(got.cuda[kRows - 2], vocab - 1);
+  }
+}
+
+// Same contract, same logits: the draws agree except where the two libm's last bits decide a
+// near-tie (rare: both compute exp/log in fp32 to within an ulp or two).
+TEST_F(CudaSampleTest, TemperatureAndTopPAgreeWithCpu) {
+  SCOPED_TRACE(trace_);
+  constexpr std::int64_t kRows = 96, kVocab = 32000;
+  ASSERT_OK_AND_ASSIGN(Mirrored logits,
+                       mirror({kRows, kVocab}, random_values(kRows * kVocab, -6, 6)));
+  int agree = 0, total = 0;
+  for (const float temperature : {0.5f, 1.0f, 1.7f}) {
+    for (const float top_p : {1.0f, 0.95f, 0.6f, 0.05f}) {
+      std::vector<SamplingRow> rows(kRows);
+      for (std::int64_t r = 0; r < kRows; ++r) {
+        rows[r].temperature = temperature;
+        rows[r].top_p = top_p;
+        rows[r].seed = rng_();
+        rows[r].generated_index = static_cast<std::int32_t>(rng_() % 4096);
+      }
+      ASSERT_OK_AND_ASSIGN(const Sampled got, sample_both(logits, rows));
+      for (std::int64_t r = 0; r < kRows; ++r) {
+        ASSERT_GE(got.cuda[r], 0);
+        ASSERT_LT(got.cuda[r], kVocab);
+        agree += got.cuda[r] == got.cpu[r];
+        ++total;
+      }
+    }
+  }
+  EXPECT_GE(agree, total * 97 / 100) << agree << " of " << total << " draws agree";
+}
+
+// The GPU draws follow softmax(logits / T) over the nucleus: Pearson's chi-square over 40,000
+// rows that differ only in generated_index (4 or 1 degrees of freedom; bound past the 1e-6 tail).
+TEST_F(CudaSampleTest, DrawsFollowTheNucleusDistribution) {
+  SCOPED_TRACE(trace_);
+  constexpr std::int64_t kDraws = 40000;
+  struct Case {
+    std::vector<double> probs;
+    float temperature, top_p;
+    std::size_t kept;  // tokens in the nucleus (ids 0 .. kept-1, probabilities falling)
+  };
+  for (const Case& c : {Case{{0.5, 0.2, 0.15, 0.1, 0.05}, 1.0f, 1.0f, 5},
+                        Case{{0.5, 0.2, 0.15, 0.1, 0.05}, 0.7f, 1.0f, 5},
+                        Case{{0.4, 0.3, 0.2, 0.1}, 1.0f, 0.6f, 2}}) {
+    const auto vocab = static_cast<std::int64_t>(c.probs.size());
+    std::vector<float> row;
+    for (const double p : c.probs) row.push_back(round_to_bf16(static_cast<float>(std::log(p))));
+    std::vector<double> expected(c.kept);
+    double total = 0.0;
+    for (std::size_t i = 0; i < c.kept; ++i)
+      total += expected[i] = std::exp(row[i] / c.temperature);
+    for (double& e : expected) e /= total;
+    std::vector<float> values;
+    for (std::int64_t r = 0; r < kDraws; ++r) values.insert(values.end(), row.begin(), row.end());
+    ASSERT_OK_AND_ASSIGN(Mirrored logits, mirror({kDraws, vocab}, values));
+    std::vector<SamplingRow> rows(kDraws);
+    for (std::int64_t r = 0; r < kDraws; ++r) {
+      rows[r].temperature = c.temperature;
+      rows[r].top_p = c.top_p;
+      rows[r].seed = 77;
+      rows[r].generated_index = static_cast<std::int32_t>(r);
+    }
+    ASSERT_OK_AND_ASSIGN(const Sampled got, sample_both(logits, rows));
+    std::vector<int> counts(c.kept, 0);
+    for (const std::int32_t token : got.cuda) {
+      ASSERT_GE(token, 0);
+      ASSERT_LT(token, static_cast<std::int32_t>(c.kept)) << "a token outside the nucleus";
+      ++counts[static_cast<std::size_t>(token)];
+    }
+    double chi_square = 0.0;
+    for (std::size_t i = 0; i < c.kept; ++i) {
+      const double e = expected[i] * kDraws;
+      chi_square += (counts[i] - e) * (counts[i] - e) / e;
+    }
+    EXPECT_LT(chi_square, 40.0) << "T " << c.temperature << " top_p " << c.top_p;
   }
 }
 

@@ -135,7 +135,7 @@ Script hybrid_script(const ModelConfig& config, std::mt19937_64& rng) {
 Result<std::vector<float>> run_script(LlamaModel& model, const Script& script) {
   std::vector<float> logits;
   for (const BatchPlan& plan : script.plans) {
-    PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> rows, model.forward(plan));
+    PODSERVE_ASSIGN_OR_RETURN(const std::vector<float> rows, model.forward_logits(plan));
     logits.insert(logits.end(), rows.begin(), rows.end());
   }
   return logits;
@@ -308,6 +308,126 @@ TEST_F(CudaModelTest, TensorParallelTwoGpusMatchOneGpu) {
   const Agreement agreement =
       compare_rows(logits[0], *want, script_, config_.vocab_size, 5e-2, "tp2 vs cpu");
   expect_most_argmax_equal(agreement, "tp2 vs cpu");
+}
+
+// Decode steps on the CUDA backend: greedy and sampled tokens with graphs on equal those with
+// graphs off (the same padded shapes, so bitwise), and the graph's greedy tokens equal the argmax
+// of forward_logits() wherever the batch fills its bucket (same GEMM shapes). Teacher-forced
+// decode inputs; the batch size changes every step (buckets 1, 2, 4, 8, 16, padded and not).
+TEST_F(CudaModelTest, GraphDecodeStepsMatchEagerSteps) {
+  SCOPED_TRACE(trace_);
+  constexpr int kSequences = 11;
+  const std::vector<int> batch_sizes = {1, 2, 3, 4, 5, 8, 11, 7, 1, 9, 16 - 5, 2};
+  struct Seq {
+    std::vector<TokenId> tokens;  // prompt then teacher-forced decode inputs
+    std::vector<std::int32_t> pages;
+    std::int32_t prompt = 0, done = 0;
+  };
+  std::vector<std::int32_t> free_pages(kNumPages);
+  std::iota(free_pages.begin(), free_pages.end(), 0);
+  std::shuffle(free_pages.begin(), free_pages.end(), rng_);
+  std::vector<Seq> seqs(kSequences);
+  for (Seq& q : seqs) {
+    q.prompt = 5 + static_cast<std::int32_t>(rng_() % 46);
+    q.tokens.resize(static_cast<std::size_t>(q.prompt) + batch_sizes.size());
+    for (TokenId& t : q.tokens) t = static_cast<TokenId>(rng_() % config_.vocab_size);
+    const auto pages = static_cast<std::size_t>(
+        (static_cast<std::int32_t>(q.tokens.size()) + kPageSize - 1) / kPageSize);
+    q.pages.assign(free_pages.end() - static_cast<std::ptrdiff_t>(pages), free_pages.end());
+    free_pages.resize(free_pages.size() - pages);
+  }
+  // Plans: one prefill step of every prompt, then the decode steps.
+  std::vector<BatchPlan> plans(1);
+  for (std::size_t i = 0; i < seqs.size(); ++i) {
+    SequenceWork work;
+    work.seq_id = static_cast<RequestId>(i + 1);
+    work.new_tokens.assign(seqs[i].tokens.begin(), seqs[i].tokens.begin() + seqs[i].prompt);
+    work.page_table = seqs[i].pages;
+    work.is_prefill = true;
+    work.sample = true;
+    seqs[i].done = seqs[i].prompt;
+    plans[0].sequences.push_back(std::move(work));
+  }
+  for (std::size_t step = 0; step < batch_sizes.size(); ++step) {
+    BatchPlan plan;
+    plan.iteration = step + 1;
+    for (int i = 0; i < batch_sizes[step]; ++i) {
+      Seq& q = seqs[static_cast<std::size_t>((i + static_cast<int>(step)) % kSequences)];
+      SequenceWork work;
+      work.seq_id = static_cast<RequestId>(&q - seqs.data() + 1);
+      work.num_cached_tokens = q.done;
+      work.new_tokens = {q.tokens[static_cast<std::size_t>(q.done)]};
+      work.page_table = q.pages;
+      work.sample = true;
+      ++q.done;
+      plan.sequences.push_back(std::move(work));
+    }
+    plans.push_back(std::move(plan));
+  }
+
+  auto backend = make_cuda_backend(0);
+  ASSERT_TRUE(backend.ok()) << backend.status().to_string();
+  SingleRankCommunicator comm;
+  const auto make_model = [&](bool graphs) {
+    RandomWeightSource weights(weight_seed_);
+    ModelOptions options;
+    options.num_pages = kNumPages;
+    options.page_size = kPageSize;
+    options.attention = AttentionKind::kPod;
+    options.graphs = graphs;
+    options.max_graph_batch = 16;
+    return LlamaModel::create(config_, weights, **backend, comm, options);
+  };
+  for (const float temperature : {0.0f, 0.8f}) {
+    const std::string what = temperature == 0.0f ? "greedy" : "temperature 0.8, top_p 0.9";
+    std::vector<std::vector<TokenId>> tokens[2];  // [graphs off, graphs on][step]
+    for (const bool graphs : {false, true}) {
+      auto model = make_model(graphs);
+      ASSERT_TRUE(model.ok()) << model.status().to_string();
+      for (const BatchPlan& plan : plans) {
+        std::vector<SamplingRow> rows(plan.sequences.size());
+        for (std::size_t r = 0; r < rows.size(); ++r) {
+          rows[r].temperature = temperature;
+          rows[r].top_p = 0.9f;
+          rows[r].seed = 100 + plan.sequences[r].seq_id;
+          rows[r].generated_index = static_cast<std::int32_t>(plan.iteration);
+        }
+        auto got = (*model)->forward(plan, rows);
+        ASSERT_TRUE(got.ok()) << what << ": " << got.status().to_string();
+        ASSERT_EQ(got->size(), plan.sequences.size());
+        const bool decode = plan.iteration > 0;
+        EXPECT_EQ((*model)->last_step_used_graph(), decode && graphs)
+            << what << " iteration " << plan.iteration;
+        tokens[graphs].push_back(std::move(got).value());
+      }
+    }
+    EXPECT_EQ(tokens[1], tokens[0]) << what << ": graphs on and off differ";
+    if (temperature != 0.0f) continue;
+    auto model = make_model(false);
+    ASSERT_TRUE(model.ok()) << model.status().to_string();
+    std::size_t padded_rows = 0, padded_equal = 0;
+    for (std::size_t p = 0; p < plans.size(); ++p) {
+      auto logits = (*model)->forward_logits(plans[p]);
+      ASSERT_TRUE(logits.ok()) << logits.status().to_string();
+      const auto n = static_cast<int>(plans[p].sequences.size());
+      const bool fills_bucket = p == 0 || n == 1 || n == 2 || n == 4 || n == 8 || n == 16;
+      for (int r = 0; r < n; ++r) {
+        const float* row = logits->data() + static_cast<std::size_t>(r) * config_.vocab_size;
+        const auto argmax =
+            static_cast<TokenId>(std::max_element(row, row + config_.vocab_size) - row);
+        if (fills_bucket) {
+          EXPECT_EQ(tokens[1][p][static_cast<std::size_t>(r)], argmax)
+              << "iteration " << p << " row " << r;
+        } else {
+          ++padded_rows;
+          padded_equal += tokens[1][p][static_cast<std::size_t>(r)] == argmax;
+        }
+      }
+    }
+    EXPECT_GE(padded_equal * 10, padded_rows * 8)
+        << "padded steps: greedy token equals the eager argmax on " << padded_equal << " of "
+        << padded_rows << " rows";
+  }
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "kernels/backend_factory.h"
 #include "kernels/cpu_backend.h"
+#include "kernels/sampler.h"
 #include "test_random.h"
 
 namespace podserve {
@@ -179,17 +180,116 @@ TEST_F(CpuOpsTest, SiluMulMatchesFormula) {
   const std::int64_t rows = 4, cols = 688;
   const std::vector<float> gate = testing::uniform_values(rng_, rows * cols, -8.0f, 8.0f);
   std::vector<float> up = testing::uniform_values(rng_, rows * cols);
+  std::vector<float> gate_up;  // [rows, 2 * cols]: each row's gate, then its up
   std::vector<double> want(gate.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    gate_up.insert(gate_up.end(), gate.begin() + r * cols, gate.begin() + (r + 1) * cols);
+    gate_up.insert(gate_up.end(), up.begin() + r * cols, up.begin() + (r + 1) * cols);
+  }
   for (std::size_t i = 0; i < gate.size(); ++i) {
     want[i] = gate[i] / (1.0 + std::exp(-static_cast<double>(gate[i]))) * up[i];
   }
   std::vector<float> out = testing::nan_filled(gate.size());
   ASSERT_TRUE(backend_
-                  ->silu_mul(make_view(const_cast<float*>(gate.data()), DType::kF32, {rows, cols}),
-                             make_view(up.data(), DType::kF32, {rows, cols}),
+                  ->silu_mul(make_view(gate_up.data(), DType::kF32, {rows, 2 * cols}),
                              make_view(out.data(), DType::kF32, {rows, cols}))
                   .ok());
   expect_near_all(out, want);
+}
+
+TEST_F(CpuOpsTest, MatmulAddAccumulatesIntoY) {
+  SCOPED_TRACE(testing::seed_trace(seed_));
+  const std::int64_t m = 5, k = 33, n = 17;
+  std::vector<float> x = testing::uniform_values(rng_, m * k);
+  std::vector<float> w = testing::uniform_values(rng_, n * k);
+  std::vector<float> y = testing::uniform_values(rng_, m * n);
+  std::vector<double> want(y.size());
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      double dot = 0.0;
+      for (std::int64_t e = 0; e < k; ++e) dot += static_cast<double>(x[i * k + e]) * w[j * k + e];
+      want[i * n + j] = y[i * n + j] + dot;
+    }
+  }
+  ASSERT_TRUE(backend_
+                  ->matmul_add(make_view(x.data(), DType::kF32, {m, k}),
+                               make_view(w.data(), DType::kF32, {n, k}),
+                               make_view(y.data(), DType::kF32, {m, n}))
+                  .ok());
+  expect_near_all(y, want);
+}
+
+// rope_append = copy the q, k, v columns, rope(q, k), kv_append(k, v): checked against those
+// ops run separately, bit for bit, with a padding row (slot -1) that writes no K/V.
+TEST_F(CpuOpsTest, RopeAppendEqualsRopeThenKvAppend) {
+  SCOPED_TRACE(testing::seed_trace(seed_));
+  const std::int64_t tokens = 5, hq = 4, hkv = 2, d = 8;
+  KvCacheView cache;
+  cache.num_pages = 3;
+  cache.page_size = 4;
+  cache.num_kv_heads = hkv;
+  cache.head_dim = d;
+  std::vector<float> qkv = testing::uniform_values(rng_, tokens * (hq + 2 * hkv) * d);
+  std::vector<std::int32_t> positions = {0, 7, 3, 11, 2};
+  std::vector<std::int32_t> slots = {1, 6, -1, 11, 4};
+  std::vector<float> q_want, k, v;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const auto row = qkv.begin() + t * (hq + 2 * hkv) * d;
+    q_want.insert(q_want.end(), row, row + hq * d);
+    k.insert(k.end(), row + hq * d, row + (hq + hkv) * d);
+    v.insert(v.end(), row + (hq + hkv) * d, row + (hq + 2 * hkv) * d);
+  }
+  std::vector<float> cache_want = testing::nan_filled(cache.page_elements() * cache.num_pages);
+  std::vector<float> cache_got = cache_want;
+  ASSERT_TRUE(backend_
+                  ->rope(make_view(q_want.data(), DType::kF32, {tokens, hq, d}),
+                         make_view(k.data(), DType::kF32, {tokens, hkv, d}),
+                         make_view(positions.data(), DType::kI32, {tokens}), 10000.0f)
+                  .ok());
+  cache.data = cache_want.data();
+  ASSERT_TRUE(backend_
+                  ->kv_append(make_view(k.data(), DType::kF32, {tokens, hkv, d}),
+                              make_view(v.data(), DType::kF32, {tokens, hkv, d}),
+                              make_view(slots.data(), DType::kI32, {tokens}), cache)
+                  .ok());
+  std::vector<float> q_got = testing::nan_filled(q_want.size());
+  cache.data = cache_got.data();
+  ASSERT_TRUE(backend_
+                  ->rope_append(make_view(qkv.data(), DType::kF32, {tokens, (hq + 2 * hkv) * d}),
+                                make_view(positions.data(), DType::kI32, {tokens}),
+                                make_view(slots.data(), DType::kI32, {tokens}), 10000.0f, cache,
+                                make_view(q_got.data(), DType::kF32, {tokens, hq, d}))
+                  .ok());
+  EXPECT_EQ(0, std::memcmp(q_got.data(), q_want.data(), q_want.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(cache_got.data(), cache_want.data(), cache_want.size() * sizeof(float)));
+}
+
+TEST_F(CpuOpsTest, SampleFollowsTheSamplerPerRow) {
+  SCOPED_TRACE(testing::seed_trace(seed_));
+  const std::int64_t rows = 6, vocab = 300;
+  std::vector<float> logits = testing::uniform_values(rng_, rows * vocab, -4.0f, 4.0f);
+  std::vector<SamplingRow> params(rows);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    params[r].temperature = r == 0 ? 0.0f : 0.5f + 0.25f * static_cast<float>(r);
+    params[r].top_p = r % 2 == 0 ? 1.0f : 0.8f;
+    params[r].seed = 1000 + static_cast<std::uint64_t>(r);
+    params[r].generated_index = static_cast<std::int32_t>(3 * r);
+  }
+  std::vector<std::int32_t> out(rows, -7);
+  ASSERT_TRUE(backend_
+                  ->sample(make_view(logits.data(), DType::kF32, {rows, vocab}),
+                           make_view(params.data(), DType::kI32, {rows, 6}),
+                           make_view(out.data(), DType::kI32, {rows}))
+                  .ok());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    SamplingParams sampling;
+    sampling.temperature = params[r].temperature;
+    sampling.top_p = params[r].top_p;
+    sampling.seed = params[r].seed;
+    EXPECT_EQ(out[r], sample_token(std::span<const float>(logits.data() + r * vocab, vocab),
+                                   sampling, params[r].generated_index))
+        << "row " << r;
+  }
 }
 
 // Llama rotate-half: pairs (i, i + D/2) rotate by position * theta^(-2i/D).
@@ -280,7 +380,7 @@ TEST_F(CpuOpsTest, KvAppendRejectsOutOfRangeSlotsBeforeWriting) {
   std::vector<float> cache_data = testing::nan_filled(cache.page_elements() * cache.num_pages);
   cache.data = cache_data.data();
   std::vector<float> kv(2 * 8, 1.0f);
-  for (const std::int32_t bad : {-1, 8}) {
+  for (const std::int32_t bad : {-2, 8}) {
     std::vector<std::int32_t> slots = {0, bad};
     const Status status = backend_->kv_append(make_view(kv.data(), DType::kF32, {2, 1, 8}),
                                               make_view(kv.data(), DType::kF32, {2, 1, 8}),
@@ -366,7 +466,7 @@ TEST_F(CpuOpsTest, RejectsNonF32DtypesNamingOpAndDtype) {
       {"rms_norm", backend_->rms_norm(f32({4, 8}), bf16({8}), 1e-5f, f32({4, 8}))},
       {"matmul", backend_->matmul(f32({4, 8}), f32({3, 8}), bf16({4, 3}))},
       {"add", backend_->add(f32({4, 8}), bf16({4, 8}), f32({4, 8}))},
-      {"silu_mul", backend_->silu_mul(bf16({4, 8}), f32({4, 8}), f32({4, 8}))},
+      {"silu_mul", backend_->silu_mul(bf16({4, 16}), f32({4, 8}))},
       {"rope", backend_->rope(bf16({4, 4, 8}), f32({4, 2, 8}), ids, 10000.0f)},
       {"kv_append", backend_->kv_append(f32({4, 2, 8}), f32({4, 2, 8}), ids, bf16_cache)},
       {"attention", backend_->attention(bf16({4, 4, 8}), cache, seqs, 0.35f, AttentionKind::kCpu,
@@ -404,7 +504,8 @@ TEST_F(CpuOpsTest, RejectsShapeMismatches) {
       {"matmul", backend_->matmul(f32({4, 8}), f32({3, 8}), f32({4, 4}))},
       {"matmul", backend_->matmul(f32({4, 8, 1}), f32({3, 8}), f32({4, 3}))},
       {"add", backend_->add(f32({4, 8}), f32({8, 4}), f32({4, 8}))},
-      {"silu_mul", backend_->silu_mul(f32({4, 8}), f32({4, 8}), f32({4, 7}))},
+      {"silu_mul", backend_->silu_mul(f32({4, 16}), f32({4, 7}))},
+      {"silu_mul", backend_->silu_mul(f32({4, 16}), f32({3, 8}))},
       {"rope", backend_->rope(f32({4, 4, 7}), f32({4, 2, 7}), i32({4}), 10000.0f)},
       {"rope", backend_->rope(f32({4, 4, 8}), f32({4, 2, 8}), i32({3}), 10000.0f)},
       {"kv_append", backend_->kv_append(f32({4, 3, 8}), f32({4, 3, 8}), i32({4}), cache)},

@@ -10,6 +10,8 @@
 #include <set>
 #include <vector>
 
+#include "kernels/sampling_math.h"
+
 namespace podserve {
 namespace {
 
@@ -71,22 +73,29 @@ TEST(SamplerTest, DifferentSeedsAndIndicesDrawDifferentTokens) {
   EXPECT_GT(by_seed.size(), 120u);
   EXPECT_GT(by_index.size(), 120u);
 
-  double sum = 0.0;
-  const int n = 100000;
+  // The noise is standard Gumbel: mean = Euler-Mascheroni constant, variance pi^2 / 6.
+  double sum = 0.0, sum_sq = 0.0;
+  const int n = 200000;
+  const std::uint64_t row = sampling::row_stream(99, 3);
   for (int i = 0; i < n; ++i) {
-    const double u = sampling_uniform(99, i);
-    ASSERT_GE(u, 0.0);
-    ASSERT_LT(u, 1.0);
-    sum += u;
+    const double g = sampling::gumbel_noise(row, i);
+    ASSERT_TRUE(std::isfinite(g));
+    sum += g;
+    sum_sq += g * g;
   }
-  EXPECT_NEAR(sum / n, 0.5, 0.01);
+  EXPECT_NEAR(sum / n, 0.5772, 0.01);
+  EXPECT_NEAR(sum_sq / n - (sum / n) * (sum / n), 3.14159265 * 3.14159265 / 6.0, 0.03);
 }
 
-TEST(SamplerTest, TinyTopPKeepsOnlyTheArgmax) {
+TEST(SamplerTest, TinyTopPKeepsOnlyTheArgmaxAndItsTies) {
   const std::vector<float> logits = {1.0f, 2.5f, 2.4f, 0.0f, 2.5f, -3.0f};
+  std::set<TokenId> seen;
   for (std::uint64_t seed = 0; seed < 300; ++seed) {
-    EXPECT_EQ(sample_token(logits, params_with(1.0f, 1e-6f, seed), 0), 1) << "seed " << seed;
+    const TokenId token = sample_token(logits, params_with(1.0f, 1e-6f, seed), 0);
+    ASSERT_TRUE(token == 1 || token == 4) << "seed " << seed << " drew " << token;
+    seen.insert(token);
   }
+  EXPECT_EQ(seen.size(), 2u);  // ties at the nucleus boundary are all kept
 }
 
 TEST(SamplerTest, TopPKeepsTheSmallestNucleusAndRenormalizes) {
@@ -102,16 +111,37 @@ TEST(SamplerTest, TopPKeepsTheSmallestNucleusAndRenormalizes) {
   EXPECT_LT(chi_square(counts, {4.0 / 7.0, 3.0 / 7.0}, draws), 30.0);
 }
 
-TEST(SamplerTest, LargeNucleusOverManyTiedTokens) {
-  // 1000 equal logits, top_p 0.5: the nucleus is the 500 (or, after rounding, 501) lowest ids.
-  std::vector<float> logits(1000, 1.0f);
+TEST(SamplerTest, LargeNucleusCutsAtTheMassTarget) {
+  // 1000 distinct logits falling with the id: the nucleus is the lowest ids up to the first
+  // whose cumulative probability reaches top_p.
+  std::vector<float> logits(1000);
+  for (std::size_t i = 0; i < logits.size(); ++i) logits[i] = -0.002f * static_cast<float>(i);
+  const float temperature = 0.7f, top_p = 0.5f;
+  std::vector<double> probs;
+  double total = 0.0;
+  for (const float x : logits) total += std::exp(static_cast<double>(x) / temperature);
+  double cumulative = 0.0;
+  std::size_t last_kept = 0;
+  for (; last_kept < logits.size(); ++last_kept) {
+    cumulative += std::exp(static_cast<double>(logits[last_kept]) / temperature) / total;
+    if (cumulative >= top_p) break;
+  }
   std::set<TokenId> seen;
-  for (std::int32_t i = 0; i < 3000; ++i) {
-    const TokenId token = sample_token(logits, params_with(0.7f, 0.5f, 3), i);
-    ASSERT_LE(token, 500);
+  for (std::int32_t i = 0; i < 4000; ++i) {
+    const TokenId token = sample_token(logits, params_with(temperature, top_p, 3), i);
+    ASSERT_LE(token, static_cast<TokenId>(last_kept) + 1);  // +1: fixed-point rounding
     seen.insert(token);
   }
-  EXPECT_GT(seen.size(), 400u);
+  EXPECT_GT(seen.size(), last_kept * 3 / 4);
+}
+
+TEST(SamplerTest, NucleusKeepsEveryTokenTiedAtItsBoundary) {
+  const std::vector<float> logits(1000, 1.0f);
+  std::set<TokenId> seen;
+  for (std::int32_t i = 0; i < 3000; ++i)
+    seen.insert(sample_token(logits, params_with(0.7f, 0.5f, 3), i));
+  EXPECT_GT(*seen.rbegin(), 900);  // all 1000 tie, so all are in the nucleus
+  EXPECT_GT(seen.size(), 900u);
 }
 
 TEST(SamplerTest, TemperatureOneMatchesSoftmaxDistribution) {

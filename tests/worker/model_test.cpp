@@ -213,7 +213,7 @@ TEST_F(ModelTest, SinglePromptOneChunkMatchesReference) {
     const auto ref = reference_logits(config, weights_, tokens);
     BatchPlan plan;
     plan.sequences.push_back(work_for(1, tokens, 0, 23, scattered_pages(6, 1), true));
-    auto logits = model->forward(plan);
+    auto logits = model->forward_logits(plan);
     ASSERT_TRUE(logits.ok()) << logits.status().to_string();
     expect_near_reference(*logits, ref, 22, config, tied ? "tied" : "untied");
   }
@@ -231,7 +231,7 @@ TEST_P(ChunkedPrefillTest, ChunksGiveTheSameLastTokenLogits) {
 
   BatchPlan whole;
   whole.sequences.push_back(work_for(1, tokens, 0, 37, pages, true));
-  auto whole_logits = model->forward(whole);
+  auto whole_logits = model->forward_logits(whole);
   ASSERT_TRUE(whole_logits.ok());
 
   std::vector<float> last;
@@ -240,7 +240,7 @@ TEST_P(ChunkedPrefillTest, ChunksGiveTheSameLastTokenLogits) {
     BatchPlan plan;
     plan.sequences.push_back(work_for(2, tokens, begin, end, pages, true));
     plan.sequences.back().sample = end == 37;
-    auto logits = model->forward(plan);
+    auto logits = model->forward_logits(plan);
     ASSERT_TRUE(logits.ok()) << logits.status().to_string();
     if (end < 37) {
       EXPECT_TRUE(logits->empty());
@@ -264,13 +264,13 @@ TEST_F(ModelTest, DecodeStepsAfterPrefill) {
   const auto ref = reference_logits(config, weights_, tokens);
   BatchPlan prefill;
   prefill.sequences.push_back(work_for(1, tokens, 0, 12, pages, true));
-  auto logits = model->forward(prefill);
+  auto logits = model->forward_logits(prefill);
   ASSERT_TRUE(logits.ok());
   expect_near_reference(*logits, ref, 11, config, "prefill");
   for (int pos = 12; pos < 18; ++pos) {
     BatchPlan decode;
     decode.sequences.push_back(work_for(1, tokens, pos, pos + 1, pages, false));
-    logits = model->forward(decode);
+    logits = model->forward_logits(decode);
     ASSERT_TRUE(logits.ok());
     expect_near_reference(*logits, ref, static_cast<std::size_t>(pos), config,
                           "decode at " + std::to_string(pos));
@@ -295,7 +295,7 @@ TEST_F(ModelTest, HybridBatchMatchesEachSequenceAlone) {
   first.sequences.push_back(work_for(1, a, 0, 13, pages_a, true));
   first.sequences.push_back(work_for(3, c, 0, 8, pages_c, true));
   first.sequences.back().sample = false;
-  auto logits = model->forward(first);
+  auto logits = model->forward_logits(first);
   ASSERT_TRUE(logits.ok());
   ASSERT_EQ(logits->size(), static_cast<std::size_t>(config.vocab_size));
   expect_near_reference(*logits, ref_a, 12, config, "a prefill");
@@ -304,7 +304,7 @@ TEST_F(ModelTest, HybridBatchMatchesEachSequenceAlone) {
   hybrid.sequences.push_back(work_for(1, a, 13, 14, pages_a, false));
   hybrid.sequences.push_back(work_for(2, b, 0, 9, pages_b, true));
   hybrid.sequences.push_back(work_for(3, c, 8, 20, pages_c, true));
-  logits = model->forward(hybrid);
+  logits = model->forward_logits(hybrid);
   ASSERT_TRUE(logits.ok());
   ASSERT_EQ(logits->size(), 3u * static_cast<std::size_t>(config.vocab_size));
   const std::span<const float> rows(*logits);
@@ -321,12 +321,12 @@ TEST_F(ModelTest, RejectsBadPlans) {
   BatchPlan short_table;
   short_table.sequences.push_back(work_for(1, tokens, 0, 8, scattered_pages(2, 7), true));
   short_table.sequences.back().page_table.pop_back();
-  EXPECT_FALSE(model->forward(short_table).ok());
+  EXPECT_FALSE(model->forward_logits(short_table).ok());
   BatchPlan bad_token;
   bad_token.sequences.push_back(work_for(1, tokens, 0, 8, scattered_pages(2, 7), true));
   bad_token.sequences.back().new_tokens[3] = config.vocab_size;
-  EXPECT_FALSE(model->forward(bad_token).ok());
-  EXPECT_TRUE(model->forward(BatchPlan{})->empty());
+  EXPECT_FALSE(model->forward_logits(bad_token).ok());
+  EXPECT_TRUE(model->forward_logits(BatchPlan{})->empty());
 }
 
 TEST_F(ModelTest, TensorParallelTwoRanksInThreadsMatchOneRank) {
@@ -339,7 +339,7 @@ TEST_F(ModelTest, TensorParallelTwoRanksInThreadsMatchOneRank) {
   plan.sequences.push_back(work_for(1, a, 0, 15, pages, true));
   plan.sequences.push_back(
       work_for(2, b, 0, 6, std::vector<std::int32_t>(pages.begin() + 4, pages.end()), true));
-  auto expected = single->forward(plan);
+  auto expected = single->forward_logits(plan);
   ASSERT_TRUE(expected.ok());
 
   ThreadGroup group(2);
@@ -359,7 +359,7 @@ TEST_F(ModelTest, TensorParallelTwoRanksInThreadsMatchOneRank) {
         statuses[rank] = model.status();
         return;
       }
-      auto out = (*model)->forward(plan);
+      auto out = (*model)->forward_logits(plan);
       statuses[rank] = out.status();
       if (out.ok()) logits[rank] = *out;
     });
@@ -399,8 +399,8 @@ TEST_F(ModelTest, SafetensorsLoadedModelEqualsRandomModel) {
   const auto tokens = random_tokens(11, 10, config.vocab_size);
   BatchPlan plan;
   plan.sequences.push_back(work_for(1, tokens, 0, 11, scattered_pages(3, 10), true));
-  auto expected = random_model->forward(plan);
-  auto actual = file_model->forward(plan);
+  auto expected = random_model->forward_logits(plan);
+  auto actual = file_model->forward_logits(plan);
   ASSERT_TRUE(expected.ok() && actual.ok());
   EXPECT_EQ(*actual, *expected);
   std::filesystem::remove_all(dir);
