@@ -432,6 +432,10 @@ Result<std::vector<TokenId>> LlamaModel::forward_bucketed(const BatchPlan& plan,
     auto it = std::find_if(graphs_.by_bucket.begin(), graphs_.by_bucket.end(),
                            [&](const auto& entry) { return entry.first == bucket; });
     if (it == graphs_.by_bucket.end()) {
+      // One eager run first (the step is idempotent: same KV writes, same draw), so that what
+      // a backend settles on first use (e.g. its GEMM algorithm choice) is settled before the
+      // capture records it.
+      PODSERVE_RETURN_IF_ERROR(step());
       PODSERVE_ASSIGN_OR_RETURN(std::unique_ptr<BackendGraph> graph, backend_.capture(step));
       graphs_.by_bucket.emplace_back(bucket, std::move(graph));
       it = std::prev(graphs_.by_bucket.end());

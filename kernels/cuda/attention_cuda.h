@@ -75,7 +75,7 @@ struct DeviceShape {
 // Work partitioning constants shared by the plan and the kernels.
 inline constexpr int kThreadsPerCta = 128;  // 4 warps, every kernel
 inline constexpr int kWarpsPerCta = 4;
-inline constexpr int kDecodeKeysPerStage = 16;   // one page
+inline constexpr int kDecodeKeysPerStage = 16;  // one page
 inline constexpr int kMinDecodeSplitKeys = 64;  // smallest KV split of one decode item
 inline constexpr int kDecodeCtasPerSm =
     2;  // standalone decode kernel residency (3 measured slower)

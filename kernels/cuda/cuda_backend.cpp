@@ -16,16 +16,10 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_scratch.h"
+#include "kernels/cuda/gemm_tuner.h"
 #include "kernels/tensor_checks.h"
 
 namespace podserve {
-
-inline Status check_result(cublasStatus_t status, std::string_view expr, std::string_view file,
-                           int line) {
-  if (status == CUBLAS_STATUS_SUCCESS) return Status::Ok();
-  return detail::check_failure(StatusCode::kInternal, "cuBLAS", cublasGetStatusString(status), expr,
-                               file, line);
-}
 
 namespace {
 
@@ -81,6 +75,9 @@ class CudaBackend final : public Backend {
     // A workspace of our own, so cuBLAS allocates nothing while a graph is captured.
     PODSERVE_RETURN_IF_ERROR(cublas_workspace_.reserve(kCublasWorkspaceBytes));
     PODSERVE_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), kCublasWorkspaceBytes));
+    PODSERVE_ASSIGN_OR_RETURN(
+        gemm_tuner_,
+        cuda::GemmTuner::create(stream_, cublas_workspace_.data(), kCublasWorkspaceBytes));
     PODSERVE_CHECK(cudaEventCreateWithFlags(&staging_done_, cudaEventDisableTiming));
     int sms = 0;
     PODSERVE_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_));
@@ -482,6 +479,12 @@ class CudaBackend final : public Backend {
           fmt::format("{}: {} x {} x {} exceeds cuBLAS's int extents", op, m, n, k));
     }
     PODSERVE_RETURN_IF_ERROR(enter());
+    // Few rows (decode): the tuned cuBLASLt algorithm of the shape.
+    PODSERVE_ASSIGN_OR_RETURN(
+        const bool tuned,
+        gemm_tuner_->run(x.data, w.data, y.data, static_cast<int>(m), static_cast<int>(n),
+                         static_cast<int>(k), beta, !capturing_));
+    if (tuned) return Status::Ok();
     // Row-major y [M, N] = x [M, K] . w^T is column-major y^T [N, M] = w^T(col-major: w [K, N]
     // transposed) . x^T: op(A) = A^T with A = w as a column-major [K, N] matrix.
     const float alpha = 1.0f;
@@ -508,6 +511,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cudaStream_t side_stream_ = nullptr;  // attention kind kStreams: the decode side
   cublasHandle_t cublas_ = nullptr;
+  std::unique_ptr<cuda::GemmTuner> gemm_tuner_;  // GEMMs of up to 256 rows
   cuda::DeviceShape device_shape_;
   // The prepared attention batch: planned and uploaded once, run by every layer of a forward pass.
   cuda::FlatAttentionBatch batch_;

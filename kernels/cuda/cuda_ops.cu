@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -70,6 +71,37 @@ __global__ void rms_norm_kernel(const bf16* x, const bf16* weight, bf16* out, st
   }
 }
 
+// One block per row, one 16-byte chunk (8 values) per thread kept in registers: a single read of
+// the row (dim a multiple of 8, at most 8 x blockDim.x).  x, out [M, D]; weight [D]
+__global__ void rms_norm_chunked_kernel(const bf16* x, const bf16* weight, bf16* out,
+                                        std::int64_t dim, float eps) {
+  const std::int64_t c = static_cast<std::int64_t>(threadIdx.x) * 8;
+  const bool mine = c < dim;
+  float v[8] = {};
+  if (mine) {
+    const uint4 packed = *reinterpret_cast<const uint4*>(x + blockIdx.x * dim + c);
+    const auto* pair = reinterpret_cast<const __nv_bfloat162*>(&packed);
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __bfloat1622float2(pair[i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
+    }
+  }
+  float sum_sq = 0.0f;
+  for (int i = 0; i < 8; ++i) sum_sq += v[i] * v[i];
+  const float inv_rms = rsqrtf(block_sum(sum_sq) / static_cast<float>(dim) + eps);
+  if (!mine) return;
+  const uint4 w_packed = *reinterpret_cast<const uint4*>(weight + c);
+  const auto* w_pair = reinterpret_cast<const __nv_bfloat162*>(&w_packed);
+  uint4 result;
+  auto* out_pair = reinterpret_cast<__nv_bfloat162*>(&result);
+  for (int i = 0; i < 4; ++i) {
+    const float2 w = __bfloat1622float2(w_pair[i]);
+    out_pair[i] = __floats2bfloat162_rn(v[2 * i] * inv_rms * w.x, v[2 * i + 1] * inv_rms * w.y);
+  }
+  *reinterpret_cast<uint4*>(out + blockIdx.x * dim + c) = result;
+}
+
 __global__ void add_kernel(const bf16* a, const bf16* b, bf16* out, std::int64_t n) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -100,6 +132,29 @@ __device__ void rope_table(double position, int dim, double theta, float* cos_s,
     sin_s[i] = static_cast<float>(sin_angle);
   }
   __syncthreads();
+}
+
+// silu_mul_kernel over 16-byte chunks: n8 = M * F / 8 chunks, F a multiple of 8.
+__global__ void silu_mul_chunked_kernel(const bf16* gate_up, bf16* out, std::int64_t n8,
+                                        std::int64_t f) {
+  const std::int64_t f8 = f / 8;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n8;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t row = i / f8, col = (i % f8) * 8;
+    const uint4 g4 = *reinterpret_cast<const uint4*>(gate_up + row * 2 * f + col);
+    const uint4 u4 = *reinterpret_cast<const uint4*>(gate_up + row * 2 * f + f + col);
+    const auto* g2 = reinterpret_cast<const __nv_bfloat162*>(&g4);
+    const auto* u2 = reinterpret_cast<const __nv_bfloat162*>(&u4);
+    uint4 result;
+    auto* r2 = reinterpret_cast<__nv_bfloat162*>(&result);
+    for (int j = 0; j < 4; ++j) {
+      const float2 g = __bfloat1622float2(g2[j]);
+      const float2 u = __bfloat1622float2(u2[j]);
+      r2[j] =
+          __floats2bfloat162_rn(g.x / (1.0f + expf(-g.x)) * u.x, g.y / (1.0f + expf(-g.y)) * u.y);
+    }
+    *reinterpret_cast<uint4*>(out + row * f + col) = result;
+  }
 }
 
 // Rotate-half of one (x0, x1) pair by (c, s).
@@ -205,6 +260,15 @@ Status launch_embedding(const void* table, const std::int32_t* ids, void* out, s
 
 Status launch_rms_norm(const void* x, const void* weight, void* out, std::int64_t rows,
                        std::int64_t dim, float eps, void* stream) {
+  const bool aligned = reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(weight) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(out) % 16 == 0;
+  if (aligned && dim % 8 == 0 && dim <= 8 * 1024) {
+    const int threads = static_cast<int>((dim / 8 + 31) / 32 * 32);
+    return launch(rms_norm_chunked_kernel, rows, threads, static_cast<cudaStream_t>(stream),
+                  static_cast<const bf16*>(x), static_cast<const bf16*>(weight),
+                  static_cast<bf16*>(out), dim, eps);
+  }
   const int threads = dim >= 4096 ? 1024 : (dim >= 1024 ? 512 : 128);
   return launch(rms_norm_kernel, rows, threads, static_cast<cudaStream_t>(stream),
                 static_cast<const bf16*>(x), static_cast<const bf16*>(weight),
@@ -219,6 +283,12 @@ Status launch_add(const void* a, const void* b, void* out, std::int64_t n, void*
 
 Status launch_silu_mul(const void* gate_up, void* out, std::int64_t rows, std::int64_t f,
                        void* stream) {
+  if (f % 8 == 0 && reinterpret_cast<std::uintptr_t>(gate_up) % 16 == 0 &&
+      reinterpret_cast<std::uintptr_t>(out) % 16 == 0) {
+    return launch(silu_mul_chunked_kernel, grid_for(rows * f / 8), kThreads,
+                  static_cast<cudaStream_t>(stream), static_cast<const bf16*>(gate_up),
+                  static_cast<bf16*>(out), rows * f / 8, f);
+  }
   return launch(silu_mul_kernel, grid_for(rows * f), kThreads, static_cast<cudaStream_t>(stream),
                 static_cast<const bf16*>(gate_up), static_cast<bf16*>(out), rows * f, f);
 }

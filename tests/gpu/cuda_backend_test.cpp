@@ -477,8 +477,8 @@ TEST_F(CudaBackendTest, EmbeddingCopiesTableRows) {
 
 TEST_F(CudaBackendTest, RmsNormMatchesCpuIncludingInPlace) {
   SCOPED_TRACE(trace_);
-  for (const auto& [rows, dim] :
-       std::vector<Dims>{{1, 128}, {7, 4096}, {64, 200}, {33, 64}, {300, 1024}}) {
+  for (const auto& [rows, dim] : std::vector<Dims>{
+           {1, 128}, {7, 4096}, {64, 200}, {33, 64}, {300, 1024}, {5, 100}, {3, 8200}}) {
     const std::vector<float> x_values = random_values(numel_of({rows, dim}), -2, 2);
     const std::vector<float> w_values = random_values(static_cast<std::size_t>(dim), 0.5f, 1.5f);
     ASSERT_OK_AND_ASSIGN(Mirrored weight, mirror({dim}, w_values));

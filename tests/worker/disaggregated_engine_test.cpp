@@ -190,8 +190,22 @@ TEST_F(DisaggregatedEngineTest, WithoutShippedPagesTheContinuationDiffers) {
   auto prefill = make_engine(InstanceRole::kPrefill, 96, 16);
   auto decode = make_engine(InstanceRole::kDecode, 128, 32);
   Served got;
+  // Garbage of our own in the reserved pages (not whatever the allocation held: zeros there can
+  // leave a tiny model's continuation unchanged).
+  std::uint32_t state = 12345;
   for (const auto& r : requests) {
-    ASSERT_TRUE(decode->reserve(r.id, static_cast<std::int32_t>(r.prompt.size())).ok());
+    auto pages = decode->reserve(r.id, static_cast<std::int32_t>(r.prompt.size()));
+    ASSERT_TRUE(pages.ok());
+    for (std::int32_t layer = 0; layer < decode->model().config().num_layers; ++layer) {
+      const KvCacheView cache = decode->model().kv_cache(layer);
+      for (const std::int32_t page : *pages) {
+        float* data = static_cast<float*>(cache.data) + page * cache.page_elements();
+        for (std::size_t e = 0; e < cache.page_elements(); ++e) {
+          state = state * 1664525u + 1013904223u;
+          data[e] = static_cast<float>(state >> 8) * (4.0f / 16777216.0f) - 2.0f;
+        }
+      }
+    }
     ASSERT_TRUE(prefill->submit(r).ok());
   }
   while (prefill->has_work() || decode->has_work()) {

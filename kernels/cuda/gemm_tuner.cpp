@@ -1,0 +1,116 @@
+#include "kernels/cuda/gemm_tuner.h"
+
+#include <fmt/format.h>
+
+#include "kernels/cuda/cuda_check.h"
+
+namespace podserve::cuda {
+namespace {
+
+constexpr int kCandidates = 8;
+constexpr int kTimedRuns = 10;
+
+}  // namespace
+
+Result<std::unique_ptr<GemmTuner>> GemmTuner::create(cudaStream_t stream, void* workspace,
+                                                     std::size_t workspace_bytes) {
+  std::unique_ptr<GemmTuner> tuner(new GemmTuner(stream, workspace, workspace_bytes));
+  PODSERVE_CHECK(cublasLtCreate(&tuner->handle_));
+  PODSERVE_CHECK(cublasLtMatmulDescCreate(&tuner->desc_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
+  PODSERVE_CHECK(cublasLtMatmulDescSetAttribute(tuner->desc_, CUBLASLT_MATMUL_DESC_TRANSA,
+                                                &transpose, sizeof(transpose)));
+  PODSERVE_CHECK(cublasLtMatmulDescSetAttribute(tuner->desc_, CUBLASLT_MATMUL_DESC_TRANSB, &keep,
+                                                sizeof(keep)));
+  PODSERVE_CHECK(cublasLtMatmulPreferenceCreate(&tuner->preference_));
+  PODSERVE_CHECK(cublasLtMatmulPreferenceSetAttribute(tuner->preference_,
+                                                      CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                      &workspace_bytes, sizeof(workspace_bytes)));
+  PODSERVE_CHECK(cudaEventCreate(&tuner->start_));
+  PODSERVE_CHECK(cudaEventCreate(&tuner->stop_));
+  return tuner;
+}
+
+GemmTuner::~GemmTuner() {
+  for (auto& [key, shape] : shapes_) {
+    cublasLtMatrixLayoutDestroy(shape.w);
+    cublasLtMatrixLayoutDestroy(shape.x);
+    cublasLtMatrixLayoutDestroy(shape.y);
+  }
+  if (scratch_ != nullptr) cudaFree(scratch_);
+  if (start_ != nullptr) cudaEventDestroy(start_);
+  if (stop_ != nullptr) cudaEventDestroy(stop_);
+  if (preference_ != nullptr) cublasLtMatmulPreferenceDestroy(preference_);
+  if (desc_ != nullptr) cublasLtMatmulDescDestroy(desc_);
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
+Status GemmTuner::launch(const Shape& shape, const cublasLtMatmulAlgo_t& algo, const void* x,
+                         const void* w, void* y, float beta) {
+  const float alpha = 1.0f;
+  PODSERVE_CHECK(cublasLtMatmul(handle_, desc_, &alpha, w, shape.w, x, shape.x, &beta, y, shape.y,
+                                y, shape.y, &algo, workspace_, workspace_bytes_, stream_));
+  return Status::Ok();
+}
+
+Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n, float beta) {
+  cublasLtMatmulHeuristicResult_t candidates[kCandidates];
+  int found = 0;
+  PODSERVE_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc_, shape.w, shape.x, shape.y, shape.y,
+                                                preference_, kCandidates, candidates, &found));
+  if (found < 1) return internal_error(fmt::format("cuBLASLt has no algorithm for {} x {}", m, n));
+  shape.algo = candidates[0].algo;
+  const std::size_t out_bytes = static_cast<std::size_t>(m) * n * 2;
+  if (scratch_bytes_ < out_bytes) {
+    if (scratch_ != nullptr) PODSERVE_CHECK(cudaFree(scratch_));
+    scratch_ = nullptr;
+    scratch_bytes_ = 0;
+    PODSERVE_CHECK(cudaMalloc(&scratch_, out_bytes));
+    scratch_bytes_ = out_bytes;
+  }
+  PODSERVE_CHECK(cudaMemsetAsync(scratch_, 0, out_bytes, stream_));
+  float best_ms = 0.0f;
+  for (int i = 0; i < found; ++i) {
+    if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    // A candidate that cannot run this shape is skipped, not an error.
+    if (!launch(shape, candidates[i].algo, x, w, scratch_, beta).ok()) continue;
+    PODSERVE_CHECK(cudaEventRecord(start_, stream_));
+    for (int run = 0; run < kTimedRuns; ++run)
+      PODSERVE_RETURN_IF_ERROR(launch(shape, candidates[i].algo, x, w, scratch_, beta));
+    PODSERVE_CHECK(cudaEventRecord(stop_, stream_));
+    PODSERVE_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0.0f;
+    PODSERVE_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    if (i == 0 || ms < best_ms) {
+      best_ms = ms;
+      shape.algo = candidates[i].algo;
+    }
+  }
+  shape.tuned = true;
+  return Status::Ok();
+}
+
+Result<bool> GemmTuner::run(const void* x, const void* w, void* y, int m, int n, int k, float beta,
+                            bool tune_now) {
+  if (m > kMaxTunedRows) return false;
+  auto [it, inserted] = shapes_.try_emplace({m, n, k});
+  Shape& shape = it->second;
+  if (inserted) {
+    // Column-major views: w as [k, n] (transposed by the op), x as [k, m], y as [n, m].
+    PODSERVE_CHECK(cublasLtMatrixLayoutCreate(&shape.w, CUDA_R_16BF, k, n, k));
+    PODSERVE_CHECK(cublasLtMatrixLayoutCreate(&shape.x, CUDA_R_16BF, k, m, k));
+    PODSERVE_CHECK(cublasLtMatrixLayoutCreate(&shape.y, CUDA_R_16BF, n, m, n));
+    cublasLtMatmulHeuristicResult_t first;
+    int found = 0;
+    PODSERVE_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc_, shape.w, shape.x, shape.y,
+                                                  shape.y, preference_, 1, &first, &found));
+    if (found < 1)
+      return internal_error(fmt::format("cuBLASLt has no algorithm for {} x {}", m, n));
+    shape.algo = first.algo;
+  }
+  if (!shape.tuned && tune_now) PODSERVE_RETURN_IF_ERROR(tune(shape, x, w, m, n, beta));
+  PODSERVE_RETURN_IF_ERROR(launch(shape, shape.algo, x, w, y, beta));
+  return true;
+}
+
+}  // namespace podserve::cuda

@@ -1,0 +1,75 @@
+// Internal to kernels/cuda: bf16 GEMMs with few rows (decode steps) through cuBLASLt, each shape
+// on the fastest of the heuristic's candidate algorithms, timed once on the backend's stream the
+// first time the shape runs outside a graph capture. Includes CUDA headers: never include it
+// outside kernels/.
+//
+// Contract: y [m, n] = x [m, k] . w[n, k]^T + beta * y, row-major bf16, fp32 accumulation (the
+// column-major cuBLAS view: y^T = w . x^T). run() handles m <= kMaxTunedRows and returns false
+// for larger m (the caller uses cublasGemmEx). Tuning writes only to the tuner's own scratch,
+// never to y, then runs the GEMM once for real. While a graph is captured (tune = false) an
+// untuned shape runs the heuristic's first candidate, and is tuned the next time it runs
+// uncaptured. One thread at a time; the stream and workspace outlive the tuner.
+#pragma once
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <map>
+#include <memory>
+#include <string_view>
+#include <tuple>
+
+#include "core/status.h"
+
+namespace podserve {
+
+inline Status check_result(cublasStatus_t status, std::string_view expr, std::string_view file,
+                           int line) {
+  if (status == CUBLAS_STATUS_SUCCESS) return Status::Ok();
+  return detail::check_failure(StatusCode::kInternal, "cuBLAS", cublasGetStatusString(status), expr,
+                               file, line);
+}
+
+namespace cuda {
+
+class GemmTuner {
+ public:
+  static constexpr int kMaxTunedRows = 256;
+
+  static Result<std::unique_ptr<GemmTuner>> create(cudaStream_t stream, void* workspace,
+                                                   std::size_t workspace_bytes);
+  ~GemmTuner();
+  GemmTuner(const GemmTuner&) = delete;
+  GemmTuner& operator=(const GemmTuner&) = delete;
+
+  Result<bool> run(const void* x, const void* w, void* y, int m, int n, int k, float beta,
+                   bool tune);
+
+ private:
+  struct Shape {
+    cublasLtMatrixLayout_t w = nullptr, x = nullptr, y = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool tuned = false;
+  };
+  GemmTuner(cudaStream_t stream, void* workspace, std::size_t workspace_bytes)
+      : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {}
+  Status launch(const Shape& shape, const cublasLtMatmulAlgo_t& algo, const void* x, const void* w,
+                void* y, float beta);
+  Status tune(Shape& shape, const void* x, const void* w, int m, int n, float beta);
+
+  cudaStream_t stream_;
+  void* workspace_;
+  std::size_t workspace_bytes_;
+  cublasLtHandle_t handle_ = nullptr;
+  cublasLtMatmulDesc_t desc_ = nullptr;
+  cublasLtMatmulPreference_t preference_ = nullptr;
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  void* scratch_ = nullptr;  // tuning output
+  std::size_t scratch_bytes_ = 0;
+  std::map<std::tuple<int, int, int>, Shape> shapes_;  // (m, n, k)
+};
+
+}  // namespace cuda
+}  // namespace podserve
