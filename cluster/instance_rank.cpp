@@ -586,7 +586,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
       auto fabric,
       KvFabric::open(topology, config,
                      backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
-                     topology.device_index()));
+                     topology.device_index(), backend->native_stream()));
   if (fabric) {
     publish_kv_transport(metrics_server->registry(), identity, fabric->transport().name());
   }

@@ -56,7 +56,7 @@ std::string resolve_transfer_backend(const std::string& configured, MemoryKind k
 
 Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
                                                  const ServiceConfig& config, MemoryKind kv_memory,
-                                                 int cuda_device) {
+                                                 int cuda_device, void* delivery_stream) {
   if (!in_fabric(topology, config)) return std::unique_ptr<KvFabric>{};
   FaultInjection faults;
   faults.drop_probability = config.kv_transfer.inject_drop_rate;
@@ -93,8 +93,8 @@ Result<std::unique_ptr<KvFabric>> KvFabric::open(const Topology& topology,
       config.kv_transfer.peer_error_handling == "on" ||
       (config.kv_transfer.peer_error_handling == "auto" && spans_hosts(topology));
   PODSERVE_ASSIGN_OR_RETURN(auto ucx, make_ucx_transport(options));
-  PODSERVE_ASSIGN_OR_RETURN(fabric->transport_,
-                            make_transport_for(std::move(ucx), kv_memory, {cuda_device}));
+  PODSERVE_ASSIGN_OR_RETURN(fabric->transport_, make_transport_for(std::move(ucx), kv_memory,
+                                                                   {cuda_device, delivery_stream}));
   return fabric;
 }
 

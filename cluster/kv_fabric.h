@@ -47,9 +47,11 @@ class KvFabric {
   // kv_memory: where the backend keeps the KV cache. Device memory over a UCX without CUDA
   // transports is staged through pinned host memory (make_transport_for, detected at run time)
   // on CUDA device cuda_device.
+  // delivery_stream: the model's stream (Backend::native_stream()) for host-staged deliveries,
+  // so they are queued before the next forward pass instead of waited for; nullptr: waited for.
   static Result<std::unique_ptr<KvFabric>> open(const Topology& topology,
                                                 const ServiceConfig& config, MemoryKind kv_memory,
-                                                int cuda_device);
+                                                int cuda_device, void* delivery_stream = nullptr);
   // Collective over MPI_COMM_WORLD in disaggregated mode (every rank calls it; ranks outside
   // the fabric pass nullptrs): registers the model's KV layers, exchanges addresses and region
   // descriptors, and connects prefill ranks to every decode rank.

@@ -215,6 +215,9 @@ class Backend {
   // a buffer that captured work reads (its own attention and GEMM scratch): graphs captured
   // before are stale then and must be captured again.
   virtual bool supports_graphs() const { return false; }
+  // The stream the ops run on as an opaque handle (a cudaStream_t on CUDA; nullptr on the CPU),
+  // for components that queue their own device work in order with the backend's.
+  virtual void* native_stream() { return nullptr; }
   virtual Result<std::unique_ptr<BackendGraph>> capture(const std::function<Status()>& body);
   virtual std::uint64_t graph_generation() const { return 0; }
 

@@ -52,6 +52,7 @@ class HostStagedTransport final : public KvTransport {
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(options.cuda_device));
     PODSERVE_ASSIGN_OR_RETURN(transport->stream_, make_cuda_stream());
+    transport->delivery_stream_ = static_cast<cudaStream_t>(options.delivery_stream);
     return std::unique_ptr<KvTransport>(std::move(transport));
   }
 
@@ -177,12 +178,14 @@ class HostStagedTransport final : public KvTransport {
                                                    "region " + std::to_string(local_region_id)));
     CudaDeviceScope scope;
     PODSERVE_RETURN_IF_ERROR(scope.enter(device_));
-    // Only the remote ranges matter here: one copy per merged range of the target.
+    // Only the remote ranges matter here: one copy per merged range of the target, on the
+    // delivery stream (no wait: later work there is ordered after) or our own (wait).
+    cudaStream_t stream = delivery_stream_ != nullptr ? delivery_stream_ : stream_.get();
     for (const ByteRange& range : covered_ranges(segments, SegmentSide::kRemote)) {
       PODSERVE_CHECK(cudaMemcpyAsync(region.device + range.offset, region.mirror + range.offset,
-                                     range.bytes, cudaMemcpyHostToDevice, stream_.get()));
+                                     range.bytes, cudaMemcpyHostToDevice, stream));
     }
-    PODSERVE_CHECK(cudaStreamSynchronize(stream_.get()));
+    if (delivery_stream_ == nullptr) PODSERVE_CHECK(cudaStreamSynchronize(stream));
     return Status::Ok();
   }
 
@@ -242,6 +245,7 @@ class HostStagedTransport final : public KvTransport {
   std::unique_ptr<KvTransport> inner_;
   const int device_;
   CudaStreamPtr stream_;
+  cudaStream_t delivery_stream_ = nullptr;        // HostStagingOptions::delivery_stream
   std::unordered_map<int, StagedRegion> staged_;  // mirror region id -> region
   kvtransfer_detail::TransferTable<Transfer> transfers_;
   TransportStats stats_;

@@ -15,7 +15,11 @@
 //   bounds-checked against the local region here and against the remote region when the inner
 //   put is posted (a bad remote range then reads kFailed, logged).
 // - deliver() on a device region copies the segments' remote bytes mirror -> device (one copy per
-//   merged range) and waits for it: the target calls it after kDone, before it reads the pages.
+//   merged range): the target calls it after kDone, before it reads the pages. With
+//   HostStagingOptions::delivery_stream the copies are queued on that stream and deliver()
+//   returns at once (work queued there later reads the delivered pages; the mirror bytes are not
+//   written again before they are, since a page's next put comes after it is freed and reused);
+//   without one deliver() waits for the copies.
 //
 // Contract (beyond KvTransport's): the device bytes of a post_put must be final when it is called
 // (the wrapper's stream does not wait for the caller's streams: synchronize the stream that wrote
@@ -33,6 +37,9 @@ namespace podserve {
 
 struct HostStagingOptions {
   int cuda_device = 0;  // the device of every registered device region; the stream lives there
+  // A cudaStream_t (as void*) of cuda_device for deliver()'s copies, e.g. the stream the model's
+  // forward passes run on; nullptr: the wrapper's own stream, and deliver() waits.
+  void* delivery_stream = nullptr;
 };
 
 // Wraps `inner` (which keeps its own id spaces: a device region's id is its mirror's). CUDA builds

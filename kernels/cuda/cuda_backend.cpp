@@ -389,6 +389,7 @@ class CudaBackend final : public Backend {
   }
 
   bool supports_graphs() const override { return true; }
+  void* native_stream() override { return stream_; }
 
   Result<std::unique_ptr<BackendGraph>> capture(const std::function<Status()>& body) override {
     PODSERVE_RETURN_IF_ERROR(enter());
