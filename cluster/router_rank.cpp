@@ -75,7 +75,9 @@ Status run_router_rank(const Topology& topology, const ServiceConfig& config,
       make_router_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));
   RouterLink link(topology);
   Router router(config, model, link, router_metrics);
-  PODSERVE_RETURN_IF_ERROR(router.start());
+  if (const Status started = router.start(); !started.ok()) {
+    return Status(started.code(), "config key 'router.listen': " + started.message());
+  }
   PODSERVE_RETURN_IF_ERROR(write_service_discovery(topology, config));
   PODSERVE_RETURN_IF_ERROR(write_pid_file(pid_file));
   spdlog::info("serving {} on http://{} ({} instances)", model.name, config.router.listen,
