@@ -41,12 +41,15 @@ podserve::Result<podserve::ModelConfig> resolve_model(const podserve::ServiceCon
 
 int main(int argc, char** argv) {
   CLI::App app{"podserve: LLM inference testbed service (run under mpirun)"};
-  std::string config_path, pid_file, log_level;
+  std::string config_path, pid_file, log_level, sd_file;
   bool print_world_size = false, print_config = false;
   app.add_option("--config", config_path, "deployment YAML")->required()->check(CLI::ExistingFile);
   app.add_option("--pid-file", pid_file,
                  "router rank: write its pid here (send it SIGTERM to drain and stop)");
   app.add_option("--log-level", log_level, "overrides logging.level (also env PODSERVE_LOG_LEVEL)");
+  app.add_option("--sd-file", sd_file,
+                 "overrides metrics.sd_file: where the router writes every rank's /metrics "
+                 "target (Prometheus file_sd)");
   app.add_flag("--print-world-size", print_world_size,
                "print the number of ranks the config needs and exit");
   app.add_flag("--print-config", print_config, "print the effective configuration and exit");
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "podserve: %s\n", e.what());
     return 2;
   }
+  if (!sd_file.empty()) config.metrics.sd_file = sd_file;
   if (log_level.empty()) {
     const char* env_level = std::getenv("PODSERVE_LOG_LEVEL");
     log_level = env_level != nullptr && *env_level != '\0' ? env_level : config.logging.level;
