@@ -217,9 +217,10 @@ int main(int argc, char** argv) {
   tools.podserve = (self_dir / "podserve").string();
   tools.bench = (self_dir / "podserve-bench").string();
   tools.mpirun_script = "deploy/mpirun.sh";
-  app.add_option("configs", configs, "the deployment configs (A, B, ...: at least two)")
+  app.add_option("configs", configs, "the deployment configs A, B, ... (2 to 26)")
       ->required()
-      ->expected(2, 26);
+      ->expected(2, 26)
+      ->option_text("CONFIG x 2..26 REQUIRED");
   app.add_option("--bench-args", bench_args, "arguments for podserve-bench (workload)")
       ->capture_default_str();
   app.add_option("--out-dir", out_dir, "logs, bench JSON and the report")->capture_default_str();

@@ -262,7 +262,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-output", options.scale.max_output)
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_flag("--stream,!--no-stream", options.stream, "SSE streaming (TTFT/ITL measured)")
+  app.add_flag("--stream,!--no-stream", options.stream,
+               "SSE streaming, TTFT/ITL measured (on by default; --no-stream: blocking requests)")
       ->capture_default_str();
   app.add_option("--concurrency-limit", options.concurrency_limit, "max requests in flight")
       ->check(CLI::PositiveNumber)
