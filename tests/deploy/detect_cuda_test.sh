@@ -51,7 +51,12 @@ expect "nvcc on PATH" "$(detect "$work/on-path:$work/driver" "$work/toolkit")" O
 host_path=
 IFS=':' read -r -a dirs <<<"$PATH"
 for dir in "${dirs[@]}"; do
-  [ -x "$dir/nvcc" ] || host_path=${host_path:+$host_path:}$dir
+  if [ ! -x "$dir/nvcc" ]; then
+    host_path=${host_path:+$host_path:}$dir
+  elif [ -x "$dir/cmake" ] || [ -x "$dir/bash" ]; then
+    echo "SKIP: nvcc is in $dir beside the build tools: cannot hide it from the scripts"
+    exit 77
+  fi
 done
 cache_value() { sed -n "s/^$2:[A-Z]*=//p" "$1/CMakeCache.txt"; }
 for script in quickstart test; do
