@@ -21,9 +21,9 @@ Status check_startup(const ServiceConfig& config, const ModelConfig& model) {
   for (const InstanceGroup& group : config.instances) {
     const Status cuda = cuda_takes(model, group, config.kv_cache.page_size);
     if (config.backend == BackendChoice::kCuda && !cuda.ok()) {
-      return invalid_argument(fmt::format("config key 'backend': cuda cannot serve model '{}' at "
-                                          "tp {}: {}",
-                                          model.name, group.tp, cuda.message()));
+      return invalid_argument(
+          fmt::format("config key 'backend': cuda cannot serve model '{}' at tp {}: {}", model.name,
+                      group.tp, cuda.message()));
     }
     if (config.scheduler.mode != SchedulerMode::kDisaggregated) continue;
     const bool kv_in_host_memory = config.backend == BackendChoice::kCpu ||

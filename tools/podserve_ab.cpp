@@ -137,10 +137,10 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
   fs::remove(sd_file);
   std::printf("== %s: starting %s\n", v.name.c_str(), v.config_path.c_str());
   std::fflush(stdout);
-  const pid_t service = spawn(fmt::format("PODSERVE_BIN={} {} {} --pid-file {} --sd-file {}",
-                                          tools.podserve, tools.mpirun_script, v.config_path,
-                                          pid_file, sd_file),
-                              (out_dir / (v.name + "-service.log")).string());
+  const pid_t service =
+      spawn(fmt::format("PODSERVE_BIN={} {} {} --pid-file {} --sd-file {}", tools.podserve,
+                        tools.mpirun_script, v.config_path, pid_file, sd_file),
+            (out_dir / (v.name + "-service.log")).string());
   const auto bench_json = (out_dir / (v.name + "-bench.json")).string();
   const std::string command =
       fmt::format("{} --url http://{} --wait-ready-s {} --json-out {} {}", tools.bench,

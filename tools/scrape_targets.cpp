@@ -32,8 +32,7 @@ Result<std::vector<ScrapeTarget>> parse_scrape_targets(std::string_view file_sd_
     if (colon == std::string::npos ||
         !parse_int(std::string_view(endpoint).substr(colon + 1), target.port) ||
         !parse_int(rank, target.rank)) {
-      return invalid_argument("file_sd: no podserve_rank label or no host:port in " +
-                              group.dump());
+      return invalid_argument("file_sd: no podserve_rank label or no host:port in " + group.dump());
     }
     target.host = endpoint.substr(0, colon);
     targets.push_back(std::move(target));

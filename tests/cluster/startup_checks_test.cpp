@@ -13,9 +13,7 @@
 namespace podserve {
 namespace {
 
-bool cuda_built() {
-  return backend_supports_attention(BackendKind::kCuda, 32, 8, 128, 16).ok();
-}
+bool cuda_built() { return backend_supports_attention(BackendKind::kCuda, 32, 8, 128, 16).ok(); }
 
 struct StartupCase {
   std::string name;
@@ -56,8 +54,7 @@ const std::string kDisaggregated =
 INSTANTIATE_TEST_SUITE_P(
     Configs, StartupCheckTest,
     ::testing::Values(
-        StartupCase{"defaults", "tiny", "", ""},
-        StartupCase{"cpu", "tiny", "backend: cpu\n", ""},
+        StartupCase{"defaults", "tiny", "", ""}, StartupCase{"cpu", "tiny", "backend: cpu\n", ""},
         StartupCase{"cuda_tiny_head_dim", "tiny", "backend: cuda\n", "backend"},
         StartupCase{"cuda_llama3", "llama3-8b", "backend: cuda\n", "cuda-only:backend"},
         StartupCase{"cuda_llama3_tp2", "llama3-8b",
@@ -65,15 +62,14 @@ INSTANTIATE_TEST_SUITE_P(
                     "cuda-only:backend"},
         StartupCase{"disaggregated_ucx_cpu", "tiny", "backend: cpu\n" + kDisaggregated, ""},
         StartupCase{"disaggregated_auto_transfer", "tiny", kDisaggregated, ""},
-        StartupCase{"disaggregated_nccl", "tiny",
-                    kDisaggregated + "kv_transfer: {backend: nccl}\n", "kv_transfer.backend"},
+        StartupCase{"disaggregated_nccl", "tiny", kDisaggregated + "kv_transfer: {backend: nccl}\n",
+                    "kv_transfer.backend"},
         StartupCase{"colocated_ignores_nccl", "tiny", "kv_transfer: {backend: nccl}\n", ""},
         StartupCase{"cuda_ipc_on_cpu_backend", "llama3-8b",
                     "backend: cpu\n" + kDisaggregated + "kv_transfer: {backend: cuda_ipc}\n",
                     "kv_transfer.backend"},
         StartupCase{"cuda_ipc_auto_tiny_runs_on_cpu", "tiny",
-                    kDisaggregated + "kv_transfer: {backend: cuda_ipc}\n",
-                    "kv_transfer.backend"},
+                    kDisaggregated + "kv_transfer: {backend: cuda_ipc}\n", "kv_transfer.backend"},
         StartupCase{"cuda_ipc_auto_llama3", "llama3-8b",
                     kDisaggregated + "kv_transfer: {backend: cuda_ipc}\n",
                     "cuda-only:kv_transfer.backend"},

@@ -31,9 +31,10 @@ std::vector<RankEndpoint> hostfile_layout(const std::vector<HostSlots>& hostfile
 }
 
 ServiceConfig two_node_config(const std::string& bind) {
-  return parse_config("instances: [{role: colocated, tp: 8, count: 2}]\nmetrics: {port_base: 9500, "
-                      "bind: " +
-                      bind + "}\n");
+  return parse_config(
+      "instances: [{role: colocated, tp: 8, count: 2}]\nmetrics: {port_base: 9500, "
+      "bind: " +
+      bind + "}\n");
 }
 
 TEST(ScrapeTargets, EveryRankAtPortBasePlusItsNodeLocalRank) {
