@@ -26,7 +26,8 @@ namespace {
 constexpr int kRouterRank = 0;
 
 // `backend: auto` takes the GPU when there is one and its kernels take this model's attention
-// shape (per rank), else the CPU (logged); `cuda` with an unsupported shape is a config error.
+// shape (per rank), else the CPU; the choice and its reason are logged every time. `cuda` with an
+// unsupported shape is a config error.
 Result<BackendKind> choose_backend(const ServiceConfig& config, const ModelConfig& model, int tp) {
   const auto cuda_supports = [&] {
     return backend_supports_attention(BackendKind::kCuda, model.num_heads / tp,
@@ -42,12 +43,18 @@ Result<BackendKind> choose_backend(const ServiceConfig& config, const ModelConfi
       }
       return BackendKind::kCuda;
     case BackendChoice::kAuto:
-      if (!cuda_device_available()) return BackendKind::kCpu;
+      if (!cuda_device_available()) {
+        const bool built = cuda_supports().code() != StatusCode::kUnimplemented;
+        spdlog::info("backend auto: CPU ({})",
+                     built ? "no CUDA device is visible" : "this build has no CUDA backend");
+        return BackendKind::kCpu;
+      }
       if (const Status supported = cuda_supports(); !supported.ok()) {
         spdlog::warn("backend auto: a GPU is present but model '{}' runs on the CPU ({})",
                      model.name, supported.message());
         return BackendKind::kCpu;
       }
+      spdlog::info("backend auto: CUDA");
       return BackendKind::kCuda;
   }
   return invalid_argument("config key 'backend': unknown value");

@@ -1,6 +1,9 @@
 // podserve: the service binary. Every MPI rank runs it; rank 0 becomes the router, the others
 // become instance ranks (see cluster/topology.h). Exit codes: 0 clean shutdown, 1 runtime
-// failure, 2 configuration error.
+// failure, 2 configuration error: found before MPI starts (the config file, the model, and
+// cluster/startup_checks.h) on every rank alike, or by one rank at start-up (an error naming a
+// config key: a taken port, an instance across hosts), which then ends every rank with
+// MPI_Abort(2) so that mpirun exits 2 as well.
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
@@ -12,6 +15,7 @@
 
 #include "cluster/instance_rank.h"
 #include "cluster/router_rank.h"
+#include "cluster/startup_checks.h"
 #include "cluster/topology.h"
 #include "core/config.h"
 #include "core/logging.h"
@@ -37,12 +41,15 @@ podserve::Result<podserve::ModelConfig> resolve_model(const podserve::ServiceCon
 
 int main(int argc, char** argv) {
   CLI::App app{"podserve: LLM inference testbed service (run under mpirun)"};
-  std::string config_path, pid_file, log_level;
+  std::string config_path, pid_file, log_level, sd_file;
   bool print_world_size = false, print_config = false;
   app.add_option("--config", config_path, "deployment YAML")->required()->check(CLI::ExistingFile);
   app.add_option("--pid-file", pid_file,
                  "router rank: write its pid here (send it SIGTERM to drain and stop)");
   app.add_option("--log-level", log_level, "overrides logging.level (also env PODSERVE_LOG_LEVEL)");
+  app.add_option("--sd-file", sd_file,
+                 "overrides metrics.sd_file: where the router writes every rank's /metrics "
+                 "target (Prometheus file_sd)");
   app.add_flag("--print-world-size", print_world_size,
                "print the number of ranks the config needs and exit");
   app.add_flag("--print-config", print_config, "print the effective configuration and exit");
@@ -55,6 +62,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "podserve: %s\n", e.what());
     return 2;
   }
+  if (!sd_file.empty()) config.metrics.sd_file = sd_file;
   if (log_level.empty()) {
     const char* env_level = std::getenv("PODSERVE_LOG_LEVEL");
     log_level = env_level != nullptr && *env_level != '\0' ? env_level : config.logging.level;
@@ -64,12 +72,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "podserve: config key 'model': %s\n", model.status().to_string().c_str());
     return 2;
   }
-  if (print_world_size) {
-    std::cout << config.world_size() << "\n";
-    return 0;
-  }
   if (print_config) {
     std::cout << podserve::to_yaml(config) << "\n";
+    return 0;
+  }
+  if (const auto startup = podserve::check_startup(config, *model); !startup.ok()) {
+    std::fprintf(stderr, "podserve: %s\n", startup.message().c_str());
+    return 2;
+  }
+  if (print_world_size) {
+    std::cout << config.world_size() << "\n";
     return 0;
   }
 
@@ -113,7 +125,7 @@ int main(int argc, char** argv) {
                             : podserve::run_instance_rank(*topology, config, *model);
     if (!status.ok()) {
       spdlog::error("{} failed: {}", topology->role_name(), status.to_string());
-      exit_code = 1;
+      exit_code = podserve::is_config_error(status) ? 2 : 1;
     }
   }
   if (exit_code != 0) MPI_Abort(MPI_COMM_WORLD, exit_code);

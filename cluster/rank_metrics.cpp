@@ -33,11 +33,21 @@ MetricsIdentity rank_metrics_identity(const Topology& topology, const ServiceCon
   return id;
 }
 
-std::string rank_metrics_target(const Topology& topology, const ServiceConfig& config, int rank) {
-  const auto& endpoint = topology.endpoints().at(rank);
+std::vector<ScrapeTargetGroup> rank_scrape_groups(std::span<const RankEndpoint> endpoints,
+                                                  const ServiceConfig& config) {
   const bool all_interfaces = config.metrics.bind == "0.0.0.0" || config.metrics.bind == "::";
-  return fmt::format("{}:{}", all_interfaces ? endpoint.host : config.metrics.bind,
-                     config.metrics.port_base + endpoint.node_local_rank);
+  std::vector<ScrapeTargetGroup> groups;
+  for (std::size_t rank = 0; rank < endpoints.size(); ++rank) {
+    const RankEndpoint& endpoint = endpoints[rank];
+    ScrapeTargetGroup group;
+    group.targets.push_back(fmt::format("{}:{}",
+                                        all_interfaces ? endpoint.host : config.metrics.bind,
+                                        config.metrics.port_base + endpoint.node_local_rank));
+    group.labels["podserve_rank"] = std::to_string(rank);
+    group.labels["podserve_mode"] = std::string(to_string(config.scheduler.mode));
+    groups.push_back(std::move(group));
+  }
+  return groups;
 }
 
 }  // namespace podserve

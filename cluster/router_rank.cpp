@@ -20,14 +20,7 @@ namespace {
 
 Status write_service_discovery(const Topology& topology, const ServiceConfig& config) {
   if (config.metrics.sd_file.empty()) return Status::Ok();
-  std::vector<ScrapeTargetGroup> groups;
-  for (int rank = 0; rank < topology.world_size(); ++rank) {
-    ScrapeTargetGroup group;
-    group.targets.push_back(rank_metrics_target(topology, config, rank));
-    group.labels["podserve_rank"] = std::to_string(rank);
-    group.labels["podserve_mode"] = std::string(to_string(config.scheduler.mode));
-    groups.push_back(std::move(group));
-  }
+  const auto groups = rank_scrape_groups(topology.endpoints(), config);
   PODSERVE_RETURN_IF_ERROR(write_file_sd(config.metrics.sd_file, groups));
   spdlog::info("Prometheus file_sd targets written to {}", config.metrics.sd_file);
   return Status::Ok();
@@ -75,7 +68,9 @@ Status run_router_rank(const Topology& topology, const ServiceConfig& config,
       make_router_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));
   RouterLink link(topology);
   Router router(config, model, link, router_metrics);
-  PODSERVE_RETURN_IF_ERROR(router.start());
+  if (const Status started = router.start(); !started.ok()) {
+    return Status(started.code(), "config key 'router.listen': " + started.message());
+  }
   PODSERVE_RETURN_IF_ERROR(write_service_discovery(topology, config));
   PODSERVE_RETURN_IF_ERROR(write_pid_file(pid_file));
   spdlog::info("serving {} on http://{} ({} instances)", model.name, config.router.listen,

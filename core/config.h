@@ -89,7 +89,7 @@ struct RouterSection {
 struct MetricsSection {
   std::int32_t port_base = 9400;  // rank r serves /metrics on port_base + node-local rank
   std::string bind = "127.0.0.1";
-  std::string sd_file = "podserve-sd.json";  // Prometheus file_sd target list, written by rank 0
+  std::string sd_file;  // Prometheus file_sd target list, written by rank 0; empty: none
 };
 
 struct LoggingSection {

@@ -5,7 +5,9 @@
 # Logs and reports go to $OUT. Making the bundle on the build machine (CUDA build in build-cuda):
 #   mkdir -p B/bin B/tests && cp build-cuda/bin/{podserve,podserve-bench,podserve-ab} B/bin &&
 #   cp build-cuda/tests/{cuda_backend_test,nccl_communicator_test,cuda_model_test,cuda_ipc_transport_test} B/tests &&
-#   strip B/bin/* B/tests/* && <copy the .so files ldd reports missing on the GPU host to B/gpu-libs>
+#   strip B/bin/* B/tests/* &&
+#   tools/gpu-bundle.sh --target-libs GPU-HOST-LDCONFIG.txt B/gpu-libs B/bin/* B/tests/*
+# (GPU-HOST-LDCONFIG.txt: `ldconfig -p` run on the GPU host)
 # usage: tools/gpu_service_session.sh BUNDLE tests|engine|streams|ab|transfer|all [engine args]
 #   tests     cuda_backend_test, attention_cuda_test, nccl_communicator_test (2+ GPUs),
 #             cuda_model_test, cuda_ipc_transport_test (those in BUNDLE/tests), and

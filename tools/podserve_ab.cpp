@@ -2,7 +2,8 @@
 // colocated vs disaggregated: the configs differ in `scheduler.mode` and `instances`; or a sweep:
 // prefill:decode ratios, KV transports). For each variant in turn it starts the service under
 // mpirun (deploy/mpirun.sh), replays the same workload with podserve-bench, scrapes every rank's
-// /metrics, stops the service with SIGTERM (drain + clean shutdown), and finally prints the
+// /metrics (the endpoints the router lists in its file_sd file, --sd-file in --out-dir), stops the
+// service with SIGTERM (drain + clean shutdown), and finally prints the
 // variants side by side, each against the first (B/A, C/A, ...), and writes a JSON report.
 // Exit code: 0 when every variant served every request and shut down cleanly.
 #include <fmt/format.h>
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "tools/scrape_targets.h"
 
 namespace {
 
@@ -130,12 +132,15 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
                     const fs::path& out_dir) {
   Outcome outcome;
   const auto pid_file = (out_dir / (v.name + ".pid")).string();
+  const auto sd_file = (out_dir / (v.name + "-sd.json")).string();
   fs::remove(pid_file);
+  fs::remove(sd_file);
   std::printf("== %s: starting %s\n", v.name.c_str(), v.config_path.c_str());
   std::fflush(stdout);
-  const pid_t service = spawn(fmt::format("PODSERVE_BIN={} {} {} --pid-file {}", tools.podserve,
-                                          tools.mpirun_script, v.config_path, pid_file),
-                              (out_dir / (v.name + "-service.log")).string());
+  const pid_t service =
+      spawn(fmt::format("PODSERVE_BIN={} {} {} --pid-file {} --sd-file {}", tools.podserve,
+                        tools.mpirun_script, v.config_path, pid_file, sd_file),
+            (out_dir / (v.name + "-service.log")).string());
   const auto bench_json = (out_dir / (v.name + "-bench.json")).string();
   const std::string command =
       fmt::format("{} --url http://{} --wait-ready-s {} --json-out {} {}", tools.bench,
@@ -144,8 +149,24 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
   outcome.bench = json::parse(read_file(bench_json), nullptr, false);
 
   std::vector<std::string> expositions;
-  for (int rank = 0; rank < v.config.world_size(); ++rank) {
-    httplib::Client client(v.config.metrics.bind, v.config.metrics.port_base + rank);
+  auto targets = podserve::parse_scrape_targets(read_file(sd_file));
+  if (!targets.ok()) {
+    std::fprintf(stderr, "podserve-ab: %s: %s\n", sd_file.c_str(),
+                 targets.status().message().c_str());
+  }
+  std::vector<std::string> scraped;  // "host:port"
+  for (const auto& target : targets.ok() ? *targets : std::vector<podserve::ScrapeTarget>{}) {
+    const std::string endpoint = fmt::format("{}:{}", target.host, target.port);
+    if (std::find(scraped.begin(), scraped.end(), endpoint) != scraped.end()) {
+      // Ranks of several hosts with metrics.bind on loopback: only this host's can be reached.
+      std::fprintf(stderr,
+                   "podserve-ab: rank %d lists %s again; scraping it once (multi-node "
+                   "deployments need metrics.bind: 0.0.0.0)\n",
+                   target.rank, endpoint.c_str());
+      continue;
+    }
+    scraped.push_back(endpoint);
+    httplib::Client client(target.host, target.port);
     if (auto res = client.Get("/metrics"); res && res->status == 200)
       expositions.push_back(res->body);
   }
@@ -196,9 +217,10 @@ int main(int argc, char** argv) {
   tools.podserve = (self_dir / "podserve").string();
   tools.bench = (self_dir / "podserve-bench").string();
   tools.mpirun_script = "deploy/mpirun.sh";
-  app.add_option("configs", configs, "the deployment configs (A, B, ...: at least two)")
+  app.add_option("configs", configs, "the deployment configs A, B, ... (2 to 26)")
       ->required()
-      ->expected(2, 26);
+      ->expected(2, 26)
+      ->option_text("CONFIG x 2..26 REQUIRED");
   app.add_option("--bench-args", bench_args, "arguments for podserve-bench (workload)")
       ->capture_default_str();
   app.add_option("--out-dir", out_dir, "logs, bench JSON and the report")->capture_default_str();

@@ -262,8 +262,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-output", options.scale.max_output)
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_flag("--stream,!--no-stream", options.stream, "SSE streaming (TTFT/ITL measured)")
-      ->capture_default_str();
+  // Two flags, not CLI11's "--stream,!--no-stream": its --help line "--no-stream{false}" reads as
+  // if streaming were off by default.
+  app.add_flag("--stream", options.stream, "SSE streaming, TTFT/ITL measured (the default)");
+  app.add_flag_callback(
+      "--no-stream", [&options] { options.stream = false; },
+      "blocking requests: e2e latency only, no TTFT/ITL");
   app.add_option("--concurrency-limit", options.concurrency_limit, "max requests in flight")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

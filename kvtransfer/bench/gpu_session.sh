@@ -5,7 +5,7 @@
 # UCX vs its stages), then its NCCL rows again with one process per GPU (mpirun -np 2
 # --nccl-ranks 2), logs and CSV into $OUT.
 # usage: kvtransfer/bench/gpu_session.sh BUILD_DIR [all|test|bench] [extra bench args...]
-# BUILD_DIR/gpu-libs holds the shared libraries the GPU host lacks (/work/shared/tools/gpu-bundle.sh).
+# BUILD_DIR/gpu-libs holds the shared libraries the GPU host lacks (tools/gpu-bundle.sh).
 # NCCL_NVLS_ENABLE=0 is required on the shared GPU machines (NVLink multicast can take the host's
 # GPUs out of service); this script sets it, and the test and benchmark binaries set it if unset.
 set -uo pipefail
