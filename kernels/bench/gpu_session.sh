@@ -4,7 +4,7 @@
 # usage: kernels/bench/gpu_session.sh BUILD_DIR check|bench|quick|torch|ncu [extra bench args...]
 # ncu: Nsight Compute on the prefill and POD kernels of one prefill-heavy configuration, plus the
 # SASS instruction mix (HGMMA = wgmma) of the attention kernels.
-# BUILD_DIR/gpu-libs holds the shared libraries the GPU host lacks (/work/shared/tools/gpu-bundle.sh).
+# BUILD_DIR/gpu-libs holds the shared libraries the GPU host lacks (tools/gpu-bundle.sh).
 set -uo pipefail
 build=${1:-build-cuda}
 mode=${2:-check}
