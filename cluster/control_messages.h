@@ -38,7 +38,7 @@ struct LoadMessage {
 struct ShutdownMessage {};
 struct ShutdownDoneMessage {};
 
-// Disaggregated mode (DESIGN section 2). router -> decode leader D: admit a request whose
+// Disaggregated mode (docs/design.md section 2). router -> decode leader D: admit a request whose
 // prompt runs on prefill instance `prefill_instance`.
 struct DisaggregatedSubmitMessage {
   GenerationRequest request;

@@ -138,7 +138,7 @@ void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) 
 
 // One instance's leader: control messages in, iterations, outputs out; sleeps (backing off to
 // 5 ms) while it has nothing to do. Colocated, prefill and decode leaders share the loop;
-// the disaggregated protocol (DESIGN section 2) lives in the role-specific handlers.
+// the disaggregated protocol (docs/design.md section 2) lives in the role-specific handlers.
 class Leader {
  public:
   Leader(const Topology& topology, const ServiceConfig& config, Engine& engine,

@@ -1,4 +1,4 @@
-// Disaggregated mode's KV data path (DESIGN sections 2 and 4). At start-up every rank of a
+// Disaggregated mode's KV data path (docs/design.md sections 2 and 4). At start-up every rank of a
 // prefill or decode instance joins the fabric: it registers its KV cache (one region per layer)
 // with the KV transport, and every rank's transport address and region descriptors are
 // exchanged over MPI, after which prefill ranks hold a connection and remote regions for every

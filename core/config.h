@@ -20,7 +20,7 @@ class ConfigError : public std::runtime_error {
 
 enum class BackendChoice : std::uint8_t { kAuto, kCpu, kCuda };
 enum class SchedulerMode : std::uint8_t { kColocated, kDisaggregated };
-// How a hybrid batch's attention runs (DESIGN section 4). kAuto: pod on CUDA, cpu on CPU.
+// How a hybrid batch's attention runs (docs/design.md section 4). kAuto: pod on CUDA, cpu on CPU.
 enum class AttentionImpl : std::uint8_t { kAuto, kPod, kSerial, kStreams, kCpu };
 enum class RouterPolicy : std::uint8_t { kRoundRobin, kLeastOutstandingTokens, kKvLoadAware };
 

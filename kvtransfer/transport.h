@@ -1,5 +1,5 @@
 // KV transport: moves KV-cache pages from a prefill rank into pages a decode rank reserved
-// (DESIGN sections 2, 4 and 8). The interface is one-sided: the target registers memory and
+// (docs/design.md sections 2, 4 and 8). The interface is one-sided: the target registers memory and
 // hands out an opaque descriptor; the initiator posts non-blocking puts of segment lists into
 // it and polls for completion. No UCX or CUDA type appears here; backends live beside it
 // (ucx_transport.h; NCCL, which is two-sided, has its own channel in nccl_transport.h).

@@ -1,4 +1,4 @@
-// The podserve metric families (DESIGN section 7), defined once. Each rank builds the families
+// The podserve metric families (docs/design.md section 7), defined once. Each rank builds the families
 // it needs into its Registry with constant labels naming the deployment (`mode`, `instance`,
 // `role`, `rank`), and gets back a struct of references to label-resolved metrics, so hot paths
 // only call Observe/Increment/Set (lock-free atomic updates inside prometheus-cpp).

@@ -1,4 +1,4 @@
-// Load balancing (DESIGN section 4, "Router policy"): picks the instance that gets a new
+// Load balancing (docs/design.md section 4, "Router policy"): picks the instance that gets a new
 // request and keeps the router-side accounting the policies read.
 //
 //   round_robin               instances in turn.

@@ -6,7 +6,7 @@
 // (add), abort, preemption by recompute, the continuous-batching step (every running decode
 // first, then prefill chunks FCFS until the token budget is full; prompts may be split across
 // iterations), applying sampled tokens (on_step_done: finish detection, freeing pages), load
-// reports. The three policies (DESIGN section 4):
+// reports. The three policies (docs/design.md section 4):
 //   ColocatedScheduler  Sarathi-Serve hybrid batches.
 //   PrefillScheduler    prefill-only (disaggregated prefill instance): a request leaves after
 //                       its first sampled token and its pages are RETAINED (they are the source
