@@ -88,6 +88,17 @@ void print_row(const char* name, const bench::LatencySummary& s) {
               s.p90 * 1e3, s.p99 * 1e3, s.max * 1e3);
 }
 
+constexpr const char* kBatchKindNames[] = {"prefill", "decode", "hybrid"};
+
+json iterations_json(const sim::SimResult& result) {
+  json kinds;
+  for (std::size_t k = 0; k < result.iterations_by_kind.size(); ++k) {
+    const sim::IterationTotals& totals = result.iterations_by_kind[k];
+    kinds[kBatchKindNames[k]] = {{"count", totals.count}, {"seconds", totals.seconds}};
+  }
+  return kinds;
+}
+
 int run(const RunOptions& options) {
   ServiceConfig config;
   try {
@@ -185,6 +196,7 @@ int run(const RunOptions& options) {
                        {"tpot_s", summary_json(bench::summarize(tpot))},
                        {"e2e_s", summary_json(bench::summarize(e2e))},
                        {"iterations", result->iterations},
+                       {"iterations_by_kind", iterations_json(*result)},
                        {"preemptions", result->preemptions},
                        {"simulation_wall_s", wall_s}};
 
@@ -203,6 +215,12 @@ int run(const RunOptions& options) {
   print_row("ITL", bench::summarize(itl));
   print_row("TPOT (mean ITL/req)", bench::summarize(tpot));
   print_row("E2E", bench::summarize(e2e));
+  for (std::size_t k = 0; k < result->iterations_by_kind.size(); ++k) {
+    const sim::IterationTotals& totals = result->iterations_by_kind[k];
+    std::printf("%s iterations %lld, mean %.3f ms\n", kBatchKindNames[k],
+                static_cast<long long>(totals.count),
+                totals.count > 0 ? totals.seconds / static_cast<double>(totals.count) * 1e3 : 0.0);
+  }
   if (!options.json_out.empty()) {
     std::ofstream out(options.json_out);
     out << report.dump(2) << "\n";

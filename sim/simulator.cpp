@@ -30,6 +30,11 @@ struct InstanceState {
 
 }  // namespace
 
+BatchKind batch_kind_of(const BatchFeatures& features) {
+  if (features.prefill_tokens > 0 && features.num_decodes > 0) return BatchKind::kHybrid;
+  return features.prefill_tokens > 0 ? BatchKind::kPrefill : BatchKind::kDecode;
+}
+
 Result<SimOptions> sim_options_from_config(const ServiceConfig& config, std::int32_t num_pages,
                                            std::int32_t max_model_len) {
   if (config.scheduler.mode != SchedulerMode::kColocated) {
@@ -90,7 +95,13 @@ Result<SimResult> simulate(const SimOptions& options, const std::vector<SimReque
     if (instance.plan || !instance.scheduler->has_unfinished()) return;
     BatchPlan plan = instance.scheduler->schedule();
     if (plan.empty()) return;
-    instance.busy_until_s = now + instance.profile->predict(plan);
+    const BatchFeatures features = features_of(plan);
+    const double seconds = instance.profile->predict(features);
+    IterationTotals& totals =
+        result.iterations_by_kind[static_cast<std::size_t>(batch_kind_of(features))];
+    ++totals.count;
+    totals.seconds += seconds;
+    instance.busy_until_s = now + seconds;
     instance.plan = std::move(plan);
     ++result.iterations;
   };

@@ -19,6 +19,7 @@
 // Contract: single-threaded, deterministic (same inputs, same result); no I/O.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -63,10 +64,20 @@ struct SimRequestResult {
   bool finished = false;
 };
 
+// Iterations of one batch kind, as the service's podserve_iteration_seconds{batch_kind} counts
+// them: prefill (prefill chunks only), decode (decodes only), hybrid (both).
+struct IterationTotals {
+  std::int64_t count = 0;
+  double seconds = 0.0;
+};
+enum class BatchKind : std::uint8_t { kPrefill, kDecode, kHybrid };
+BatchKind batch_kind_of(const BatchFeatures& features);
+
 struct SimResult {
   std::vector<SimRequestResult> requests;
   double end_s = 0.0;  // virtual time of the last event
   std::int64_t iterations = 0;
+  std::array<IterationTotals, 3> iterations_by_kind;  // indexed by BatchKind
   std::int64_t preemptions = 0;
   // Invariant checks for tests: the clock never went back, and every instance's block manager
   // ended with zero used pages.

@@ -157,6 +157,11 @@ TEST(Simulator, ChunkedPrefillThenDecodesOnTheVirtualClock) {
   for (double gap : r.itl_s) EXPECT_NEAR(gap, 0.010, 1e-12);
   EXPECT_EQ(result->iterations, 7);
   EXPECT_NEAR(result->end_s, 0.070, 1e-12);
+  const auto& kinds = result->iterations_by_kind;
+  EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kPrefill)].count, 3);
+  EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kDecode)].count, 4);
+  EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kHybrid)].count, 0);
+  EXPECT_NEAR(kinds[static_cast<std::size_t>(BatchKind::kDecode)].seconds, 0.040, 1e-12);
 }
 
 TEST(Simulator, ArrivalDuringAnIterationJoinsTheNextOne) {
@@ -172,6 +177,11 @@ TEST(Simulator, ArrivalDuringAnIterationJoinsTheNextOne) {
   EXPECT_NEAR(result->requests[1].first_token_s, 0.020, 1e-12);
   EXPECT_NEAR(result->requests[1].finish_s, 0.020, 1e-12);
   EXPECT_TRUE(result->requests[1].itl_s.empty());
+  // Iterations: request 0's prefill, the hybrid at 10 ms, request 0's last decode.
+  const auto& kinds = result->iterations_by_kind;
+  EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kPrefill)].count, 1);
+  EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kHybrid)].count, 1);
+  EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kDecode)].count, 1);
 }
 
 TEST(Simulator, RoundRobinSpreadsRequestsInTurn) {
