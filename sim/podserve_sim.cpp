@@ -28,7 +28,6 @@
 #include "sim/simulator.h"
 #include "tools/bench/stats.h"
 #include "tools/bench/trace.h"
-#include "worker/model.h"
 
 namespace {
 
@@ -62,20 +61,6 @@ Result<ModelConfig> resolve_model(const ServiceConfig& config) {
     model->max_position_embeddings = config.model.max_model_len;
   }
   return model;
-}
-
-// KV pages of one instance of TP `tp`, as cluster/instance_rank.cpp derives them: the configured
-// count, else cpu_memory_mb per rank on the CPU backend. GPU memory is not known here.
-Result<std::int32_t> pages_of_instance(const ServiceConfig& config, const ModelConfig& model,
-                                       std::int32_t tp) {
-  if (config.kv_cache.num_pages > 0) return config.kv_cache.num_pages;
-  if (config.backend != BackendChoice::kCpu) {
-    return invalid_argument(
-        "kv_cache.num_pages must be set for a simulated GPU deployment (the service derives it "
-        "from the free GPU memory, which the simulator does not know)");
-  }
-  const auto bytes = static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20;
-  return LlamaModel::pages_that_fit(model, tp, bytes, config.kv_cache.page_size, DType::kF32);
 }
 
 json summary_json(const bench::LatencySummary& s) {
@@ -112,18 +97,10 @@ int run(const RunOptions& options) {
     std::cerr << "podserve-sim: " << model.status().to_string() << "\n";
     return 2;
   }
-  auto sim_options = sim::sim_options_from_config(config, 0, model->max_position_embeddings);
+  auto sim_options = sim::sim_options_from_config(config, *model);
   if (!sim_options.ok()) {
     std::cerr << "podserve-sim: " << sim_options.status().to_string() << "\n";
     return 2;
-  }
-  for (sim::SimInstance& instance : sim_options->instances) {
-    auto pages = pages_of_instance(config, *model, instance.tp);
-    if (!pages.ok()) {
-      std::cerr << "podserve-sim: " << pages.status().to_string() << "\n";
-      return 2;
-    }
-    instance.num_pages = *pages;
   }
   for (const std::string& path : options.profiles) {
     auto profile = sim::load_cost_profile(path);
@@ -159,7 +136,7 @@ int run(const RunOptions& options) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   if (!result.ok()) {
     std::cerr << "podserve-sim: " << result.status().to_string() << "\n";
-    return 1;
+    return result.status().code() == StatusCode::kInvalidArgument ? 2 : 1;
   }
 
   std::vector<double> ttft, itl, tpot, e2e;

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "router/policy.h"
+#include "worker/model.h"
 #include "worker/scheduler.h"
 
 namespace podserve::sim {
@@ -35,13 +36,24 @@ BatchKind batch_kind_of(const BatchFeatures& features) {
   return features.prefill_tokens > 0 ? BatchKind::kPrefill : BatchKind::kDecode;
 }
 
-Result<SimOptions> sim_options_from_config(const ServiceConfig& config, std::int32_t num_pages,
-                                           std::int32_t max_model_len) {
+Result<SimOptions> sim_options_from_config(const ServiceConfig& config, const ModelConfig& model) {
   if (config.scheduler.mode != SchedulerMode::kColocated) {
     return invalid_argument("podserve-sim models colocated mode only (scheduler.mode: colocated)");
   }
+  if (config.kv_cache.num_pages == 0 && config.backend != BackendChoice::kCpu) {
+    return invalid_argument(
+        "kv_cache.num_pages must be set for a simulated GPU deployment (the service derives it "
+        "from the free GPU memory, which the simulator does not know)");
+  }
   SimOptions options;
   for (const InstanceGroup& group : config.instances) {
+    // cluster/instance_rank.cpp: the configured count, else cpu_memory_mb per rank (fp32).
+    const std::int32_t num_pages =
+        config.kv_cache.num_pages > 0
+            ? config.kv_cache.num_pages
+            : LlamaModel::pages_that_fit(
+                  model, group.tp, static_cast<std::size_t>(config.kv_cache.cpu_memory_mb) << 20,
+                  config.kv_cache.page_size, DType::kF32);
     for (std::int32_t i = 0; i < group.count; ++i) {
       options.instances.push_back(SimInstance{.tp = group.tp, .num_pages = num_pages});
     }
@@ -49,7 +61,7 @@ Result<SimOptions> sim_options_from_config(const ServiceConfig& config, std::int
   options.token_budget = config.scheduler.token_budget;
   options.max_running = config.scheduler.max_running;
   options.page_size = config.kv_cache.page_size;
-  options.max_model_len = max_model_len;
+  options.max_model_len = model.max_position_embeddings;
   options.policy = config.router.policy;
   return options;
 }
@@ -77,6 +89,11 @@ Result<SimResult> simulate(const SimOptions& options, const std::vector<SimReque
     infos.push_back(InstanceInfo{.id = static_cast<int>(i), .tp = instance.tp});
   }
   if (instances.empty()) return invalid_argument("no instances to simulate");
+  for (std::size_t i = 1; i < requests.size(); ++i) {
+    if (requests[i].arrival_s < requests[i - 1].arrival_s) {
+      return invalid_argument(fmt::format("request {} arrives before request {}", i, i - 1));
+    }
+  }
   LoadBalancer balancer(options.policy, infos, options.page_size);
   for (std::size_t i = 0; i < instances.size(); ++i) {
     balancer.update_load(static_cast<int>(i), instances[i].scheduler->load());

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/model_config.h"
 #include "core/status.h"
 #include "sim/cost_model.h"
 
@@ -85,13 +86,15 @@ struct SimResult {
   std::int64_t pages_in_use_at_end = 0;
 };
 
-// The options for `config`'s colocated instances, with `num_pages` KV pages each (derived by the
-// caller, as the service derives them). kInvalidArgument for disaggregated mode.
-Result<SimOptions> sim_options_from_config(const ServiceConfig& config, std::int32_t num_pages,
-                                           std::int32_t max_model_len);
+// The options for `config`'s colocated instances of `model` (its max_position_embeddings is the
+// max_model_len, as the service resolves it). KV pages per instance as the service derives them:
+// kv_cache.num_pages, else cpu_memory_mb per rank on the CPU backend. kInvalidArgument for
+// disaggregated mode, and for a GPU backend without kv_cache.num_pages (the service derives it
+// from free GPU memory, unknown here). No profiles are filled in.
+Result<SimOptions> sim_options_from_config(const ServiceConfig& config, const ModelConfig& model);
 
-// Runs `requests` (sorted by arrival) to completion. Errors: a missing profile, a request the
-// scheduler refuses (prompt >= max_model_len), or a scheduler error.
+// Runs `requests` to completion. Errors: requests not sorted by arrival, a missing profile, a
+// request the scheduler refuses (prompt >= max_model_len), or a scheduler error.
 Result<SimResult> simulate(const SimOptions& options, const std::vector<SimRequest>& requests);
 
 }  // namespace podserve::sim

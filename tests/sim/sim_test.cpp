@@ -6,11 +6,14 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "core/config.h"
+#include "core/model_config.h"
 #include "sim/cost_model.h"
 #include "sim/simulator.h"
+#include "tools/bench/trace.h"
 
 namespace podserve::sim {
 namespace {
@@ -195,13 +198,107 @@ TEST(Simulator, RoundRobinSpreadsRequestsInTurn) {
     EXPECT_EQ(result->requests[static_cast<std::size_t>(i)].instance, i % 3);
 }
 
+TEST(Simulator, UnsortedArrivalsAreRefused) {
+  const auto result =
+      simulate(options_for(1, 64, RouterPolicy::kRoundRobin),
+               {SimRequest{.arrival_s = 0.5, .prompt_tokens = 4, .output_tokens = 1},
+                SimRequest{.arrival_s = 0.1, .prompt_tokens = 4, .output_tokens = 1}});
+  EXPECT_EQ(result.status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(Simulator, MissingProfileAndDisaggregatedModeAreRefused) {
   SimOptions options = options_for(1, 64, RouterPolicy::kRoundRobin);
   options.instances[0].tp = 2;
   EXPECT_EQ(simulate(options, {}).status().code(), StatusCode::kInvalidArgument);
   ServiceConfig config;
   config.scheduler.mode = SchedulerMode::kDisaggregated;
-  EXPECT_EQ(sim_options_from_config(config, 64, 128).status().code(), StatusCode::kInvalidArgument);
+  const auto tiny = model_preset("tiny");
+  ASSERT_TRUE(tiny.ok());
+  EXPECT_EQ(sim_options_from_config(config, *tiny).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(SimulatorConfig, ValidationConfigHasTheServicesPageCount) {
+  const auto config = load_config(PODSERVE_SOURCE_DIR "/sim/configs/tiny-colocated-1x.yaml");
+  const auto tiny = model_preset("tiny");
+  ASSERT_TRUE(tiny.ok());
+  const auto options = sim_options_from_config(config, *tiny);
+  ASSERT_TRUE(options.ok()) << options.status().to_string();
+  ASSERT_EQ(options->instances.size(), 1u);
+  // The service logged "2048 KV pages of 16 tokens" for this config on the CPU backend.
+  EXPECT_EQ(options->instances[0].num_pages, 2048);
+  EXPECT_EQ(options->token_budget, 256);
+  EXPECT_EQ(options->max_running, 64);
+  EXPECT_EQ(options->page_size, 16);
+  EXPECT_EQ(options->max_model_len, 4096);
+  EXPECT_EQ(options->policy, RouterPolicy::kLeastOutstandingTokens);
+}
+
+TEST(SimulatorConfig, PagesPerRankScaleWithTpAndGpuNeedsAPageCount) {
+  auto config = load_config(PODSERVE_SOURCE_DIR "/deploy/configs/tiny-colocated.yaml");
+  const auto tiny = model_preset("tiny");
+  ASSERT_TRUE(tiny.ok());
+  const auto options = sim_options_from_config(config, *tiny);
+  ASSERT_TRUE(options.ok()) << options.status().to_string();
+  ASSERT_EQ(options->instances.size(), 2u);
+  EXPECT_EQ(options->instances[0].tp, 2);
+  EXPECT_EQ(options->instances[1].tp, 1);
+  // Each rank holds cpu_memory_mb of its half of the KV heads.
+  EXPECT_EQ(options->instances[0].num_pages, 2 * options->instances[1].num_pages);
+  config.backend = BackendChoice::kCuda;
+  EXPECT_EQ(sim_options_from_config(config, *tiny).status().code(), StatusCode::kInvalidArgument);
+  config.kv_cache.num_pages = 1000;
+  const auto explicit_pages = sim_options_from_config(config, *tiny);
+  ASSERT_TRUE(explicit_pages.ok());
+  EXPECT_EQ(explicit_pages->instances[0].num_pages, 1000);
+}
+
+// The quickstart workload from the repository's trace, with the committed profile: every request
+// finishes with its output length, no page leaks, and the clock ends at the last finish.
+TEST(SimulatorEndToEnd, QuickstartWorkloadWithTheCommittedProfile) {
+  std::ifstream csv(PODSERVE_SOURCE_DIR "/tools/data/azure-llm-2023-code.csv");
+  ASSERT_TRUE(csv) << "missing trace";
+  auto workload = bench::parse_azure_trace(csv, 0, 300);
+  ASSERT_TRUE(workload.ok()) << workload.status().to_string();
+  bench::scale_lengths(
+      *workload,
+      bench::ScaleOptions{
+          .prompt_scale = 0.05, .output_scale = 1.0, .max_prompt = 384, .max_output = 32});
+  bench::schedule_arrivals(*workload, 6.0, 1.0, fresh_seed());
+  std::vector<SimRequest> requests;
+  std::int64_t output_tokens = 0;
+  for (const auto& r : *workload) {
+    requests.push_back(SimRequest{.arrival_s = r.arrival_s,
+                                  .prompt_tokens = r.prompt_tokens,
+                                  .output_tokens = r.output_tokens});
+    output_tokens += r.output_tokens;
+  }
+  const auto config = load_config(PODSERVE_SOURCE_DIR "/sim/configs/tiny-colocated-1x.yaml");
+  const auto tiny = model_preset("tiny");
+  ASSERT_TRUE(tiny.ok());
+  auto options = sim_options_from_config(config, *tiny);
+  ASSERT_TRUE(options.ok());
+  const auto profile = load_cost_profile(PODSERVE_SOURCE_DIR "/sim/profiles/tiny-cpu-tp1.json");
+  ASSERT_TRUE(profile.ok()) << profile.status().to_string();
+  EXPECT_EQ(profile->model, "tiny");
+  EXPECT_EQ(profile->tp, 1);
+  options->profiles[1] = *profile;
+  const auto result = simulate(*options, requests);
+  ASSERT_TRUE(result.ok()) << result.status().to_string();
+  EXPECT_TRUE(result->clock_monotonic);
+  EXPECT_EQ(result->pages_in_use_at_end, 0);
+  std::int64_t simulated_tokens = 0;
+  double last_finish = 0.0;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const SimRequestResult& r = result->requests[i];
+    ASSERT_TRUE(r.finished) << i;
+    EXPECT_EQ(r.output_tokens, requests[i].output_tokens) << i;
+    EXPECT_GT(r.first_token_s, r.arrival_s) << i;
+    simulated_tokens += r.output_tokens;
+    last_finish = std::max(last_finish, r.finish_s);
+  }
+  EXPECT_EQ(simulated_tokens, output_tokens);
+  EXPECT_DOUBLE_EQ(result->end_s, last_finish);
+  EXPECT_GE(result->end_s, requests.back().arrival_s);
 }
 
 struct PolicyCase {
