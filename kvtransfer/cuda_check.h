@@ -1,5 +1,5 @@
 // Internal to kvtransfer's CUDA sources (nccl_transport.cpp, host_staged_transport.cpp,
-// nccl_pack.cu): the cudaError_t overload of check_result, so PODSERVE_CHECK works on CUDA
+// page_gather.cu): the cudaError_t overload of check_result, so PODSERVE_CHECK works on CUDA
 // runtime calls, and a scope that makes a device current. Includes a CUDA header, so no public
 // header may include it (STYLE 1: streams and events cross the public headers as void*). The
 // overload is kernels/cuda/cuda_check.h's, token for token (kvtransfer may not depend on kernels/);

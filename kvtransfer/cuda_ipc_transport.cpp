@@ -17,7 +17,7 @@
 #include "core/wire.h"
 #include "kvtransfer/cuda_check.h"
 #include "kvtransfer/cuda_poll.h"
-#include "kvtransfer/nccl_pack.h"
+#include "kvtransfer/page_gather.h"
 #include "kvtransfer/transfer_table.h"
 
 namespace podserve {
@@ -28,7 +28,7 @@ using Clock = std::chrono::steady_clock;
 // How a put's coalesced segments are copied. The copy engines move a long run at the link's
 // full rate (390 GB/s GPU to GPU on H100 NVLink, above NCCL's 344) but cost about a microsecond
 // per copy, so 64 KiB pages in separate copies (or one cudaMemcpyBatchAsync of them) reach only
-// ~60 GB/s; the pack kernel (nccl_pack.h, gathering into the peer's mapped memory) copies up to
+// ~60 GB/s; the pack kernel (page_gather.h, gathering into the peer's mapped memory) copies up to
 // 1,024 runs per launch with the SMs (~345 GB/s for 64 KiB pages). Runs of at least this many
 // bytes on average, or fewer than kKernelMinSegments runs, go to the copy engines.
 constexpr std::uint64_t kCopyEngineMinMeanBytes = 1 << 20;

@@ -12,7 +12,7 @@
 //   lazy peer access) and keeps it open until the transport is destroyed.
 // - post_put copies every coalesced segment local -> peer memory on the transport's own
 //   non-blocking stream (cudaMemcpyAsync per run on the copy engines for a few long runs; the
-//   pack kernel of nccl_pack.h, one launch per 1,024 runs, for many short ones) and records an
+//   pack kernel of page_gather.h, one launch per 1,024 runs, for many short ones) and records an
 //   event; progress()/poll() read it. kDone: every byte is in the peer's memory.
 // - Fence: a copy handed to the GPU cannot be withdrawn, so cancel() and a passed deadline wait
 //   (without blocking: the transfer reads kPending) for the copy's event, then read kCancelled /

@@ -10,7 +10,7 @@
 #include <utility>
 
 #include "kvtransfer/cuda_check.h"
-#include "kvtransfer/nccl_pack.h"
+#include "kvtransfer/page_gather.h"
 #include "kvtransfer/pack_layout.h"
 
 namespace podserve {

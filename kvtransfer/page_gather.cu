@@ -1,7 +1,7 @@
 #include <algorithm>
 
 #include "kvtransfer/cuda_check.h"
-#include "kvtransfer/nccl_pack.h"
+#include "kvtransfer/page_gather.h"
 
 namespace podserve {
 namespace {

@@ -1,4 +1,4 @@
-// Internal to kvtransfer's CUDA sources (CUDA builds): the gather/scatter kernels that move
+// Internal to kvtransfer's CUDA sources (CUDA builds): the page gather/scatter kernels that move
 // page-scattered segments to and from a contiguous device staging buffer (pack_layout.h), so a
 // page list travels as one NCCL message (or a pipeline of chunks, each gathered or scattered by
 // its own launch). The CUDA IPC transport gathers with a peer's mapped memory as `packed`, which
