@@ -15,7 +15,7 @@
 
 #include "core/tokenizer.h"
 #include "metrics/http_listen.h"
-#include "nlohmann/json.hpp"
+#include "router/completion_response.h"
 #include "router/output_queue.h"
 #include "router/reorder_buffer.h"
 #include "router/stop_strings.h"
@@ -25,7 +25,6 @@ namespace podserve {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using nlohmann::json;
 
 // A stream with no token for this long gets an SSE comment line, so a client that went away is
 // noticed (the write fails) even while its request is still queued or prefilling.
@@ -39,8 +38,10 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-std::string dump(const json& value) {
-  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+std::int64_t unix_seconds_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 void send_error(httplib::Response& response, const ApiError& error) {
@@ -149,9 +150,7 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
       balancer_(config.router.policy, channel.instances(), config.kv_cache.page_size),
       decode_balancer_(config.router.policy, channel.instances(), config.kv_cache.page_size,
                        LoadBalancer::kDecodeRoles),
-      created_unix_s_(std::chrono::duration_cast<std::chrono::seconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count()),
+      created_unix_s_(unix_seconds_now()),
       eos_token_id_(model.eos_token_id),
       num_instances_(static_cast<int>(channel.instances().size())),
       instance_reported_(channel.instances().size(), false) {}
@@ -210,13 +209,9 @@ void Router::install_routes() {
                 handle_completion(request, response, /*chat=*/true);
               });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
-    const json body = {{"object", "list"},
-                       {"data", json::array({{{"id", limits_.served_model_name},
-                                              {"object", "model"},
-                                              {"created", created_unix_s_},
-                                              {"owned_by", "podserve"},
-                                              {"max_model_len", limits_.max_model_len}}})}};
-    response.set_content(dump(body), "application/json");
+    response.set_content(
+        models_body(limits_.served_model_name, created_unix_s_, limits_.max_model_len),
+        "application/json");
   });
   // 200 once every instance's leader has reported in (its weights are loaded and its loop runs),
   // so a load generator polling it does not time model loading as queueing; 503 before that
@@ -225,9 +220,7 @@ void Router::install_routes() {
     const int ready = instances_ready_.load();
     const char* status = draining_.load() ? "draining" : ready < num_instances_ ? "starting" : "ok";
     response.status = std::string_view(status) == "ok" ? 200 : 503;
-    response.set_content(
-        dump({{"status", status}, {"instances_ready", ready}, {"instances", num_instances_}}),
-        "application/json");
+    response.set_content(health_body(status, ready, num_instances_), "application/json");
   });
   const auto method_not_allowed = [](const httplib::Request& request, httplib::Response& response) {
     send_error(response, server_error(405, request.method + " is not allowed on " + request.path,
@@ -387,41 +380,6 @@ ApiError failed_request_error(FinishReason reason) {
              : server_error(500, "the instance failed to complete the request", "instance_error");
 }
 
-// One choice of a response or stream chunk. Completions: {"text"}; chat: {"message"} in a
-// response, {"delta"} in a stream chunk (the first one also names the role). `token_ids` (the
-// generated ids) is an extension on both.
-json choice_json(bool chat, bool stream_chunk, bool first_chunk, std::string text,
-                 std::span<const TokenId> token_ids, std::optional<FinishReason> reason) {
-  json choice = {{"index", 0}};
-  if (!chat) {
-    choice["text"] = std::move(text);
-  } else if (!stream_chunk) {
-    choice["message"] = {{"role", "assistant"}, {"content", std::move(text)}};
-  } else {
-    choice["delta"] = {{"content", std::move(text)}};
-    if (first_chunk) choice["delta"]["role"] = "assistant";
-  }
-  choice["token_ids"] = token_ids;
-  choice["logprobs"] = nullptr;
-  choice["finish_reason"] = reason ? json(std::string(to_string(*reason))) : json(nullptr);
-  return choice;
-}
-
-// The response's "id" and "object" for a request of either endpoint.
-std::string response_id(bool chat, RequestId id) {
-  return (chat ? "chatcmpl-" : "cmpl-") + std::to_string(id);
-}
-const char* response_object(bool chat, bool stream_chunk) {
-  if (!chat) return "text_completion";
-  return stream_chunk ? "chat.completion.chunk" : "chat.completion";
-}
-
-json usage_json(std::int64_t prompt_tokens, std::size_t completion_tokens) {
-  return {{"prompt_tokens", prompt_tokens},
-          {"completion_tokens", completion_tokens},
-          {"total_tokens", prompt_tokens + static_cast<std::int64_t>(completion_tokens)}};
-}
-
 }  // namespace
 
 void Router::serve_blocking(const std::shared_ptr<ActiveRequest>& request,
@@ -451,32 +409,32 @@ void Router::serve_blocking(const std::shared_ptr<ActiveRequest>& request,
     send_error(response, failed_request_error(*reason));
     return;
   }
-  const json body = {
-      {"id", response_id(request->chat, request->id)},
-      {"object", response_object(request->chat, /*stream_chunk=*/false)},
-      {"created", std::chrono::duration_cast<std::chrono::seconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count()},
-      {"model", limits_.served_model_name},
-      {"choices",
-       json::array({choice_json(request->chat, /*stream_chunk=*/false, /*first_chunk=*/false,
-                                request->stop.has_stop_strings() ? request->stop.reply_text()
-                                                                 : request->text_from(0, reason),
-                                request->generated, reason)})},
-      {"usage", usage_json(request->prompt_tokens, request->generated.size())}};
-  response.set_content(dump(body), "application/json");
+  const ResponseHeader header{.id = request->id,
+                              .chat = request->chat,
+                              .created_unix_s = unix_seconds_now(),
+                              .model = limits_.served_model_name};
+  response.set_content(
+      completion_response_body(
+          header,
+          request->stop.has_stop_strings() ? request->stop.reply_text()
+                                           : request->text_from(0, reason),
+          request->generated, *reason,
+          TokenUsage{.prompt_tokens = request->prompt_tokens,
+                     .completion_tokens = static_cast<std::int64_t>(request->generated.size())}),
+      "application/json");
 }
 
 void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admission,
                           httplib::Response& response) {
   auto state = std::make_shared<StreamState>(std::move(request), std::move(admission));
-  const std::int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count();
+  const ResponseHeader header{.id = state->request->id,
+                              .chat = state->request->chat,
+                              .created_unix_s = unix_seconds_now(),
+                              .model = limits_.served_model_name};
   response.set_header("Cache-Control", "no-cache");
   response.set_chunked_content_provider(
       "text/event-stream",
-      [this, state, created](std::size_t, httplib::DataSink& sink) {
+      [this, state, header](std::size_t, httplib::DataSink& sink) {
         ActiveRequest& active = *state->request;
         std::vector<TokenOutput> batch;
         if (!active.outputs.wait_pop(batch, kStreamKeepAlive)) {
@@ -494,7 +452,7 @@ void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admi
           deliver(active, output);
           if (output.finished) reason = output.reason;
           if (reason && *reason != FinishReason::kStop && *reason != FinishReason::kLength) {
-            events += "data: " + api_error_body(failed_request_error(*reason)) + "\n\n";
+            events += stream_error_event(failed_request_error(*reason));
             break;
           }
           if (active.found_stop(before)) {
@@ -503,22 +461,16 @@ void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admi
             reason = FinishReason::kStop;
           }
           if (before == active.generated.size() && !reason) continue;
-          json chunk = {
-              {"id", response_id(active.chat, active.id)},
-              {"object", response_object(active.chat, /*stream_chunk=*/true)},
-              {"created", created},
-              {"model", limits_.served_model_name},
-              {"choices",
-               json::array({choice_json(
-                   active.chat, /*stream_chunk=*/true, before == 0,
-                   active.stop.has_stop_strings() ? active.stop.next_stream_text(reason.has_value())
-                                                  : active.text_from(before, reason),
-                   std::span<const TokenId>(active.generated).subspan(before), reason)})}};
-          if (reason) chunk["usage"] = usage_json(active.prompt_tokens, active.generated.size());
-          events += "data: " + dump(chunk) + "\n\n";
+          events += stream_chunk_event(
+              header, /*first_chunk=*/before == 0,
+              active.stop.has_stop_strings() ? active.stop.next_stream_text(reason.has_value())
+                                             : active.text_from(before, reason),
+              std::span<const TokenId>(active.generated).subspan(before), reason,
+              TokenUsage{.prompt_tokens = active.prompt_tokens,
+                         .completion_tokens = static_cast<std::int64_t>(active.generated.size())});
           if (reason) break;
         }
-        if (reason) events += "data: [DONE]\n\n";
+        if (reason) events += kStreamDoneEvent;
         if (!sink.write(events.data(), events.size())) {
           state->done = true;
           abandon(active);
