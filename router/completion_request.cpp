@@ -1,7 +1,10 @@
 #include "router/completion_request.h"
 
 #include <algorithm>
+#include <iterator>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/tokenizer.h"
 #include "nlohmann/json.hpp"
@@ -79,79 +82,158 @@ std::variant<json, ApiError> parse_body(std::string_view body) {
 
 constexpr std::size_t kMaxStopStrings = 4;  // OpenAI's limit
 
+// Checks one field's value and applies it to the request; nullopt when accepted.
+using FieldRule = std::optional<ApiError> (*)(const std::string& key, const json& value,
+                                              const CompletionLimits& limits,
+                                              CompletionRequest& request);
+
+struct CommonField {
+  std::string_view key;
+  FieldRule rule;
+};
+
+std::optional<ApiError> model_rule(const std::string& key, const json& value,
+                                   const CompletionLimits& limits, CompletionRequest&) {
+  if (!value.is_string()) return wrong_type(key, "a string");
+  if (value.get<std::string>() == limits.served_model_name) return std::nullopt;
+  return ApiError{.http_status = 404,
+                  .message = "the model '" + value.get<std::string>() +
+                             "' does not exist; this server serves '" + limits.served_model_name +
+                             "'",
+                  .param = key,
+                  .code = "model_not_found"};
+}
+
+std::optional<ApiError> max_tokens_rule(const std::string& key, const json& value,
+                                        const CompletionLimits& limits,
+                                        CompletionRequest& request) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_number_integer()) return wrong_type(key, "an integer");
+  const std::int64_t max_tokens = value.get<std::int64_t>();
+  if (max_tokens < 1 || max_tokens > limits.max_tokens_limit) {
+    return invalid(key, "'" + key + "' must be in [1, " + std::to_string(limits.max_tokens_limit) +
+                            "], got " + std::to_string(max_tokens));
+  }
+  request.sampling.max_tokens = static_cast<std::int32_t>(max_tokens);
+  return std::nullopt;
+}
+
+// A sampling number (null: the default) stored in `field` when `in_range` accepts it.
+std::optional<ApiError> sampling_number(const std::string& key, const json& value,
+                                        bool (*in_range)(double), const char* range, float& field) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_number()) return wrong_type(key, "a number");
+  const double number = value.get<double>();
+  if (!in_range(number)) return invalid(key, "'" + key + "' must be in " + range);
+  field = static_cast<float>(number);
+  return std::nullopt;
+}
+
+std::optional<ApiError> temperature_rule(const std::string& key, const json& value,
+                                         const CompletionLimits&, CompletionRequest& request) {
+  return sampling_number(
+      key, value, [](double t) { return t >= 0.0 && t <= 2.0; }, "[0, 2]",
+      request.sampling.temperature);
+}
+
+std::optional<ApiError> top_p_rule(const std::string& key, const json& value,
+                                   const CompletionLimits&, CompletionRequest& request) {
+  return sampling_number(
+      key, value, [](double p) { return p > 0.0 && p <= 1.0; }, "(0, 1]", request.sampling.top_p);
+}
+
+std::optional<ApiError> seed_rule(const std::string& key, const json& value,
+                                  const CompletionLimits&, CompletionRequest& request) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_number_unsigned()) return wrong_type(key, "a non-negative integer");
+  request.sampling.seed = value.get<std::uint64_t>();
+  request.has_seed = true;
+  return std::nullopt;
+}
+
+std::optional<ApiError> ignore_eos_rule(const std::string& key, const json& value,
+                                        const CompletionLimits&, CompletionRequest& request) {
+  if (!value.is_boolean()) return wrong_type(key, "a boolean");
+  request.sampling.ignore_eos = value.get<bool>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> stream_rule(const std::string& key, const json& value,
+                                    const CompletionLimits&, CompletionRequest& request) {
+  if (!value.is_boolean()) return wrong_type(key, "a boolean");
+  request.stream = value.get<bool>();
+  return std::nullopt;
+}
+
+// Accepted for client compatibility; usage is always sent, users are not tracked.
+std::optional<ApiError> ignored_rule(const std::string&, const json&, const CompletionLimits&,
+                                     CompletionRequest&) {
+  return std::nullopt;
+}
+
+std::optional<ApiError> only_one_rule(const std::string& key, const json& value,
+                                      const CompletionLimits&, CompletionRequest&) {
+  if (value.is_null() || (value.is_number_unsigned() && value.get<std::uint64_t>() == 1)) {
+    return std::nullopt;
+  }
+  return unsupported(key, "1");
+}
+
+std::optional<ApiError> only_zero_rule(const std::string& key, const json& value,
+                                       const CompletionLimits&, CompletionRequest&) {
+  if (value.is_null() || (value.is_number() && value.get<double>() == 0.0)) return std::nullopt;
+  return unsupported(key, "0");
+}
+
+std::optional<ApiError> only_null_or_empty_rule(const std::string& key, const json& value,
+                                                const CompletionLimits&, CompletionRequest&) {
+  if (is_null_or_empty(value)) return std::nullopt;
+  return unsupported(key, "null or empty");
+}
+
+std::optional<ApiError> stop_rule(const std::string& key, const json& value,
+                                  const CompletionLimits&, CompletionRequest& request) {
+  if (is_null_or_empty(value)) return std::nullopt;
+  const json strings = value.is_string() ? json::array({value}) : value;
+  if (!strings.is_array() || strings.size() > kMaxStopStrings) {
+    return wrong_type(key, "a string or an array of at most 4 strings");
+  }
+  for (const json& stop : strings) {
+    if (!stop.is_string() || stop.get_ref<const std::string&>().empty()) {
+      return invalid(key, "'stop' strings must be non-empty strings");
+    }
+    request.stop.push_back(stop.get<std::string>());
+  }
+  return std::nullopt;
+}
+
+// The fields both endpoints take, each with its rule.
+constexpr CommonField kCommonFields[] = {
+    {"model", model_rule},
+    {"max_tokens", max_tokens_rule},
+    {"max_completion_tokens", max_tokens_rule},
+    {"temperature", temperature_rule},
+    {"top_p", top_p_rule},
+    {"seed", seed_rule},
+    {"ignore_eos", ignore_eos_rule},
+    {"stream", stream_rule},
+    {"stream_options", ignored_rule},
+    {"user", ignored_rule},
+    {"n", only_one_rule},
+    {"presence_penalty", only_zero_rule},
+    {"frequency_penalty", only_zero_rule},
+    {"stop", stop_rule},
+    {"logit_bias", only_null_or_empty_rule},
+};
+
 // A field both endpoints take: applied to `request` (true), not one of them (false), or an error.
 std::variant<bool, ApiError> common_field(const std::string& key, const json& value,
                                           const CompletionLimits& limits,
                                           CompletionRequest& request) {
-  if (key == "model") {
-    if (!value.is_string()) return wrong_type(key, "a string");
-    if (value.get<std::string>() != limits.served_model_name) {
-      return ApiError{.http_status = 404,
-                      .message = "the model '" + value.get<std::string>() +
-                                 "' does not exist; this server serves '" +
-                                 limits.served_model_name + "'",
-                      .param = key,
-                      .code = "model_not_found"};
-    }
-  } else if (key == "max_tokens" || key == "max_completion_tokens") {
-    if (value.is_null()) return true;
-    if (!value.is_number_integer()) return wrong_type(key, "an integer");
-    const std::int64_t max_tokens = value.get<std::int64_t>();
-    if (max_tokens < 1 || max_tokens > limits.max_tokens_limit) {
-      return invalid(key, "'" + key + "' must be in [1, " +
-                              std::to_string(limits.max_tokens_limit) + "], got " +
-                              std::to_string(max_tokens));
-    }
-    request.sampling.max_tokens = static_cast<std::int32_t>(max_tokens);
-  } else if (key == "temperature") {
-    if (value.is_null()) return true;
-    if (!value.is_number()) return wrong_type(key, "a number");
-    const double temperature = value.get<double>();
-    if (!(temperature >= 0.0 && temperature <= 2.0)) {
-      return invalid(key, "'temperature' must be in [0, 2]");
-    }
-    request.sampling.temperature = static_cast<float>(temperature);
-  } else if (key == "top_p") {
-    if (value.is_null()) return true;
-    if (!value.is_number()) return wrong_type(key, "a number");
-    const double top_p = value.get<double>();
-    if (!(top_p > 0.0 && top_p <= 1.0)) return invalid(key, "'top_p' must be in (0, 1]");
-    request.sampling.top_p = static_cast<float>(top_p);
-  } else if (key == "seed") {
-    if (value.is_null()) return true;
-    if (!value.is_number_unsigned()) return wrong_type(key, "a non-negative integer");
-    request.sampling.seed = value.get<std::uint64_t>();
-    request.has_seed = true;
-  } else if (key == "ignore_eos" || key == "stream") {
-    if (!value.is_boolean()) return wrong_type(key, "a boolean");
-    (key == "stream" ? request.stream : request.sampling.ignore_eos) = value.get<bool>();
-  } else if (key == "stream_options" || key == "user") {
-    // Accepted for client compatibility; usage is always sent, users are not tracked.
-  } else if (key == "n") {
-    if (!value.is_null() && !(value.is_number_unsigned() && value.get<std::uint64_t>() == 1)) {
-      return unsupported(key, "1");
-    }
-  } else if (key == "presence_penalty" || key == "frequency_penalty") {
-    if (!value.is_null() && !(value.is_number() && value.get<double>() == 0.0)) {
-      return unsupported(key, "0");
-    }
-  } else if (key == "stop") {
-    if (is_null_or_empty(value)) return true;
-    const json strings = value.is_string() ? json::array({value}) : value;
-    if (!strings.is_array() || strings.size() > kMaxStopStrings) {
-      return wrong_type(key, "a string or an array of at most 4 strings");
-    }
-    for (const json& stop : strings) {
-      if (!stop.is_string() || stop.get_ref<const std::string&>().empty()) {
-        return invalid(key, "'stop' strings must be non-empty strings");
-      }
-      request.stop.push_back(stop.get<std::string>());
-    }
-  } else if (key == "logit_bias") {
-    if (!is_null_or_empty(value)) return unsupported(key, "null or empty");
-  } else {
-    return false;
-  }
+  const auto field = std::find_if(std::begin(kCommonFields), std::end(kCommonFields),
+                                  [&key](const CommonField& f) { return f.key == key; });
+  if (field == std::end(kCommonFields)) return false;
+  if (std::optional<ApiError> error = field->rule(key, value, limits, request)) return *error;
   return true;
 }
 

@@ -3,6 +3,7 @@
 #include "router/completion_request.h"
 
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -113,6 +114,115 @@ INSTANTIATE_TEST_SUITE_P(
                    400, "prompt"},
         RejectCase{"WrongModel", R"({"model": "gpt-4", "prompt": "a"})", 404, "model"}),
     [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
+
+// The fields both endpoints take: each accepted value is applied the same way by both, and each
+// rejected value is rejected by both naming the field.
+struct CommonFieldCase {
+  const char* name;
+  const char* field;
+  const char* accepted;  // JSON; nullptr when no value is accepted
+  bool (*applied)(const CompletionRequest& request);
+  const char* rejected;  // JSON; nullptr when every value is accepted
+  int http_status;
+  const char* code;
+};
+
+class CommonFieldTest : public ::testing::TestWithParam<CommonFieldCase> {
+ protected:
+  // The same field in a completion body and in a chat body.
+  using Parsed = std::vector<std::variant<CompletionRequest, ApiError>>;
+
+  // Room for the chat template's prompt.
+  static CompletionLimits limits() {
+    CompletionLimits limits = kLimits;
+    limits.max_model_len = 512;
+    return limits;
+  }
+
+  static Parsed parse_both(const char* value) {
+    nlohmann::json completion = {{"prompt", "a"}};
+    nlohmann::json chat = {{"messages", {{{"role", "user"}, {"content", "x"}}}}};
+    completion[GetParam().field] = nlohmann::json::parse(value);
+    chat[GetParam().field] = nlohmann::json::parse(value);
+    return {parse_completion_request(completion.dump(), limits()),
+            parse_chat_completion_request(chat.dump(), limits())};
+  }
+};
+
+TEST_P(CommonFieldTest, BothEndpointsApplyAndRejectItAlike) {
+  const CommonFieldCase& c = GetParam();
+  for (const auto& parsed : c.accepted == nullptr ? Parsed{} : parse_both(c.accepted)) {
+    ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed))
+        << std::get<ApiError>(parsed).message;
+    EXPECT_TRUE(c.applied(std::get<CompletionRequest>(parsed))) << c.accepted;
+  }
+  if (c.rejected == nullptr) return;
+  for (const auto& parsed : parse_both(c.rejected)) {
+    ASSERT_TRUE(std::holds_alternative<ApiError>(parsed)) << c.rejected;
+    const ApiError& error = std::get<ApiError>(parsed);
+    EXPECT_EQ(error.http_status, c.http_status);
+    EXPECT_EQ(error.param, c.field);
+    EXPECT_EQ(error.code, c.code);
+    EXPECT_NE(error.message.find(c.field), std::string::npos) << error.message;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, CommonFieldTest,
+    ::testing::Values(
+        CommonFieldCase{"Model", "model", R"("tiny")",
+                        [](const CompletionRequest&) { return true; }, R"("other")", 404,
+                        "model_not_found"},
+        CommonFieldCase{"ModelNotString", "model", nullptr,
+                        [](const CompletionRequest&) { return true; }, "null", 400, "invalid_type"},
+        CommonFieldCase{"MaxTokens", "max_tokens", "8",
+                        [](const CompletionRequest& r) { return r.sampling.max_tokens == 8; }, "0",
+                        400, "invalid_value"},
+        CommonFieldCase{"MaxCompletionTokens", "max_completion_tokens", "9",
+                        [](const CompletionRequest& r) { return r.sampling.max_tokens == 9; },
+                        R"("9")", 400, "invalid_type"},
+        CommonFieldCase{"Temperature", "temperature", "0.25",
+                        [](const CompletionRequest& r) { return r.sampling.temperature == 0.25f; },
+                        "-0.5", 400, "invalid_value"},
+        CommonFieldCase{"TopP", "top_p", "0.5",
+                        [](const CompletionRequest& r) { return r.sampling.top_p == 0.5f; }, "1.5",
+                        400, "invalid_value"},
+        CommonFieldCase{
+            "Seed", "seed", "7",
+            [](const CompletionRequest& r) { return r.has_seed && r.sampling.seed == 7; }, "2.5",
+            400, "invalid_type"},
+        CommonFieldCase{"SeedNull", "seed", "null",
+                        [](const CompletionRequest& r) { return !r.has_seed; }, nullptr, 0, ""},
+        CommonFieldCase{"IgnoreEos", "ignore_eos", "true",
+                        [](const CompletionRequest& r) { return r.sampling.ignore_eos; }, "null",
+                        400, "invalid_type"},
+        CommonFieldCase{"Stream", "stream", "true",
+                        [](const CompletionRequest& r) { return r.stream; }, "1", 400,
+                        "invalid_type"},
+        CommonFieldCase{"StreamOptions", "stream_options", R"({"include_usage": false})",
+                        [](const CompletionRequest&) { return true; }, nullptr, 0, ""},
+        CommonFieldCase{"User", "user", R"("someone")",
+                        [](const CompletionRequest&) { return true; }, nullptr, 0, ""},
+        CommonFieldCase{"N", "n", "1", [](const CompletionRequest&) { return true; }, "2", 400,
+                        "unsupported_value"},
+        CommonFieldCase{"PresencePenalty", "presence_penalty", "0",
+                        [](const CompletionRequest&) { return true; }, "0.5", 400,
+                        "unsupported_value"},
+        CommonFieldCase{"FrequencyPenalty", "frequency_penalty", "null",
+                        [](const CompletionRequest&) { return true; }, "-1", 400,
+                        "unsupported_value"},
+        CommonFieldCase{"Stop", "stop", R"(["\u00e9", "ab"])",
+                        [](const CompletionRequest& r) {
+                          return r.stop == std::vector<std::string>{"\xc3\xa9", "ab"};
+                        },
+                        R"(["ab", ""])", 400, "invalid_value"},
+        CommonFieldCase{"StopWrongType", "stop", "[]",
+                        [](const CompletionRequest& r) { return r.stop.empty(); }, "5", 400,
+                        "invalid_type"},
+        CommonFieldCase{"LogitBias", "logit_bias", "{}",
+                        [](const CompletionRequest&) { return true; }, R"({"5": 1})", 400,
+                        "unsupported_value"}),
+    [](const ::testing::TestParamInfo<CommonFieldCase>& info) { return info.param.name; });
 
 std::vector<TokenId> bos_and_bytes(const std::string& text) {
   std::vector<TokenId> ids{256};
