@@ -193,7 +193,9 @@ std::optional<ApiError> only_null_or_empty_rule(const std::string& key, const js
 
 std::optional<ApiError> stop_rule(const std::string& key, const json& value,
                                   const CompletionLimits&, CompletionRequest& request) {
-  if (is_null_or_empty(value)) return std::nullopt;
+  // null, [] and "" all mean no stop string.
+  if (is_null_or_empty(value) || (value.is_string() && value.get_ref<const std::string&>().empty()))
+    return std::nullopt;
   const json strings = value.is_string() ? json::array({value}) : value;
   if (!strings.is_array() || strings.size() > kMaxStopStrings) {
     return wrong_type(key, "a string or an array of at most 4 strings");
