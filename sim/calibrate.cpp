@@ -4,28 +4,16 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <utility>
 
 #include "core/backend.h"
 #include "kernels/cpu_backend.h"
 #include "worker/model.h"
+#include "worker/single_rank_communicator.h"
 #include "worker/weights.h"
 
 namespace podserve::sim {
 namespace {
-
-class SingleRankCommunicator final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  Status all_reduce_sum(const TensorView&) override { return Status::Ok(); }
-  Status all_gather_last_dim(const TensorView& send, const TensorView& recv) override {
-    if (send.bytes() != recv.bytes()) return invalid_argument("all_gather: size mismatch");
-    std::memcpy(recv.data, send.data, send.bytes());
-    return Status::Ok();
-  }
-};
 
 // A synthetic batch: prefill chunks (cached prefix, new tokens) and decodes (context each).
 struct BatchShape {

@@ -1,5 +1,6 @@
-// In-process Communicators for worker tests: a single-rank group, and a group of threads (one
-// CPU backend per thread) that runs the TP collectives through shared memory and a barrier.
+// In-process Communicators for worker tests: the single-rank group (worker/), and a group of
+// threads (one CPU backend per thread) that runs the TP collectives through shared memory and a
+// barrier.
 #pragma once
 
 #include <barrier>
@@ -7,20 +8,11 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "worker/single_rank_communicator.h"
 
 namespace podserve::testing_support {
 
-class SingleRankCommunicator final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int size() const override { return 1; }
-  Status all_reduce_sum(const TensorView&) override { return Status::Ok(); }
-  Status all_gather_last_dim(const TensorView& send, const TensorView& recv) override {
-    if (send.bytes() != recv.bytes()) return invalid_argument("all_gather: size mismatch");
-    std::memcpy(recv.data, send.data, send.bytes());
-    return Status::Ok();
-  }
-};
+using podserve::SingleRankCommunicator;  // worker/single_rank_communicator.h
 
 // Shared state of a thread group; each thread holds a ThreadCommunicator with its rank.
 class ThreadGroup {
