@@ -576,6 +576,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   options.page_size = config.kv_cache.page_size;
   options.attention = attention;
   options.graphs = config.engine.cuda_graphs;
+  options.small_batch_kernels = config.engine.small_batch_kernels;
   options.max_graph_batch = config.engine.max_graph_batch > 0
                                 ? config.engine.max_graph_batch
                                 : std::min(config.scheduler.max_running, 256);
