@@ -83,12 +83,14 @@ std::string capacity_verdict(const json& report) {
   }
   const bool overlap = number(child(best, "goodput_per_gpu"), "min") <=
                        number(child(second, "goodput_per_gpu"), "max");
-  return fmt::format(
-      "{} sustains {:.2f}x {}'s goodput per {} ({} vs {} req/s per {}) at {}; {}{}.",
-      best.value("name", ""), best_mean / second_mean, second.value("name", ""), unit,
-      format_rate(best_mean), format_rate(second_mean), unit, slo,
-      overlap ? "min-max ranges overlap: not a clear win" : "min-max ranges do not overlap",
-      at_max);
+  const bool spread = child(best, "reruns").size() >= 2 && child(second, "reruns").size() >= 2;
+  return fmt::format("{} sustains {:.2f}x {}'s goodput per {} ({} vs {} req/s per {}) at {}; {}{}.",
+                     best.value("name", ""), best_mean / second_mean, second.value("name", ""),
+                     unit, format_rate(best_mean), format_rate(second_mean), unit, slo,
+                     !spread   ? "fewer than two repeats each: no spread to compare"
+                     : overlap ? "min-max ranges overlap: not a clear win"
+                               : "min-max ranges do not overlap",
+                     at_max);
 }
 
 std::string capacity_markdown(const json& report) {

@@ -32,7 +32,7 @@ json variant(const std::string& name, double mean, double min, double max, int g
                                    {"ttft_s", {{"p50", 0.1}, {"p90", 0.2}}},
                                    {"tpot_s", {{"p50", 0.01}, {"p90", 0.02}}},
                                    {"e2e_s", {{"p50", 0.3}, {"p90", 0.4}}}}})},
-          {"reruns", json::array()},
+          {"reruns", json::array({{{"attainment", 1.0}}, {{"attainment", 0.9}}})},
           {"goodput", {{"mean", mean * gpus}, {"min", min * gpus}, {"max", max * gpus}}},
           {"goodput_per_gpu", {{"mean", mean}, {"min", min}, {"max", max}}},
           {"ttft_check", {{"requests", 10}, {"client_median_s", 0.1234}, {"agree", true}}},
@@ -61,6 +61,11 @@ TEST(CapacityReportTest, VerdictNamesTheWinnerItsRatioAndWhetherRangesOverlap) {
   EXPECT_NE(capacity_verdict(report({variant("A", 0.0, 0.0, 0.0), variant("B", 1.0, 1.0, 1.0)}))
                 .find("A holds it at no rate probed"),
             std::string::npos);
+  json single = variant("A", 0.40, 0.40, 0.40);
+  single["reruns"] = json::array({{{"attainment", 1.0}}});
+  EXPECT_NE(capacity_verdict(report({single, variant("B", 0.6, 0.6, 0.6)}))
+                .find("fewer than two repeats each: no spread to compare"),
+            std::string::npos);
   json at_max = variant("A", 1.0, 1.0, 1.0);
   at_max["outcome"] = "at_max_rate";
   EXPECT_NE(capacity_verdict(report({at_max})).find("raise --max-rate"), std::string::npos);
@@ -78,7 +83,7 @@ TEST(CapacityReportTest, MarkdownShowsTheJsonNumbersAndLinksEveryPlot) {
         format_rate(v["lower"]) + " – " + format_rate(v["upper"]) + " | converged | 1 | " +
         format_rate(v["goodput"]["mean"]) + " | " + format_rate(v["goodput_per_gpu"]["mean"]) +
         " | " + format_rate(v["goodput_per_gpu"]["min"]) + " | " +
-        format_rate(v["goodput_per_gpu"]["max"]) + " | 0.000 |";
+        format_rate(v["goodput_per_gpu"]["max"]) + " | 0.950 |";
     EXPECT_NE(md.find(row), std::string::npos) << row << "\n" << md;
   }
   EXPECT_NE(md.find("| 123.4 |"), std::string::npos);  // client median TTFT in ms
