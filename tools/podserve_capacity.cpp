@@ -13,7 +13,6 @@
 // Exit code: 0 when every variant started, ran every probe, drained and stopped cleanly, and the
 // report and plots were written; 2 for bad arguments or configs.
 #include <fmt/format.h>
-#include <httplib.h>
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -22,7 +21,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
