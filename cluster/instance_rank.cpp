@@ -194,6 +194,7 @@ class Leader {
     std::vector<std::int32_t> dest_pages;  // reserved for its KV
     bool cancelled = false;
     std::optional<PrefillResultMessage> result;
+    std::chrono::steady_clock::time_point result_time;  // when `result` arrived
     std::int32_t parts_ok = 0;
     std::int32_t parts_failed = 0;
   };
@@ -296,6 +297,7 @@ class Leader {
     if (it == awaiting_.end())
       return internal_error(fmt::format("prefill result for unknown request {}", m.id));
     it->second.result = m;
+    it->second.result_time = std::chrono::steady_clock::now();
     return resolve_awaiting(it);
   }
   Status handle(KvPartDoneMessage& m) {
@@ -322,6 +324,10 @@ class Leader {
     const bool abandoned = result.outcome == PrefillResultMessage::Outcome::kAbandoned;
     if (!abandoned && a.parts_ok + a.parts_failed < result.num_parts) return Status::Ok();
     const RequestId id = it->first;
+    if (!abandoned && !a.cancelled && !result.request_finished) {
+      metrics_.request_kv_wait.Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - a.result_time).count());
+    }
     if (abandoned || a.cancelled || result.request_finished) {
       PODSERVE_RETURN_IF_ERROR(engine_.release_reservation(id));
       if (a.cancelled && !abandoned && !result.request_finished) {
@@ -364,6 +370,14 @@ class Leader {
     const auto before_forward = [&](BatchPlan& plan) -> Status {
       for (const auto& seq : plan.sequences) {
         if (seq.is_prefill && seq.num_cached_tokens == 0) message.scheduled.push_back(seq.seq_id);
+      }
+      // Told now, before the forward pass, so that the router's queue time ends when the first
+      // prefill chunk starts (and its prefill time covers every chunk), not when outputs leave.
+      if (!message.scheduled.empty()) {
+        OutputsMessage scheduled;
+        scheduled.scheduled = std::exchange(message.scheduled, {});
+        scheduled.load = reported_load_;
+        PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, scheduled));
       }
       if (role_ == InstanceRole::kPrefill) {
         for (const auto& seq : plan.sequences) {
