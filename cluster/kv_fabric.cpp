@@ -185,52 +185,10 @@ KvShipper::KvShipper(KvFabric& fabric, const Topology& topology, const ServiceCo
     : fabric_(fabric),
       topology_(topology),
       model_(model),
-      page_size_(config.kv_cache.page_size),
-      element_bytes_(dtype_size(fabric.model().kv_cache(0).dtype)),
+      layout_{model.num_kv_heads, model.head_dim, config.kv_cache.page_size,
+              dtype_size(fabric.model().kv_cache(0).dtype)},
       timeout_(config.kv_transfer.timeout_ms),
       retries_(config.kv_transfer.retries) {}
-
-std::vector<PutSegment> KvShipper::segments_for(const KvShipment& shipment, int dest_tp_rank,
-                                                int dest_tp) const {
-  const std::int64_t kv_heads = model_.num_kv_heads, head_dim = model_.head_dim;
-  const std::int64_t src_tp = topology_.instance().tp, src_rank = topology_.tp_rank();
-  const std::int64_t src_heads = kv_heads / src_tp, dst_heads = kv_heads / dest_tp;
-  const std::int64_t lo = std::max(src_rank * src_heads, dest_tp_rank * dst_heads);
-  const std::int64_t hi = std::min((src_rank + 1) * src_heads, (dest_tp_rank + 1) * dst_heads);
-  std::vector<PutSegment> segments;
-  if (lo >= hi) return segments;
-  const std::size_t pages = std::min(shipment.source_pages.size(), shipment.dest_pages.size());
-  const std::uint64_t es = element_bytes_;
-  // Page layout [2, page_size, heads, head_dim]: whole pages when both sides hold the same heads.
-  if (lo == src_rank * src_heads && hi - lo == src_heads && src_heads == dst_heads) {
-    const std::uint64_t page_bytes = 2ull * page_size_ * src_heads * head_dim * es;
-    for (std::size_t p = 0; p < pages; ++p) {
-      segments.push_back({static_cast<std::uint64_t>(shipment.source_pages[p]) * page_bytes,
-                          static_cast<std::uint64_t>(shipment.dest_pages[p]) * page_bytes,
-                          page_bytes});
-    }
-    return segments;
-  }
-  // Otherwise one run of (hi - lo) heads per (page, K/V, slot).
-  const std::uint64_t run_bytes = static_cast<std::uint64_t>(hi - lo) * head_dim * es;
-  for (std::size_t p = 0; p < pages; ++p) {
-    for (std::int64_t kv = 0; kv < 2; ++kv) {
-      for (std::int64_t slot = 0; slot < page_size_; ++slot) {
-        const std::int64_t src_row = (shipment.source_pages[p] * 2 + kv) * page_size_ + slot;
-        const std::int64_t dst_row = (shipment.dest_pages[p] * 2 + kv) * page_size_ + slot;
-        segments.push_back(
-            {static_cast<std::uint64_t>((src_row * src_heads + (lo - src_rank * src_heads)) *
-                                        head_dim) *
-                 es,
-             static_cast<std::uint64_t>((dst_row * dst_heads + (lo - dest_tp_rank * dst_heads)) *
-                                        head_dim) *
-                 es,
-             run_bytes});
-      }
-    }
-  }
-  return segments;
-}
 
 Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> layer) {
   const auto& dest = topology_.instances().at(shipment.decode_instance);
@@ -241,7 +199,9 @@ Status KvShipper::post(const KvShipment& shipment, std::optional<std::int32_t> l
     state.start = now;
     state.decode_instance = shipment.decode_instance;
     for (int dest_tp_rank = 0; dest_tp_rank < dest.tp; ++dest_tp_rank) {
-      auto segments = coalesce_segments(segments_for(shipment, dest_tp_rank, dest.tp));
+      auto segments = coalesce_segments(
+          shard_segments(layout_, {topology_.instance().tp, topology_.tp_rank()},
+                         {dest.tp, dest_tp_rank}, shipment.source_pages, shipment.dest_pages));
       state.segments_by_dest.push_back(
           segments.empty() ? nullptr
                            : std::make_shared<const std::vector<PutSegment>>(std::move(segments)));

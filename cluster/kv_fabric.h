@@ -28,6 +28,7 @@
 #include "core/batch_plan.h"
 #include "core/config.h"
 #include "core/model_config.h"
+#include "kvtransfer/head_shards.h"
 #include "kvtransfer/transport.h"
 #include "worker/model.h"
 
@@ -135,16 +136,10 @@ class KvShipper {
     std::chrono::steady_clock::time_point last_post;
   };
 
-  // The segments moving this rank's heads of `layer` into decode rank `dest_tp_rank` of a
-  // decode instance with `dest_tp` ranks; empty when they share no head.
-  std::vector<PutSegment> segments_for(const KvShipment& shipment, int dest_tp_rank,
-                                       int dest_tp) const;
-
   KvFabric& fabric_;
   const Topology& topology_;
   const ModelConfig& model_;
-  std::int32_t page_size_;
-  std::size_t element_bytes_;
+  KvPageLayout layout_;
   std::chrono::milliseconds timeout_;
   std::int32_t retries_;
   std::unordered_map<RequestId, Shipment> shipments_;
