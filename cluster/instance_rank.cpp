@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "cluster/control_endpoint.h"
-#include "cluster/kv_fabric.h"
+#include "cluster/kv_fabric_mpi.h"
 #include "cluster/mpi_check.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/plan_broadcast.h"
@@ -151,8 +151,10 @@ class Leader {
         role_(topology.instance().role),
         has_peers_(topology.instance().tp > 1),
         fabric_(fabric) {
-    if (role_ == InstanceRole::kPrefill)
-      shipper_.emplace(*fabric, topology, config, engine.model().config());
+    if (role_ == InstanceRole::kPrefill) {
+      shipper_.emplace(*fabric, kv_shipper_options(topology, config, engine.model().config(),
+                                                   engine.model().kv_cache(0).dtype));
+    }
   }
 
   Status run() {
@@ -504,7 +506,10 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
   ControlEndpoint control(topology.control_comm());
   std::optional<KvShipper> shipper;
   const bool prefill = topology.instance().role == InstanceRole::kPrefill;
-  if (prefill) shipper.emplace(*fabric, topology, config, engine.model().config());
+  if (prefill) {
+    shipper.emplace(*fabric, kv_shipper_options(topology, config, engine.model().config(),
+                                                engine.model().kv_cache(0).dtype));
+  }
   const bool layerwise = prefill && config.kv_transfer.layerwise;
   IdleBackoff backoff(50, 5000);
   const int leader = topology.instance().first_rank;
@@ -591,7 +596,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   // transport memory, which shared-memory peers write in one copy.
   PODSERVE_ASSIGN_OR_RETURN(
       auto fabric,
-      KvFabric::open(topology, config,
+      open_kv_fabric(topology, config,
                      backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
                      topology.device_index(), backend->native_stream()));
   if (fabric) {
@@ -620,7 +625,12 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   LlamaModel& model_ref = *llama;
   PODSERVE_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(llama), engine_options));
   // Collective over every rank (the router joins with nothing to offer).
-  PODSERVE_RETURN_IF_ERROR(KvFabric::exchange(fabric.get(), topology, config, &model_ref));
+  std::vector<KvCacheView> kv_layers;
+  if (fabric) {
+    for (std::int32_t layer = 0; layer < model.num_layers; ++layer)
+      kv_layers.push_back(model_ref.kv_cache(layer));
+  }
+  PODSERVE_RETURN_IF_ERROR(exchange_kv_fabric(fabric.get(), topology, config, kv_layers));
 
   Status status;
   if (topology.is_leader()) {
