@@ -136,24 +136,58 @@ void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) 
   metrics.kv_transfer_failures.Increment(done.failed_attempts);
 }
 
+// The leader's engine, typed by the instance's role: exactly one of the role pointers is set.
+struct RoleEngine {
+  std::unique_ptr<Engine> engine;
+  ColocatedEngine* colocated = nullptr;
+  PrefillEngine* prefill = nullptr;
+  DecodeEngine* decode = nullptr;
+};
+
+template <typename Typed>
+Result<RoleEngine> wrap_engine(Result<std::unique_ptr<Typed>> made, Typed* RoleEngine::*slot) {
+  if (!made.ok()) return made.status();
+  RoleEngine role_engine;
+  role_engine.*slot = made->get();
+  role_engine.engine = std::move(made).value();
+  return role_engine;
+}
+
+Result<RoleEngine> make_role_engine(InstanceRole role, std::unique_ptr<LlamaModel> model,
+                                    const EngineOptions& options) {
+  switch (role) {
+    case InstanceRole::kColocated:
+      return wrap_engine(ColocatedEngine::create(std::move(model), options),
+                         &RoleEngine::colocated);
+    case InstanceRole::kPrefill:
+      return wrap_engine(PrefillEngine::create(std::move(model), options), &RoleEngine::prefill);
+    case InstanceRole::kDecode:
+      return wrap_engine(DecodeEngine::create(std::move(model), options), &RoleEngine::decode);
+  }
+  return invalid_argument("unknown instance role");
+}
+
 // One instance's leader: control messages in, iterations, outputs out; sleeps (backing off to
 // 5 ms) while it has nothing to do. Colocated, prefill and decode leaders share the loop;
 // the disaggregated protocol (docs/design.md section 2) lives in the role-specific handlers.
 class Leader {
  public:
-  Leader(const Topology& topology, const ServiceConfig& config, Engine& engine,
+  Leader(const Topology& topology, const ServiceConfig& config, const RoleEngine& role_engine,
          InstanceMetrics& metrics, KvFabric* fabric)
       : topology_(topology),
         config_(config),
-        engine_(engine),
+        engine_(*role_engine.engine),
+        colocated_(role_engine.colocated),
+        prefill_engine_(role_engine.prefill),
+        decode_engine_(role_engine.decode),
         metrics_(metrics),
         control_(topology.control_comm()),
         role_(topology.instance().role),
         has_peers_(topology.instance().tp > 1),
         fabric_(fabric) {
     if (role_ == InstanceRole::kPrefill) {
-      shipper_.emplace(*fabric, kv_shipper_options(topology, config, engine.model().config(),
-                                                   engine.model().kv_cache(0).dtype));
+      shipper_.emplace(*fabric, kv_shipper_options(topology, config, engine_.model().config(),
+                                                   engine_.model().kv_cache(0).dtype));
     }
   }
 
@@ -221,7 +255,11 @@ class Leader {
 
   Status handle(SubmitMessage& m) {
     const RequestId id = m.request.id;
-    if (auto status = engine_.submit(std::move(m.request)); !status.ok()) return reject(id, status);
+    Status status = invalid_argument(
+        fmt::format("request {}: a decode instance takes requests through reserve/activate", id));
+    if (colocated_ != nullptr) status = colocated_->submit(std::move(m.request));
+    if (prefill_engine_ != nullptr) status = prefill_engine_->submit(std::move(m.request));
+    if (!status.ok()) return reject(id, status);
     return Status::Ok();
   }
   Status handle(CancelMessage& m) {
@@ -256,7 +294,11 @@ class Leader {
     while (!unreserved_.empty()) {
       auto& next = unreserved_.front();
       const auto prompt_tokens = static_cast<std::int32_t>(next.request.prompt.size());
-      auto pages = engine_.reserve(next.request.id, prompt_tokens);
+      auto pages = decode_engine_ != nullptr
+                       ? decode_engine_->reserve(next.request.id, prompt_tokens)
+                       : Result<std::vector<std::int32_t>>(invalid_argument(
+                             fmt::format("request {}: a {} instance reserves no pages",
+                                         next.request.id, to_string(role_))));
       if (!pages.ok()) {
         if (pages.status().code() == StatusCode::kResourceExhausted)
           return Status::Ok();  // retry later
@@ -282,8 +324,10 @@ class Leader {
   // Prefill leader: run the prompt, then ship the KV into the pages D reserved.
   Status handle(PrefillRequestMessage& m) {
     const RequestId id = m.request.id;
+    if (prefill_engine_ == nullptr)
+      return internal_error(fmt::format("{} leader got a prefill request", to_string(role_)));
     targets_[id] = PrefillTarget{m.decode_instance, std::move(m.dest_pages)};
-    if (auto status = engine_.submit(std::move(m.request)); !status.ok()) {
+    if (auto status = prefill_engine_->submit(std::move(m.request)); !status.ok()) {
       const auto decode_instance = targets_[id].decode_instance;
       targets_.erase(id);
       PODSERVE_RETURN_IF_ERROR(reject(id, status));
@@ -325,7 +369,7 @@ class Leader {
     if (!abandoned && a.parts_ok + a.parts_failed < result.num_parts) return Status::Ok();
     const RequestId id = it->first;
     if (abandoned || a.cancelled || result.request_finished) {
-      PODSERVE_RETURN_IF_ERROR(engine_.release_reservation(id));
+      PODSERVE_RETURN_IF_ERROR(decode_engine_->release_reservation(id));
       if (a.cancelled && !abandoned && !result.request_finished) {
         OutputsMessage aborted;
         aborted.outputs.push_back({id, TokenOutput::kNoToken, 1, true, FinishReason::kAbort});
@@ -337,12 +381,13 @@ class Leader {
       pending_deliveries_.insert(pending_deliveries_.end(), a.dest_pages.begin(),
                                  a.dest_pages.end());
       PODSERVE_RETURN_IF_ERROR(
-          engine_.activate_prefilled(std::move(a.request), result.first_token));
+          decode_engine_->activate_prefilled(std::move(a.request), result.first_token));
     } else {
       spdlog::warn("request {}: KV transfer failed on {} of {} prefill ranks; prefilling locally",
                    id, a.parts_failed, result.num_parts);
       metrics_.kv_transfer_fallbacks.Increment();
-      PODSERVE_RETURN_IF_ERROR(engine_.activate_fallback(std::move(a.request), result.first_token));
+      PODSERVE_RETURN_IF_ERROR(
+          decode_engine_->activate_fallback(std::move(a.request), result.first_token));
     }
     awaiting_.erase(it);
     metrics_.requests_waiting_for_kv.Set(
@@ -357,7 +402,7 @@ class Leader {
       return internal_error(fmt::format("KV part for unknown request {}", id));
     if (++it->second.parts_done < topology_.instance().tp) return Status::Ok();
     targets_.erase(it);
-    return engine_.release_retained(id);
+    return prefill_engine_->release_retained(id);
   }
 
   Status iterate() {
@@ -483,6 +528,9 @@ class Leader {
   const Topology& topology_;
   const ServiceConfig& config_;
   Engine& engine_;
+  ColocatedEngine* const colocated_;     // colocated role only
+  PrefillEngine* const prefill_engine_;  // prefill role only
+  DecodeEngine* const decode_engine_;    // decode role only
   InstanceMetrics& metrics_;
   ControlEndpoint control_;
   const InstanceRole role_;
@@ -621,9 +669,9 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   engine_options.token_budget = config.scheduler.token_budget;
   engine_options.max_running = config.scheduler.max_running;
   engine_options.max_model_len = model.max_position_embeddings;
-  engine_options.role = topology.instance().role;
   LlamaModel& model_ref = *llama;
-  PODSERVE_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(llama), engine_options));
+  PODSERVE_ASSIGN_OR_RETURN(auto role_engine, make_role_engine(topology.instance().role,
+                                                               std::move(llama), engine_options));
   // Collective over every rank (the router joins with nothing to offer).
   std::vector<KvCacheView> kv_layers;
   if (fabric) {
@@ -634,10 +682,10 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
 
   Status status;
   if (topology.is_leader()) {
-    Leader leader(topology, config, *engine, metrics, fabric.get());
+    Leader leader(topology, config, role_engine, metrics, fabric.get());
     status = leader.run();
   } else {
-    status = run_peer(topology, config, *engine, metrics, fabric.get());
+    status = run_peer(topology, config, *role_engine.engine, metrics, fabric.get());
   }
   if (status.ok()) spdlog::info("stopped cleanly");
   return status;
