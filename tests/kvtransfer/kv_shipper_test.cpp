@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <ostream>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
