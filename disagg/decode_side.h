@@ -1,9 +1,9 @@
 // The decode instance's half of the disaggregated protocol (docs/design.md sections 2 and 8),
 // run by the decode leader D. One request's life on D:
 //
-//   submit ──> kWaitingForPages ──(pages reserved; PrefillRequest to P)──> kAwaitingKv ──> gone
-//                 │ (pages refused for another reason: rejected)              │
-//                 └──> gone                                                   │
+//   submit -> kWaitingForPages -(pages reserved; PrefillRequest to P)-> kAwaitingKv -> gone
+//                  |
+//                  +-(reservation refused, not for lack of pages: rejected)-> gone
 //   kAwaitingKv ends once P's final word is in: PrefillResult kAbandoned, or PrefillResult
 //   kShipping plus one KvPartDone from each of its num_parts ranks. Then, first match wins:
 //     abandoned                        -> reservation released

@@ -1,14 +1,14 @@
 // The prefill instance's half of the disaggregated protocol (docs/design.md sections 2 and 8),
 // run by the prefill leader P. One request's life on P:
 //
-//   PrefillRequest ──> kPrefilling ──(its last prompt chunk is in a plan: the plan carries its
-//        │                 │          KvShipment; every P rank ships its heads)──> kShipping
-//        │                 │ aborted before its first token: kAbandoned to D ──> gone
-//        │ refused by the engine: rejected (router) and kAbandoned (D) ──> gone
+//   PrefillRequest -> kPrefilling -(a plan runs its last prompt chunk and carries its
+//        |              |          KvShipment; every P rank ships its heads)-> kShipping
+//        |              +-(aborted before its first token: kAbandoned to D)-> gone
+//        +-(refused by the engine: rejected at the router, kAbandoned to D)-> gone
 //   kShipping: once the step's first token is out, kShipping to D (first token, whether it
 //   finished the request, num_parts); when every one of the num_parts P ranks reported its
 //   share final (ok or failed: D decides between decoding and falling back), the retained
-//   pages are released ──> gone.
+//   pages are released -> gone.
 //   A cancel goes to the engine: a prefilling request is aborted (and then abandoned); a
 //   shipping one keeps its pages until its shipment is final (D frees its reservation).
 //
