@@ -14,6 +14,7 @@
 // by kv_cache_allocator() belongs to the transport. No MPI here.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
