@@ -245,6 +245,11 @@ TEST_P(DecodeSideMatrix, PagesAreHeldUntilPrefillsFinalWordThenResolvedOnce) {
   const bool finished = c.outcome == Outcome::kShippingFinished;
   const Sequence* seq = engine_->scheduler().find(kId);
   const std::vector<std::int32_t> deliveries = side_->take_deliveries();
+  // One KV-wait sample per activated request (from its KV or a local prefill), none otherwise.
+  const std::vector<double> kv_waits = side_->take_kv_waits();
+  EXPECT_EQ(kv_waits.size(), abandoned || cancelled || finished ? 0u : 1u);
+  for (const double wait : kv_waits) EXPECT_GE(wait, 0.0);
+  EXPECT_TRUE(side_->take_kv_waits().empty());
   if (abandoned || cancelled || finished) {
     // Released: nothing decodes, no page held.
     EXPECT_EQ(seq, nullptr);
