@@ -3,7 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cmath>
+#include <map>
+#include <sstream>
+#include <string_view>
 #include <utility>
 
 #include "core/backend.h"
@@ -126,6 +131,109 @@ Result<Calibration> calibrate_cpu(const ModelConfig& model, const CalibrationOpt
       "podserve-sim calibrate: LlamaModel::forward on {} synthetic plans, median of {} passes, "
       "random weights",
       shapes.size(), options.repetitions);
+  return calibration;
+}
+
+namespace {
+
+// One CSV line split at commas outside double quotes, the quotes removed.
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> fields(1);
+  bool quoted = false;
+  for (const char c : line) {
+    if (c == '"') {
+      quoted = !quoted;
+    } else if (c == ',' && !quoted) {
+      fields.emplace_back();
+    } else if (c != '\r') {
+      fields.back() += c;
+    }
+  }
+  return fields;
+}
+
+Result<double> csv_number(const std::string& text, std::string_view column, std::size_t line) {
+  std::size_t used = 0;
+  double value = 0.0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(value)) {
+    return invalid_argument(
+        fmt::format("engine bench CSV line {}: {} is not a number: '{}'", line, column, text));
+  }
+  return value;
+}
+
+}  // namespace
+
+Result<Calibration> calibrate_from_engine_bench(std::span<const std::string> csv_texts,
+                                                const EngineBenchSelection& selection) {
+  static constexpr std::array<std::string_view, 7> kColumns = {
+      "card", "kind", "variant", "batch", "context", "chunk", "prefix"};
+  Calibration calibration;
+  std::string card;
+  for (const std::string& text : csv_texts) {
+    std::istringstream lines(text);
+    std::string line;
+    if (!std::getline(lines, line)) return invalid_argument("engine bench CSV: empty");
+    const std::vector<std::string> header = csv_fields(line);
+    std::map<std::string, std::size_t, std::less<>> column;
+    for (std::size_t i = 0; i < header.size(); ++i) column[header[i]] = i;
+    for (const std::string_view name : kColumns) {
+      if (!column.contains(name))
+        return invalid_argument(fmt::format("engine bench CSV: no '{}' column", name));
+    }
+    if (!column.contains("wall_ms"))
+      return invalid_argument("engine bench CSV: no 'wall_ms' column");
+    std::size_t line_number = 1;
+    while (std::getline(lines, line)) {
+      ++line_number;
+      if (line.empty() || line == "\r") continue;
+      const std::vector<std::string> fields = csv_fields(line);
+      if (fields.size() != header.size()) {
+        return invalid_argument(
+            fmt::format("engine bench CSV line {}: {} fields, the header has {}", line_number,
+                        fields.size(), header.size()));
+      }
+      const auto field = [&](std::string_view name) { return fields[column.find(name)->second]; };
+      const std::string kind = field("kind"), variant = field("variant");
+      const bool decode = kind == "decode";
+      if (!decode && kind != "prefill" && kind != "hybrid") {
+        return invalid_argument(
+            fmt::format("engine bench CSV line {}: unknown kind '{}'", line_number, kind));
+      }
+      if (variant != (decode ? selection.decode_variant : selection.step_variant)) continue;
+      if (card.empty()) card = field("card");
+      if (field("card") != card) {
+        return invalid_argument(
+            fmt::format("engine bench CSV line {}: card '{}' after '{}': one profile per card",
+                        line_number, field("card"), card));
+      }
+      double values[5] = {};
+      const std::string_view numeric[5] = {"batch", "context", "chunk", "prefix", "wall_ms"};
+      for (int i = 0; i < 5; ++i) {
+        PODSERVE_ASSIGN_OR_RETURN(values[i],
+                                  csv_number(field(numeric[i]), numeric[i], line_number));
+      }
+      const auto [batch, context, chunk, prefix, wall_ms] = values;
+      CostSample sample;
+      sample.seconds = wall_ms * 1e-3;
+      if (kind != "prefill") {  // decode and hybrid rows: B decodes at context L
+        sample.features.num_decodes = batch;
+        sample.features.decode_context_tokens = batch * context;
+      }
+      if (!decode) {  // prefill and hybrid rows: a chunk of C after P
+        sample.features.prefill_tokens = chunk;
+        sample.features.prefill_attention_pairs = chunk * (prefix + chunk);
+      }
+      calibration.samples.push_back(sample);
+    }
+  }
+  PODSERVE_ASSIGN_OR_RETURN(calibration.profile, fit_cost_profile(calibration.samples));
+  calibration.profile.card = card;
   return calibration;
 }
 

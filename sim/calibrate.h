@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "core/model_config.h"
@@ -33,5 +35,21 @@ struct Calibration {
 };
 
 Result<Calibration> calibrate_cpu(const ModelConfig& model, const CalibrationOptions& options);
+
+// A profile from podserve-engine-bench CSVs (tools/engine_bench.cpp; any backend, measured
+// elsewhere, e.g. on a GPU host): one sample per row of the chosen variants, its features from
+// the row's shape, its seconds the row's median wall time.
+//   decode  B sequences at context L: num_decodes B, decode_context_tokens B * L;
+//   prefill a chunk of C after P cached: prefill_tokens C, prefill_attention_pairs C * (P + C);
+//   hybrid  a chunk of C (after P) plus B decodes at context L: both.
+// Rows of other variants are skipped; rows of more than one card, a missing column or a
+// malformed number are kInvalidArgument. The profile's card comes from the rows; model, backend
+// and source are the caller's to fill (backend "cuda", model the bench's --model).
+struct EngineBenchSelection {
+  std::string decode_variant = "graph";  // decode rows: graph | eager | cublas
+  std::string step_variant = "pod";      // prefill and hybrid rows: pod | serial
+};
+Result<Calibration> calibrate_from_engine_bench(std::span<const std::string> csv_texts,
+                                                const EngineBenchSelection& selection);
 
 }  // namespace podserve::sim

@@ -5,6 +5,7 @@
 //
 //   podserve-sim run --config C.yaml --profile P.json --trace T.csv [workload options]
 //   podserve-sim calibrate --out P.json [--preset tiny]   (CPU backend, TP 1)
+//   podserve-sim calibrate --out P.json --preset llama3-8b --engine-bench E.csv [...]
 //
 // Exit codes: 0 done, 1 simulation or calibration error, 2 bad arguments or inputs.
 #include <fmt/format.h>
@@ -45,12 +46,21 @@ struct RunOptions {
   bench::ScaleOptions scale;
   std::uint64_t seed = 1;
   std::string json_out;
+  // podserve-bench's synthetic load: num_requests of these lengths instead of the trace's.
+  bool synthetic = false;
+  std::int32_t synthetic_prompt = 512;
+  std::int32_t synthetic_output = 128;
+  std::int32_t concurrency_limit = 0;  // podserve-bench --concurrency-limit (0: none)
 };
 
 struct CalibrateOptions {
   std::string preset = "tiny";
   std::string out;
   sim::CalibrationOptions calibration;
+  // From podserve-engine-bench CSVs instead of measuring here (e.g. a GPU profile).
+  std::vector<std::string> engine_bench_csvs;
+  std::int32_t tp = 1;
+  sim::EngineBenchSelection selection;
 };
 
 // The model the config names, with its max_model_len override (as cluster/main.cpp resolves it).
@@ -111,17 +121,27 @@ int run(const RunOptions& options) {
     sim_options->profiles[profile->tp] = std::move(profile).value();
   }
 
-  std::ifstream csv(options.trace);
-  if (!csv) {
-    std::cerr << "podserve-sim: cannot open trace " << options.trace << "\n";
-    return 2;
+  sim_options->concurrency_limit = options.concurrency_limit;
+  Result<std::vector<bench::TraceRequest>> workload = std::vector<bench::TraceRequest>{};
+  if (options.synthetic) {
+    // As podserve-bench --synthetic: every request of the same lengths, all due at once unless
+    // --rate spaces them.
+    workload->assign(options.num_requests,
+                     bench::TraceRequest{.prompt_tokens = options.synthetic_prompt,
+                                         .output_tokens = options.synthetic_output});
+  } else {
+    std::ifstream csv(options.trace);
+    if (!csv) {
+      std::cerr << "podserve-sim: cannot open trace " << options.trace << "\n";
+      return 2;
+    }
+    workload = bench::parse_azure_trace(csv, options.offset, options.num_requests);
+    if (!workload.ok()) {
+      std::cerr << "podserve-sim: " << workload.status().to_string() << "\n";
+      return 2;
+    }
+    bench::scale_lengths(*workload, options.scale);
   }
-  auto workload = bench::parse_azure_trace(csv, options.offset, options.num_requests);
-  if (!workload.ok()) {
-    std::cerr << "podserve-sim: " << workload.status().to_string() << "\n";
-    return 2;
-  }
-  bench::scale_lengths(*workload, options.scale);
   bench::schedule_arrivals(*workload, options.rate, options.time_scale, options.seed);
   std::vector<sim::SimRequest> requests;
   for (const bench::TraceRequest& r : *workload) {
@@ -157,7 +177,11 @@ int run(const RunOptions& options) {
   const json report = {{"simulated", true},
                        {"config", options.config},
                        {"profiles", options.profiles},
-                       {"workload", options.trace},
+                       {"workload", options.synthetic ? fmt::format("synthetic prompt {} output {}",
+                                                                    options.synthetic_prompt,
+                                                                    options.synthetic_output)
+                                                      : options.trace},
+                       {"concurrency_limit", options.concurrency_limit},
                        {"num_requests", requests.size()},
                        {"rate", options.rate},
                        {"time_scale", options.time_scale},
@@ -234,19 +258,45 @@ std::string utc_now() {
   return text;
 }
 
+// The profile of podserve-engine-bench CSVs (measured on another host).
+Result<sim::Calibration> calibrate_from_csvs(const CalibrateOptions& options) {
+  std::vector<std::string> texts;
+  for (const std::string& path : options.engine_bench_csvs) {
+    std::ifstream in(path);
+    if (!in) return invalid_argument("cannot read " + path);
+    texts.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  PODSERVE_ASSIGN_OR_RETURN(auto calibration,
+                            sim::calibrate_from_engine_bench(texts, options.selection));
+  calibration.profile.model = options.preset;
+  calibration.profile.backend = "cuda";
+  calibration.profile.tp = options.tp;
+  std::string files;
+  for (const std::string& path : options.engine_bench_csvs)
+    files += (files.empty() ? "" : ", ") + path.substr(path.find_last_of('/') + 1);
+  calibration.profile.source = fmt::format(
+      "podserve-sim calibrate --engine-bench: {} rows of podserve-engine-bench ({}; decode rows "
+      "'{}', prefill and hybrid rows '{}'), median wall time of each",
+      calibration.samples.size(), files, options.selection.decode_variant,
+      options.selection.step_variant);
+  return calibration;
+}
+
 int calibrate(const CalibrateOptions& options) {
   auto model = model_preset(options.preset);
   if (!model.ok()) {
     std::cerr << "podserve-sim: " << model.status().to_string() << "\n";
     return 2;
   }
-  auto calibration = sim::calibrate_cpu(*model, options.calibration);
+  const bool from_csvs = !options.engine_bench_csvs.empty();
+  auto calibration =
+      from_csvs ? calibrate_from_csvs(options) : sim::calibrate_cpu(*model, options.calibration);
   if (!calibration.ok()) {
     std::cerr << "podserve-sim: " << calibration.status().to_string() << "\n";
-    return 1;
+    return from_csvs ? 2 : 1;
   }
   sim::CostProfile& profile = calibration->profile;
-  profile.card = cpu_model_name();
+  if (!from_csvs) profile.card = cpu_model_name();
   profile.date = utc_now();
   std::printf("%-10s %-14s %-10s %-16s %-12s %-12s\n", "prefill", "prefill_pairs", "decodes",
               "decode_context", "measured_ms", "fitted_ms");
@@ -298,10 +348,20 @@ int main(int argc, char** argv) {
   run_command->add_option("--seed", run_options.seed, "arrival RNG seed (podserve-bench's)")
       ->capture_default_str();
   run_command->add_option("--json-out", run_options.json_out, "write the report as JSON");
+  run_command->add_flag("--synthetic", run_options.synthetic,
+                        "podserve-bench's synthetic load instead of the trace");
+  run_command->add_option("--synthetic-prompt", run_options.synthetic_prompt)
+      ->capture_default_str();
+  run_command->add_option("--synthetic-output", run_options.synthetic_output)
+      ->capture_default_str();
+  run_command
+      ->add_option("--concurrency-limit", run_options.concurrency_limit,
+                   "at most this many requests in flight (podserve-bench's; 0: none)")
+      ->capture_default_str();
 
   CalibrateOptions calibrate_options;
-  CLI::App* calibrate_command =
-      app.add_subcommand("calibrate", "measure a cost profile on the CPU backend (TP 1)");
+  CLI::App* calibrate_command = app.add_subcommand(
+      "calibrate", "measure a cost profile on the CPU backend (TP 1), or fit engine bench CSVs");
   calibrate_command->add_option("--preset", calibrate_options.preset, "model preset")
       ->capture_default_str();
   calibrate_command->add_option("--out", calibrate_options.out, "profile JSON to write")
@@ -319,6 +379,21 @@ int main(int argc, char** argv) {
                    "decodes per plan (scheduler.max_running)")
       ->capture_default_str();
   calibrate_command->add_option("--repetitions", calibrate_options.calibration.repetitions)
+      ->capture_default_str();
+  calibrate_command
+      ->add_option("--engine-bench", calibrate_options.engine_bench_csvs,
+                   "fit podserve-engine-bench CSVs (measured elsewhere, e.g. on a GPU) instead of "
+                   "measuring the CPU backend here; --preset names their model")
+      ->check(CLI::ExistingFile);
+  calibrate_command->add_option("--tp", calibrate_options.tp, "TP degree of the CSVs' runs")
+      ->capture_default_str();
+  calibrate_command
+      ->add_option("--decode-variant", calibrate_options.selection.decode_variant,
+                   "engine bench decode rows to fit (graph | eager | cublas)")
+      ->capture_default_str();
+  calibrate_command
+      ->add_option("--step-variant", calibrate_options.selection.step_variant,
+                   "engine bench prefill and hybrid rows to fit (pod | serial)")
       ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

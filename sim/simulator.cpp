@@ -124,6 +124,10 @@ Result<SimResult> simulate(const SimOptions& options, const std::vector<SimReque
   };
 
   std::size_t next_arrival = 0;
+  std::int64_t in_flight = 0;
+  const auto slot_free = [&] {
+    return options.concurrency_limit <= 0 || in_flight < options.concurrency_limit;
+  };
   while (true) {
     std::size_t ending = instances.size();
     double end_s = std::numeric_limits<double>::infinity();
@@ -133,10 +137,14 @@ Result<SimResult> simulate(const SimOptions& options, const std::vector<SimReque
         ending = i;
       }
     }
-    const double arrival_s = next_arrival < requests.size()
-                                 ? requests[next_arrival].arrival_s
+    // The next request is sent at its arrival time, or now if it waited for a slot.
+    const double arrival_s = next_arrival < requests.size() && slot_free()
+                                 ? std::max(requests[next_arrival].arrival_s, now)
                                  : std::numeric_limits<double>::infinity();
     if (ending == instances.size() && next_arrival == requests.size()) break;
+    if (ending == instances.size() && !slot_free()) {
+      return internal_error("the simulator holds requests in flight and no iteration runs");
+    }
 
     if (ending < instances.size() && end_s <= arrival_s) {
       advance(end_s);
@@ -169,6 +177,7 @@ Result<SimResult> simulate(const SimOptions& options, const std::vector<SimReque
         if (output.finished) {
           out.finished = true;
           out.finish_s = now;
+          --in_flight;
           balancer.release(state.instance, state.outstanding_tokens);
           state.outstanding_tokens = 0;
         }
@@ -194,7 +203,8 @@ Result<SimResult> simulate(const SimOptions& options, const std::vector<SimReque
         .instance = *picked,
         .outstanding_tokens = std::int64_t{request.prompt_tokens} + request.output_tokens};
     result.requests[index].instance = *picked;
-    result.requests[index].arrival_s = request.arrival_s;
+    result.requests[index].arrival_s = arrival_s;
+    ++in_flight;
     start_iteration(instance);
   }
 

@@ -50,6 +50,10 @@ struct SimOptions {
   std::int32_t page_size = 16;
   std::int32_t max_model_len = 0;
   RouterPolicy policy = RouterPolicy::kLeastOutstandingTokens;
+  // 0: open loop (every request arrives at its arrival_s). Otherwise at most this many requests
+  // in flight, as podserve-bench --concurrency-limit keeps them: a request is sent at its
+  // arrival_s or, when every slot is taken then, the moment one frees (its result's arrival_s).
+  std::int32_t concurrency_limit = 0;
   // Cost profile per TP degree; every instance's TP needs one.
   std::map<std::int32_t, CostProfile> profiles;
 };
@@ -57,7 +61,7 @@ struct SimOptions {
 // Per request, in input order; times in virtual seconds from the first arrival.
 struct SimRequestResult {
   std::int32_t instance = -1;
-  double arrival_s = 0.0;
+  double arrival_s = 0.0;  // when it was sent (later than requested under a concurrency limit)
   double first_token_s = 0.0;
   double finish_s = 0.0;
   std::int32_t output_tokens = 0;

@@ -2,8 +2,10 @@
 // from synthetic samples), profile files, and the virtual-clock loop over the real scheduler,
 // block manager and router policy (exact timings for hand-computed cases; invariants on random
 // traces: every request finishes with its output length, no page leaks, time never goes back).
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +13,7 @@
 
 #include "core/config.h"
 #include "core/model_config.h"
+#include "sim/calibrate.h"
 #include "sim/cost_model.h"
 #include "sim/simulator.h"
 #include "tools/bench/trace.h"
@@ -97,6 +100,77 @@ TEST(CostModel, FitRefusesTooFewSamplesAndAFeatureThatNeverVaries) {
   EXPECT_EQ(fit_cost_profile(samples).status().code(), StatusCode::kInvalidArgument);
 }
 
+// An engine bench CSV whose wall times follow a known linear model: the rows' shapes become the
+// features the header comment of calibrate_from_engine_bench states, the other variants are
+// skipped, and the fit recovers the model.
+TEST(EngineBenchCalibration, RowsBecomeFeaturesAndTheFitRecoversTheModel) {
+  const std::array<double, kNumCostFeatures> truth = {4e-3, 2e-5, 1e-9, 2e-5, 3e-8};
+  const auto wall_ms = [&](double b, double l, double c, double p) {
+    return 1e3 *
+           (truth[0] + truth[1] * c + truth[2] * c * (p + c) + truth[3] * b + truth[4] * b * l);
+  };
+  std::string csv =
+      "card,read_tbps,gemm_tflops,kind,variant,batch,context,chunk,prefix,wall_ms,gpu_ms,graph,"
+      "flops,bytes,bound_ms,wall_over_bound\n";
+  int kept = 0;
+  for (const int b : {1, 8, 32, 128}) {
+    for (const int l : {512, 2048, 8192}) {
+      for (const char* variant : {"graph", "eager"}) {
+        const double ms = wall_ms(b, l, 0, 0) * (std::string(variant) == "eager" ? 1.3 : 1.0);
+        csv += fmt::format("\"GPU X\",4.4,780,decode,{},{},{},1,{},{:.6f},0,1,0,0,1,1\n", variant,
+                           b, l, l - 1, ms);
+      }
+      ++kept;
+    }
+  }
+  for (const int c : {512, 2048}) {
+    for (const int p : {0, 8192}) {
+      csv += fmt::format("\"GPU X\",4.4,780,prefill,pod,0,0,{},{},{:.6f},0,0,0,0,1,1\n", c, p,
+                         wall_ms(0, 0, c, p));
+      ++kept;
+    }
+  }
+  for (const int b : {32, 128}) {
+    csv += fmt::format("\"GPU X\",4.4,780,hybrid,pod,{},2048,512,0,{:.6f},0,0,0,0,1,1\n", b,
+                       wall_ms(b, 2048, 512, 0));
+    csv += fmt::format("\"GPU X\",4.4,780,hybrid,serial,{},2048,512,0,{:.6f},0,0,0,0,1,1\n", b,
+                       2.0 * wall_ms(b, 2048, 512, 0));
+    ++kept;
+  }
+  const std::vector<std::string> texts = {csv};
+  auto calibration = sim::calibrate_from_engine_bench(texts, {});
+  ASSERT_TRUE(calibration.ok()) << calibration.status().to_string();
+  EXPECT_EQ(calibration->samples.size(), static_cast<std::size_t>(kept));
+  EXPECT_EQ(calibration->profile.card, "GPU X");
+  for (std::size_t j = 0; j < kNumCostFeatures; ++j)
+    EXPECT_NEAR(calibration->profile.coefficients[j], truth[j], 1e-6 * std::abs(truth[j]) + 1e-12)
+        << "coefficient " << j;
+  const auto hybrid = std::find_if(
+      calibration->samples.begin(), calibration->samples.end(), [](const CostSample& s) {
+        return s.features.num_decodes == 128 && s.features.prefill_tokens == 512;
+      });
+  ASSERT_NE(hybrid, calibration->samples.end());
+  EXPECT_EQ(hybrid->features.decode_context_tokens, 128.0 * 2048);
+  EXPECT_EQ(hybrid->features.prefill_attention_pairs, 512.0 * 512);
+}
+
+TEST(EngineBenchCalibration, MalformedInputsAreRefused) {
+  const std::string header = "card,kind,variant,batch,context,chunk,prefix,wall_ms\n";
+  const auto refused = [](const std::string& csv) {
+    const std::vector<std::string> texts = {csv};
+    return !sim::calibrate_from_engine_bench(texts, {}).ok();
+  };
+  EXPECT_TRUE(refused(""));
+  EXPECT_TRUE(refused("card,kind,variant,batch,context,chunk,prefix\n"));  // no wall_ms
+  EXPECT_TRUE(refused(header + "A,decode,graph,1,512,1,511,x\n"));         // not a number
+  EXPECT_TRUE(refused(header + "A,decode,graph,1,512,1,511\n"));           // a field short
+  EXPECT_TRUE(refused(header + "A,other,graph,1,512,1,511,5\n"));          // unknown kind
+  std::string two_cards = header;
+  for (int b = 1; b <= 8; ++b) two_cards += fmt::format("A,decode,graph,{},512,1,511,{}\n", b, b);
+  two_cards += "B,decode,graph,9,512,1,511,9\n";
+  EXPECT_TRUE(refused(two_cards));
+}
+
 TEST(CostModel, ProfileFileRoundTrips) {
   const auto fitted = fit_cost_profile(synthetic_samples({1e-3, 2e-4, 1e-7, 3e-4, 1e-6}, 1e-5, 2));
   ASSERT_TRUE(fitted.ok());
@@ -165,6 +239,31 @@ TEST(Simulator, ChunkedPrefillThenDecodesOnTheVirtualClock) {
   EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kDecode)].count, 4);
   EXPECT_EQ(kinds[static_cast<std::size_t>(BatchKind::kHybrid)].count, 0);
   EXPECT_NEAR(kinds[static_cast<std::size_t>(BatchKind::kDecode)].seconds, 0.040, 1e-12);
+}
+
+TEST(Simulator, ConcurrencyLimitSendsTheNextRequestWhenOneFinishes) {
+  // Three requests due at 0, one slot: each is sent when the one before it finishes (prompt 8 =
+  // one 10 ms prefill iteration that samples the first token, then one 10 ms decode).
+  SimOptions options = options_for(1, 64, RouterPolicy::kRoundRobin);
+  options.concurrency_limit = 1;
+  const std::vector<SimRequest> requests(
+      3, SimRequest{.arrival_s = 0.0, .prompt_tokens = 8, .output_tokens = 2});
+  const auto result = simulate(options, requests);
+  ASSERT_TRUE(result.ok()) << result.status().to_string();
+  for (std::size_t i = 0; i < 3; ++i) {
+    const SimRequestResult& r = result->requests[i];
+    ASSERT_TRUE(r.finished) << i;
+    EXPECT_NEAR(r.arrival_s, 0.020 * static_cast<double>(i), 1e-12) << i;
+    EXPECT_NEAR(r.first_token_s - r.arrival_s, 0.010, 1e-12) << i;
+    EXPECT_NEAR(r.finish_s, 0.020 * static_cast<double>(i + 1), 1e-12) << i;
+  }
+  // Two slots: the first two run together, the third is sent when one of them finishes.
+  options.concurrency_limit = 2;
+  const auto two = simulate(options, requests);
+  ASSERT_TRUE(two.ok());
+  EXPECT_NEAR(two->requests[1].arrival_s, 0.0, 1e-12);
+  EXPECT_NEAR(two->requests[2].arrival_s, two->requests[0].finish_s, 1e-12);
+  EXPECT_EQ(two->pages_in_use_at_end, 0);
 }
 
 TEST(Simulator, ArrivalDuringAnIterationJoinsTheNextOne) {
