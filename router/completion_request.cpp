@@ -288,6 +288,8 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   const json& document = std::get<json>(parsed);
 
   CompletionRequest request;
+  request.sampling.temperature = limits.defaults.temperature;
+  request.sampling.top_p = limits.defaults.top_p;
   bool has_prompt = false;
   for (const auto& [key, value] : document.items()) {
     auto common = common_field(key, value, limits, request);
@@ -343,6 +345,8 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
   const json& document = std::get<json>(parsed);
 
   CompletionRequest request;
+  request.sampling.temperature = limits.defaults.temperature;
+  request.sampling.top_p = limits.defaults.top_p;
   std::vector<ChatMessage> messages;
   bool has_messages = false;
   for (const auto& [key, value] : document.items()) {

@@ -9,7 +9,8 @@
 //                ids in [0, vocab_size); batched prompts (array of strings/arrays) are rejected
 //   max_tokens   integer in [1, max_tokens_limit], default 16 (null: default); alias
 //                max_completion_tokens
-//   temperature  number in [0, 2], default 1;  top_p: number in (0, 1], default 1
+//   temperature  number in [0, 2];  top_p: number in (0, 1]; defaults from limits.defaults (1 and
+//                1, or the checkpoint's generation_config.json)
 //   seed         integer in [0, 2^64), optional (the router picks one when absent)
 //   ignore_eos, stream   booleans, default false
 //   stream_options, user   accepted and ignored (usage is always in the final stream chunk)
@@ -47,6 +48,7 @@ struct CompletionLimits {
   std::int32_t max_model_len = 0;     // prompt + generated tokens
   std::int32_t max_tokens_limit = 0;  // largest max_tokens
   TokenId bos_token_id = 1;
+  SamplingParams defaults;  // temperature and top_p of requests that leave them out
 };
 
 struct CompletionRequest {
@@ -54,7 +56,7 @@ struct CompletionRequest {
   SamplingParams sampling;  // seed valid only when has_seed
   bool has_seed = false;
   bool stream = false;
-  bool chat = false;  // from /v1/chat/completions: answered as chat.completion objects
+  bool chat = false;              // from /v1/chat/completions: answered as chat.completion objects
   std::vector<std::string> stop;  // stop strings, each non-empty
 };
 

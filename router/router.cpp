@@ -66,6 +66,15 @@ std::pair<std::string, int> split_host_port(const std::string& listen) {
   }
 }
 
+// generation_config.json's sampling, or OpenAI's defaults (temperature 1, top_p 1); a
+// checkpoint that does not sample by default (do_sample false) keeps OpenAI's.
+SamplingParams sampling_defaults(const ModelConfig& model) {
+  SamplingParams defaults;
+  if (model.generation.temperature) defaults.temperature = *model.generation.temperature;
+  if (model.generation.top_p) defaults.top_p = *model.generation.top_p;
+  return defaults;
+}
+
 std::int32_t max_model_len(const ServiceConfig& config, const ModelConfig& model) {
   return config.model.max_model_len > 0 ? config.model.max_model_len
                                         : model.max_position_embeddings;
@@ -78,7 +87,7 @@ struct Router::ActiveRequest {
   int instance = 0;          // colocated, or the prefill instance of the pair
   int decode_instance = -1;  // disaggregated: the decode instance of the pair
   std::int64_t prompt_tokens = 0;
-  TokenId eos_token_id = 0;
+  std::vector<TokenId> eos_token_ids;
   bool chat = false;  // /v1/chat/completions: chat.completion objects instead of text_completion
   Clock::time_point arrival;
   OutputQueue outputs;
@@ -99,7 +108,10 @@ struct Router::ActiveRequest {
   // The text of generated[from..]: bytes of the ids, without a final EOS.
   std::string text_from(std::size_t from, std::optional<FinishReason> reason) const {
     std::size_t end = generated.size();
-    if (reason == FinishReason::kStop && end > from && generated[end - 1] == eos_token_id) --end;
+    if (reason == FinishReason::kStop && end > from &&
+        std::find(eos_token_ids.begin(), eos_token_ids.end(), generated[end - 1]) !=
+            eos_token_ids.end())
+      --end;
     if (end <= from) return {};
     return ByteTokenizer::decode(std::span<const TokenId>(generated).subspan(from, end - from));
   }
@@ -143,7 +155,8 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
               .vocab_size = model.vocab_size,
               .max_model_len = max_model_len(config, model),
               .max_tokens_limit = config.router.max_tokens_limit,
-              .bos_token_id = model.bos_token_id},
+              .bos_token_id = model.bos_token_id,
+              .defaults = sampling_defaults(model)},
       channel_(channel),
       metrics_(metrics),
       disaggregated_(config.scheduler.mode == SchedulerMode::kDisaggregated),
@@ -151,7 +164,7 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
       decode_balancer_(config.router.policy, channel.instances(), config.kv_cache.page_size,
                        LoadBalancer::kDecodeRoles),
       created_unix_s_(unix_seconds_now()),
-      eos_token_id_(model.eos_token_id),
+      eos_token_ids_(model.stop_token_ids()),
       num_instances_(static_cast<int>(channel.instances().size())),
       instance_reported_(channel.instances().size(), false) {}
 
@@ -315,7 +328,7 @@ void Router::handle_completion(const httplib::Request& http_request, httplib::Re
   }
   request->id = next_request_id_.fetch_add(1);
   request->prompt_tokens = prompt_tokens;
-  request->eos_token_id = eos_token_id_;
+  request->eos_token_ids = eos_token_ids_;
   request->chat = completion.chat;
   request->stop = StopStringScanner(std::move(completion.stop));
   request->arrival = arrival;

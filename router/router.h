@@ -124,7 +124,7 @@ class Router {
   LoadBalancer balancer_;         // colocated instances, or the prefill side
   LoadBalancer decode_balancer_;  // disaggregated: the decode side
   const std::int64_t created_unix_s_;
-  const TokenId eos_token_id_;
+  const std::vector<TokenId> eos_token_ids_;
   // Readiness (/health): instances whose leader has reported its load at least once.
   const int num_instances_;
   std::mutex reported_mutex_;

@@ -29,6 +29,27 @@ TEST(CompletionRequestTest, TextPromptGetsBosAndDefaults) {
   EXPECT_FALSE(request.stream);
 }
 
+TEST(CompletionRequestTest, CheckpointSamplingDefaultsApplyWhenLeftOut) {
+  CompletionLimits limits = kLimits;
+  limits.max_model_len = 512;  // room for the chat layout
+  limits.defaults.temperature = 0.6f;
+  limits.defaults.top_p = 0.9f;
+  for (const bool chat : {false, true}) {
+    const std::string omitted =
+        chat ? R"({"messages": [{"role": "user", "content": "hi"}]})" : R"({"prompt": "hi"})";
+    auto parsed = chat ? parse_chat_completion_request(omitted, limits)
+                       : parse_completion_request(omitted, limits);
+    ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+    EXPECT_FLOAT_EQ(std::get<CompletionRequest>(parsed).sampling.temperature, 0.6f);
+    EXPECT_FLOAT_EQ(std::get<CompletionRequest>(parsed).sampling.top_p, 0.9f);
+  }
+  auto given =
+      parse_completion_request(R"({"prompt": "hi", "temperature": 0, "top_p": 1})", limits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(given));
+  EXPECT_FLOAT_EQ(std::get<CompletionRequest>(given).sampling.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(std::get<CompletionRequest>(given).sampling.top_p, 1.0f);
+}
+
 TEST(CompletionRequestTest, TokenPromptAndAllParameters) {
   auto parsed = parse_completion_request(
       R"({"model": "tiny", "prompt": [5, 511, 0], "max_tokens": 32, "temperature": 0,
