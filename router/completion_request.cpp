@@ -256,8 +256,8 @@ std::variant<CompletionRequest, ApiError> within_context(CompletionRequest reque
   return request;
 }
 
-void append_text(std::vector<TokenId>& ids, std::string_view text) {
-  const std::vector<TokenId> text_ids = ByteTokenizer::encode(std::string(text));
+void append_text(std::vector<TokenId>& ids, std::string_view text, const CompletionLimits& limits) {
+  const std::vector<TokenId> text_ids = encode_text(text, limits);
   ids.insert(ids.end(), text_ids.begin(), text_ids.end());
 }
 
@@ -281,6 +281,11 @@ std::variant<std::string, ApiError> message_content(const json& content, const s
 
 }  // namespace
 
+std::vector<TokenId> encode_text(std::string_view text, const CompletionLimits& limits) {
+  if (limits.tokenizer != nullptr) return limits.tokenizer->encode(text);
+  return ByteTokenizer::encode(text);
+}
+
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
                                                                    const CompletionLimits& limits) {
   auto parsed = parse_body(body);
@@ -302,7 +307,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
           return invalid(key, "'prompt' must not be empty");
         }
         request.prompt.push_back(limits.bos_token_id);
-        append_text(request.prompt, value.get_ref<const std::string&>());
+        append_text(request.prompt, value.get_ref<const std::string&>(), limits);
       } else if (value.is_array()) {
         if (value.empty()) return invalid(key, "'prompt' must not be empty");
         auto ids = token_ids_prompt(value, limits.vocab_size);
@@ -416,7 +421,7 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
   }
   request.chat = true;
   request.prompt.push_back(limits.bos_token_id);
-  append_text(request.prompt, render_chat_prompt(messages));
+  append_text(request.prompt, render_chat_prompt(messages), limits);
   if (!document.contains("max_tokens") && !document.contains("max_completion_tokens")) {
     // As chat clients expect: no limit asked, so up to the context (and the router's limit).
     const std::int64_t room = static_cast<std::int64_t>(limits.max_model_len) -
@@ -425,6 +430,61 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
         static_cast<std::int32_t>(std::clamp<std::int64_t>(room, 1, limits.max_tokens_limit));
   }
   return within_context(std::move(request), limits, "messages");
+}
+
+std::variant<std::vector<TokenId>, ApiError> parse_tokenize_request(
+    std::string_view body, const CompletionLimits& limits) {
+  auto parsed = parse_body(body);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
+  const json& document = std::get<json>(parsed);
+  CompletionRequest unused;
+  std::optional<std::string> prompt;
+  bool add_special_tokens = true;
+  for (const auto& [key, value] : document.items()) {
+    if (key == "model") {
+      if (auto error = model_rule(key, value, limits, unused)) return *error;
+    } else if (key == "prompt") {
+      if (!value.is_string()) return wrong_type(key, "a string");
+      prompt = value.get<std::string>();
+    } else if (key == "add_special_tokens") {
+      if (!value.is_boolean()) return wrong_type(key, "a boolean");
+      add_special_tokens = value.get<bool>();
+    } else {
+      return invalid(key, "unknown field '" + key + "'", "unknown_field");
+    }
+  }
+  if (!prompt) return invalid("prompt", "'prompt' is required", "missing_field");
+  std::vector<TokenId> ids;
+  if (add_special_tokens) ids.push_back(limits.bos_token_id);
+  const std::vector<TokenId> text_ids = encode_text(*prompt, limits);
+  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
+  return ids;
+}
+
+std::variant<std::vector<TokenId>, ApiError> parse_detokenize_request(
+    std::string_view body, const CompletionLimits& limits) {
+  auto parsed = parse_body(body);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
+  const json& document = std::get<json>(parsed);
+  CompletionRequest unused;
+  std::optional<std::vector<TokenId>> tokens;
+  for (const auto& [key, value] : document.items()) {
+    if (key == "model") {
+      if (auto error = model_rule(key, value, limits, unused)) return *error;
+    } else if (key == "tokens") {
+      if (!value.is_array()) return wrong_type(key, "an array of token ids");
+      auto ids = token_ids_prompt(value, limits.vocab_size);
+      if (auto* error = std::get_if<ApiError>(&ids)) {
+        error->param = "tokens";
+        return *error;
+      }
+      tokens = std::get<std::vector<TokenId>>(std::move(ids));
+    } else {
+      return invalid(key, "unknown field '" + key + "'", "unknown_field");
+    }
+  }
+  if (!tokens) return invalid("tokens", "'tokens' is required", "missing_field");
+  return *tokens;
 }
 
 }  // namespace podserve

@@ -5,7 +5,8 @@
 // Accepted fields (anything else is rejected with 400 naming the field, so that a typo such as
 // "max_token" is not silently ignored):
 //   model        string, optional; must equal the served model name (else 404 model_not_found)
-//   prompt       non-empty string (byte tokenizer, BOS prepended) or non-empty array of token
+//   prompt       non-empty string (the checkpoint's tokenizer or the byte tokenizer, BOS
+//                prepended) or non-empty array of token
 //                ids in [0, vocab_size); batched prompts (array of strings/arrays) are rejected
 //   max_tokens   integer in [1, max_tokens_limit], default 16 (null: default); alias
 //                max_completion_tokens
@@ -27,6 +28,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/hf_tokenizer.h"
 #include "core/types.h"
 
 namespace podserve {
@@ -49,7 +51,13 @@ struct CompletionLimits {
   std::int32_t max_tokens_limit = 0;  // largest max_tokens
   TokenId bos_token_id = 1;
   SamplingParams defaults;  // temperature and top_p of requests that leave them out
+  // Text prompts: this checkpoint tokenizer (owned by the router, outliving the limits), or
+  // the byte tokenizer when null.
+  const HfTokenizer* tokenizer = nullptr;
 };
+
+// The ids of `text` (no BOS) under limits.tokenizer, or the byte tokenizer.
+std::vector<TokenId> encode_text(std::string_view text, const CompletionLimits& limits);
 
 struct CompletionRequest {
   std::vector<TokenId> prompt;
@@ -82,6 +90,14 @@ std::string render_chat_prompt(const std::vector<ChatMessage>& messages);
 // top_logprobs, tools, tool_choice, functions, function_call only null or empty; response_format
 // only {"type": "text"}. The result has chat = true.
 std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
+    std::string_view body, const CompletionLimits& limits);
+
+// POST /v1/tokenize (vLLM's shape): {"prompt": string, "add_special_tokens"?: bool (default
+// true: BOS first, as completions do), "model"?}. The ids, or the error to answer.
+std::variant<std::vector<TokenId>, ApiError> parse_tokenize_request(std::string_view body,
+                                                                    const CompletionLimits& limits);
+// POST /v1/detokenize (vLLM's shape): {"tokens": [ids in [0, vocab_size)], "model"?}.
+std::variant<std::vector<TokenId>, ApiError> parse_detokenize_request(
     std::string_view body, const CompletionLimits& limits);
 
 }  // namespace podserve

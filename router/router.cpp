@@ -88,6 +88,8 @@ struct Router::ActiveRequest {
   int decode_instance = -1;  // disaggregated: the decode instance of the pair
   std::int64_t prompt_tokens = 0;
   std::vector<TokenId> eos_token_ids;
+  const HfTokenizer* tokenizer = nullptr;  // null: the byte tokenizer
+  Utf8StreamCursor stream_text;            // what of text_from(0) stream chunks have sent
   bool chat = false;  // /v1/chat/completions: chat.completion objects instead of text_completion
   Clock::time_point arrival;
   OutputQueue outputs;
@@ -113,14 +115,24 @@ struct Router::ActiveRequest {
             eos_token_ids.end())
       --end;
     if (end <= from) return {};
-    return ByteTokenizer::decode(std::span<const TokenId>(generated).subspan(from, end - from));
+    return decode(std::span<const TokenId>(generated).subspan(from, end - from));
+  }
+
+  std::string decode(std::span<const TokenId> ids) const {
+    return tokenizer != nullptr ? tokenizer->decode(ids) : ByteTokenizer::decode(ids);
+  }
+
+  // The reply text not streamed yet, up to its last whole UTF-8 character (a character whose
+  // bytes came in several tokens is sent once complete), all of it once finished.
+  std::string next_stream_text(std::optional<FinishReason> reason) {
+    return stream_text.next(text_from(0, reason), reason.has_value());
   }
 
   // After generated grew from `before` ids: hands their bytes to the stop-string scanner. True
   // when a stop string ends in them (ids that decode to no byte, EOS among them, add none).
   bool found_stop(std::size_t before) {
     if (!stop.has_stop_strings() || stop.stop_at() || before == generated.size()) return false;
-    return stop.append(ByteTokenizer::decode(std::span<const TokenId>(generated).subspan(before)));
+    return stop.append(decode(std::span<const TokenId>(generated).subspan(before)));
   }
 };
 
@@ -172,6 +184,19 @@ Router::~Router() { stop(); }
 
 Status Router::start() {
   ::signal(SIGPIPE, SIG_IGN);
+  if (!config_.model.path.empty()) {
+    Result<std::unique_ptr<HfTokenizer>> tokenizer = HfTokenizer::load(config_.model.path);
+    if (!tokenizer.ok()) {
+      spdlog::error("router: tokenizer: {}", tokenizer.status().message());
+      return tokenizer.status();
+    }
+    if ((*tokenizer)->vocab_size() > limits_.vocab_size) {
+      return invalid_argument(fmt::format("router: the tokenizer has {} ids, the model {}",
+                                          (*tokenizer)->vocab_size(), limits_.vocab_size));
+    }
+    tokenizer_ = std::move(tokenizer).value();
+    limits_.tokenizer = tokenizer_.get();
+  }
   const auto [host, port] = split_host_port(config_.router.listen);
   if (port < 0 || port > 65535) {
     return invalid_argument("router.listen: expected host:port, got '" + config_.router.listen +
@@ -221,6 +246,22 @@ void Router::install_routes() {
               [this](const httplib::Request& request, httplib::Response& response) {
                 handle_completion(request, response, /*chat=*/true);
               });
+  server.Post("/v1/tokenize", [this](const httplib::Request& request, httplib::Response& response) {
+    auto parsed = parse_tokenize_request(request.body, limits_);
+    if (auto* error = std::get_if<ApiError>(&parsed)) return send_error(response, *error);
+    response.set_content(
+        tokenize_body(std::get<std::vector<TokenId>>(parsed), limits_.max_model_len),
+        "application/json");
+  });
+  server.Post(
+      "/v1/detokenize", [this](const httplib::Request& request, httplib::Response& response) {
+        auto parsed = parse_detokenize_request(request.body, limits_);
+        if (auto* error = std::get_if<ApiError>(&parsed)) return send_error(response, *error);
+        const auto& ids = std::get<std::vector<TokenId>>(parsed);
+        response.set_content(
+            detokenize_body(tokenizer_ ? tokenizer_->decode(ids) : ByteTokenizer::decode(ids)),
+            "application/json");
+      });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(
         models_body(limits_.served_model_name, created_unix_s_, limits_.max_model_len),
@@ -242,6 +283,8 @@ void Router::install_routes() {
   };
   server.Get("/v1/completions", method_not_allowed);
   server.Get("/v1/chat/completions", method_not_allowed);
+  server.Get("/v1/tokenize", method_not_allowed);
+  server.Get("/v1/detokenize", method_not_allowed);
   server.Post("/v1/models", method_not_allowed);
   server.Post("/health", method_not_allowed);
 
@@ -329,6 +372,7 @@ void Router::handle_completion(const httplib::Request& http_request, httplib::Re
   request->id = next_request_id_.fetch_add(1);
   request->prompt_tokens = prompt_tokens;
   request->eos_token_ids = eos_token_ids_;
+  request->tokenizer = tokenizer_.get();
   request->chat = completion.chat;
   request->stop = StopStringScanner(std::move(completion.stop));
   request->arrival = arrival;
@@ -477,7 +521,7 @@ void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admi
           events += stream_chunk_event(
               header, /*first_chunk=*/before == 0,
               active.stop.has_stop_strings() ? active.stop.next_stream_text(reason.has_value())
-                                             : active.text_from(before, reason),
+                                             : active.next_stream_text(reason),
               std::span<const TokenId>(active.generated).subspan(before), reason,
               TokenUsage{.prompt_tokens = active.prompt_tokens,
                          .completion_tokens = static_cast<std::int64_t>(active.generated.size())});

@@ -117,7 +117,9 @@ class Router {
   void release_admission();
 
   const ServiceConfig config_;
-  const CompletionLimits limits_;
+  CompletionLimits limits_;  // set in the constructor, its tokenizer in start()
+  // model.path's tokenizer.json; null: the byte tokenizer.
+  std::unique_ptr<HfTokenizer> tokenizer_;
   InstanceChannel& channel_;
   RouterMetrics& metrics_;
   const bool disaggregated_;

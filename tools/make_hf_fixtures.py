@@ -20,11 +20,14 @@ What it writes (all small):
                        the best and second-best logit along every greedy path}
   The models: llama (GQA, untied, llama3 rope scaling, eos list in generation_config.json,
   config.json rewritten in the transformers 4.x layout), mistral (tied embeddings, linear rope
-  scaling, 5.x layout) and qwen2 (q/k/v biases, tied, 5.x layout).
+  scaling, 5.x layout) and qwen2 (q/k/v biases, tied, 5.x layout); each directory also gets a
+  tokenizer's tokenizer.json and tokenizer_config.json (Llama-3-, GPT-2- and Qwen2-style), so it
+  is a whole checkpoint.
 Seeds are fixed, so reruns reproduce the same files with the same library versions.
 """
 import json
 import os
+import shutil
 import sys
 
 import torch
@@ -156,13 +159,14 @@ MODELS = {
                   rope={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                         "original_max_position_embeddings": 64},
-                  extra={}, eos=[1, 4]),
+                  extra={}, eos=[1, 4], tokenizer="tokenizer"),
     "mistral": dict(cls="MistralForCausalLM", conf="MistralConfig", tied=True, layout="5.x",
                     rope={"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0},
-                    extra={"sliding_window": None}, eos=[4]),
+                    extra={"sliding_window": None}, eos=[4], tokenizer="tokenizer-gpt2"),
     "qwen2": dict(cls="Qwen2ForCausalLM", conf="Qwen2Config", tied=True, layout="5.x",
                   rope={"rope_type": "default", "rope_theta": 1000000.0},
-                  extra={"use_sliding_window": False, "rms_norm_eps": 1e-6}, eos=[6, 1]),
+                  extra={"use_sliding_window": False, "rms_norm_eps": 1e-6}, eos=[6, 1],
+                  tokenizer="tokenizer-qwen2"),
 }
 
 
@@ -193,6 +197,8 @@ def make_model(name, spec, out_dir, prompts):
     model.save_pretrained(out_dir, safe_serialization=True)
     if spec["layout"] == "4.x":
         to_4x_layout(os.path.join(out_dir, "config.json"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # a whole checkpoint directory
+        shutil.copy(os.path.join(out_dir, "..", spec["tokenizer"], name), out_dir)
     with torch.no_grad():
         logits = [model(torch.tensor([p])).logits[0, -1].tolist() for p in prompts]
     reference = {"transformers": transformers.__version__, "torch": torch.__version__,

@@ -359,5 +359,28 @@ INSTANTIATE_TEST_SUITE_P(
                    "model"}),
     [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
 
+TEST(CompletionRequestTest, TokenizeAndDetokenizeRequests) {
+  auto with_bos = parse_tokenize_request(R"({"prompt": "hi", "model": "tiny"})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(with_bos));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(with_bos), (std::vector<TokenId>{256, 'h', 'i'}));
+  auto bare = parse_tokenize_request(R"({"prompt": "hi", "add_special_tokens": false})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(bare));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(bare), (std::vector<TokenId>{'h', 'i'}));
+  auto ids = parse_detokenize_request(R"({"tokens": [104, 105]})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(ids));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(ids), (std::vector<TokenId>{104, 105}));
+
+  const auto error = [](const auto& parsed) { return std::get<ApiError>(parsed); };
+  EXPECT_EQ(error(parse_tokenize_request(R"({})", kLimits)).param, "prompt");
+  EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": 3})", kLimits)).param, "prompt");
+  EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": "x", "other": 1})", kLimits)).param,
+            "other");
+  EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": "x", "model": "m"})", kLimits)).http_status,
+            404);
+  EXPECT_EQ(error(parse_detokenize_request(R"({"tokens": [512]})", kLimits)).param, "tokens");
+  EXPECT_EQ(error(parse_detokenize_request(R"({"tokens": "ab"})", kLimits)).param, "tokens");
+  EXPECT_EQ(error(parse_detokenize_request(R"({})", kLimits)).param, "tokens");
+}
+
 }  // namespace
 }  // namespace podserve
