@@ -23,6 +23,12 @@ What it writes (all small):
   scaling, 5.x layout) and qwen2 (q/k/v biases, tied, 5.x layout); each directory also gets a
   tokenizer's tokenizer.json and tokenizer_config.json (Llama-3-, GPT-2- and Qwen2-style), so it
   is a whole checkpoint.
+  chat/cases.json      the chat templates of chat/*.jinja (written for these fixtures in the
+                       styles of the Llama-3, Llama-3.1, Mistral, Qwen2.5 and Qwen3 templates:
+                       headers, tools as JSON, alternation checks, namespaces, string methods,
+                       slices, macros) rendered by transformers' apply_chat_template for
+                       randomized conversations: {"bos_token", "eos_token", "cases": [{"template",
+                       "messages", "tools", "add_generation_prompt", "rendered" or "error"}]}
 Seeds are fixed, so reruns reproduce the same files with the same library versions.
 """
 import json
@@ -208,6 +214,77 @@ def make_model(name, spec, out_dir, prompts):
         json.dump(reference, f)
 
 
+SNIPPETS = ["Hello!", "  padded with spaces  ", "line one\nline two\n", "Caf\u00e9 \U0001f600 \u65e5\u672c",
+            "quotes ' and \" and \\ backslash", "tabs\tand\ttabs", "", "\n\nleading newlines",
+            "What is 2 + 2?", "<think>\nreasoning here\n</think>\n\nThe answer is 4.",
+            "<tool_response>42</tool_response>", "{\"json\": [1, 2.5, null, true]}",
+            "trailing newline\n", "UPPER lower Title"]
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city \u2600",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "add", "description": "Adds numbers",
+     "parameters": {"type": "object", "properties": {"a": {"type": "number", "default": 1.5},
+                    "b": {"type": "integer", "minimum": -3}}, "required": []}}},
+]
+
+
+def random_conversation(rng, template):
+    messages = []
+    if rng.random() < 0.5:
+        messages.append({"role": "system", "content": rng.choice(SNIPPETS[:6] + ["Be brief."])})
+    turns = rng.randint(1, 4)
+    for turn in range(turns):
+        messages.append({"role": "user", "content": rng.choice(SNIPPETS)})
+        if turn + 1 < turns or rng.random() < 0.4:
+            if template in ("tools_json", "im_tools") and rng.random() < 0.3:
+                call = {"name": "get_weather",
+                        "arguments": {"city": rng.choice(["Paris", "Z\u00fcrich"]), "unit": "c"}}
+                messages.append({"role": "assistant", "content": "",
+                                 "tool_calls": [{"type": "function", "function": call}]})
+                for _ in range(rng.randint(1, 2)):
+                    messages.append({"role": "tool", "content": rng.choice(["21", "sunny, 21 C"])})
+            else:
+                messages.append({"role": "assistant", "content": rng.choice(SNIPPETS)})
+    if template == "namespace_think" and rng.random() < 0.3:
+        messages[-1]["content"] = [{"type": "text", "text": "part one"}, {"type": "image"},
+                                   {"type": "text", "text": rng.choice(SNIPPETS)}]
+    if template == "inst_alternating" and rng.random() < 0.2:
+        messages.append({"role": "user", "content": "two users in a row"})  # refused
+    if template == "headers" and rng.random() < 0.1:
+        messages.append({"role": "tool", "content": "not allowed"})  # refused
+    return messages
+
+
+def make_chat_cases(out_dir, tokenizer_dir):
+    import random
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    rng = random.Random(12)
+    cases = []
+    for path in sorted(os.listdir(out_dir)):
+        if not path.endswith(".jinja"):
+            continue
+        name = path[:-len(".jinja")]
+        with open(os.path.join(out_dir, path)) as f:
+            template = f.read()
+        for _ in range(40):
+            messages = random_conversation(rng, name)
+            tools = TOOLS if name in ("tools_json", "im_tools") and rng.random() < 0.5 else None
+            generation_prompt = rng.random() < 0.5
+            case = {"template": name, "messages": messages, "tools": tools,
+                    "add_generation_prompt": generation_prompt}
+            try:
+                case["rendered"] = tokenizer.apply_chat_template(
+                    messages, tools=tools, add_generation_prompt=generation_prompt,
+                    tokenize=False, chat_template=template)
+            except Exception as e:  # raise_exception in the template
+                case["error"] = str(e)
+            cases.append(case)
+    with open(os.path.join(out_dir, "cases.json"), "w") as f:
+        json.dump({"transformers": transformers.__version__, "bos_token": tokenizer.bos_token,
+                   "eos_token": tokenizer.eos_token, "cases": cases}, f, ensure_ascii=False,
+                  indent=0)
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/hf"
     for name, style in TOKENIZERS.items():
@@ -218,6 +295,7 @@ def main():
                 "def main():\n    return 1"]]
     for name, spec in MODELS.items():
         make_model(name, spec, os.path.join(out, name), prompts)
+    make_chat_cases(os.path.join(out, "chat"), os.path.join(out, "tokenizer"))
 
 
 if __name__ == "__main__":
