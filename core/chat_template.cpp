@@ -6,8 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <unordered_map>
 #include <utility>
@@ -1776,6 +1779,52 @@ Result<std::string> ChatTemplate::render(const nlohmann::ordered_json& context) 
   } catch (const RenderError& e) {
     return invalid_argument(fmt::format("chat template: {}", e.what()));
   }
+}
+
+Result<std::string> CheckpointChat::render(const nlohmann::ordered_json& messages) const {
+  nlohmann::ordered_json context;
+  context["messages"] = messages;
+  context["tools"] = nullptr;
+  context["documents"] = nullptr;
+  context["add_generation_prompt"] = true;
+  for (const auto& [name, value] : special_tokens.items()) context[name] = value;
+  return chat_template.render(context);
+}
+
+Result<std::optional<CheckpointChat>> load_checkpoint_chat(const std::string& dir) {
+  const auto read = [](const std::filesystem::path& path) -> std::optional<std::string> {
+    std::ifstream in(path);
+    if (!in) return std::nullopt;
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  };
+  const std::filesystem::path root(dir);
+  std::optional<std::string> source = read(root / "chat_template.jinja");
+  nlohmann::ordered_json special = nlohmann::ordered_json::object();
+  if (const auto config_text = read(root / "tokenizer_config.json")) {
+    nlohmann::ordered_json config;
+    try {
+      config = nlohmann::ordered_json::parse(*config_text);
+    } catch (const nlohmann::json::exception& e) {
+      return invalid_argument(
+          fmt::format("'{}': {}", (root / "tokenizer_config.json").string(), e.what()));
+    }
+    const auto template_field = config.value("chat_template", nlohmann::ordered_json());
+    if (!source && template_field.is_string()) source = template_field.get<std::string>();
+    if (!source && template_field.is_array()) {
+      for (const auto& named : template_field)
+        if (named.value("name", "") == "default") source = named.value("template", "");
+    }
+    for (const char* name : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+      const auto token = config.value(name, nlohmann::ordered_json());
+      if (token.is_string()) special[name] = token;
+      if (token.is_object() && token.contains("content")) special[name] = token["content"];
+    }
+  }
+  if (!source) return std::optional<CheckpointChat>();
+  PODSERVE_ASSIGN_OR_RETURN(ChatTemplate parsed, ChatTemplate::parse(*source));
+  return std::optional<CheckpointChat>(CheckpointChat{std::move(parsed), std::move(special)});
 }
 
 }  // namespace podserve

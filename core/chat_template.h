@@ -26,6 +26,7 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -36,6 +37,14 @@ namespace podserve {
 namespace chat_template_detail {
 struct Node;
 }
+
+class ChatTemplate;
+struct CheckpointChat;
+// A checkpoint's chat template, from DIR/chat_template.jinja (transformers 5.x) or else
+// DIR/tokenizer_config.json's chat_template (a string, or a list of {name, template}: the one
+// named "default"), with the special-token strings templates read (bos_token, eos_token,
+// unk_token, pad_token: strings or {"content": ...}). nullopt when the checkpoint has none.
+Result<std::optional<CheckpointChat>> load_checkpoint_chat(const std::string& dir);
 
 class ChatTemplate {
  public:
@@ -49,6 +58,15 @@ class ChatTemplate {
 
  private:
   std::shared_ptr<const chat_template_detail::Node> root_;
+};
+
+struct CheckpointChat {
+  ChatTemplate chat_template;
+  nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();  // {"bos_token": ...}
+
+  // Renders `messages` as apply_chat_template(messages, add_generation_prompt=True) does:
+  // tools and documents none, the special tokens as variables.
+  Result<std::string> render(const nlohmann::ordered_json& messages) const;
 };
 
 }  // namespace podserve

@@ -385,6 +385,7 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
             has_content = true;
           } else if (field == "name") {
             if (!field_value.is_string()) return wrong_type(param + ".name", "a string");
+            parsed_message.name = field_value.get<std::string>();
           } else {
             return invalid(param + "." + field, "unknown message field '" + field + "'",
                            "unknown_parameter");
@@ -420,8 +421,20 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
     return invalid("messages", "'messages' is required", "missing_required_parameter");
   }
   request.chat = true;
-  request.prompt.push_back(limits.bos_token_id);
-  append_text(request.prompt, render_chat_prompt(messages), limits);
+  if (limits.chat != nullptr) {
+    nlohmann::ordered_json template_messages = nlohmann::ordered_json::array();
+    for (const ChatMessage& m : messages) {
+      nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
+      if (!m.name.empty()) message["name"] = m.name;
+      template_messages.push_back(std::move(message));
+    }
+    Result<std::string> text = limits.chat->render(template_messages);
+    if (!text.ok()) return invalid("messages", text.status().message());
+    append_text(request.prompt, *text, limits);  // BOS comes from the template, if it has one
+  } else {
+    request.prompt.push_back(limits.bos_token_id);
+    append_text(request.prompt, render_chat_prompt(messages), limits);
+  }
   if (!document.contains("max_tokens") && !document.contains("max_completion_tokens")) {
     // As chat clients expect: no limit asked, so up to the context (and the router's limit).
     const std::int64_t room = static_cast<std::int64_t>(limits.max_model_len) -

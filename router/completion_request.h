@@ -28,6 +28,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/chat_template.h"
 #include "core/hf_tokenizer.h"
 #include "core/types.h"
 
@@ -54,6 +55,9 @@ struct CompletionLimits {
   // Text prompts: this checkpoint tokenizer (owned by the router, outliving the limits), or
   // the byte tokenizer when null.
   const HfTokenizer* tokenizer = nullptr;
+  // Chat prompts: this checkpoint chat template (owned by the router), or the Llama-3 layout of
+  // render_chat_prompt after BOS when null.
+  const CheckpointChat* chat = nullptr;
 };
 
 // The ids of `text` (no BOS) under limits.tokenizer, or the byte tokenizer.
@@ -74,6 +78,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
 struct ChatMessage {
   std::string role;  // system | developer | user | assistant
   std::string content;
+  std::string name;  // empty when absent
 };
 
 // The chat template (text, byte-tokenized like a prompt, after BOS): per message
@@ -84,7 +89,9 @@ std::string render_chat_prompt(const std::vector<ChatMessage>& messages);
 
 // `POST /v1/chat/completions`: `messages` (required, non-empty; each {role, content, name?}
 // with role system, developer, user or assistant and content a string or an array of
-// {"type": "text", "text"} parts) rendered by render_chat_prompt; `max_completion_tokens` is
+// {"type": "text", "text"} parts) rendered by limits.chat (the checkpoint's template, messages
+// as {role, content (the text parts joined), name?}; a template's raise_exception is a 400 on
+// `messages`) or else render_chat_prompt; `max_completion_tokens` is
 // max_tokens, and without either the request may fill the context (up to max_tokens_limit); the
 // sampling fields, model, stream, n, penalties, stop and logit_bias as above; logprobs only false;
 // top_logprobs, tools, tool_choice, functions, function_call only null or empty; response_format

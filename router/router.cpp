@@ -196,6 +196,13 @@ Status Router::start() {
     }
     tokenizer_ = std::move(tokenizer).value();
     limits_.tokenizer = tokenizer_.get();
+    Result<std::optional<CheckpointChat>> chat = load_checkpoint_chat(config_.model.path);
+    if (!chat.ok()) {
+      spdlog::error("router: chat template: {}", chat.status().message());
+      return chat.status();
+    }
+    chat_ = std::move(chat).value();
+    if (chat_) limits_.chat = &*chat_;
   }
   const auto [host, port] = split_host_port(config_.router.listen);
   if (port < 0 || port > 65535) {

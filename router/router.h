@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -120,6 +121,7 @@ class Router {
   CompletionLimits limits_;  // set in the constructor, its tokenizer in start()
   // model.path's tokenizer.json; null: the byte tokenizer.
   std::unique_ptr<HfTokenizer> tokenizer_;
+  std::optional<CheckpointChat> chat_;  // model.path's chat template, when it has one
   InstanceChannel& channel_;
   RouterMetrics& metrics_;
   const bool disaggregated_;

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -120,6 +121,30 @@ TEST(ChatTemplate, Constructs) {
   EXPECT_EQ(render("{% if %}").rfind("PARSE ERROR", 0), 0u);
   EXPECT_EQ(render("{% unknownstatement %}").rfind("PARSE ERROR", 0), 0u);
   EXPECT_EQ(render("{{ x | nosuchfilter }}").rfind("RENDER ERROR", 0), 0u);
+}
+
+TEST(ChatTemplate, CheckpointTemplateSources) {
+  const auto dir = std::filesystem::temp_directory_path() / "podserve_checkpoint_chat";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>", "chat_template": [
+        {"name": "tool_use", "template": "tools"},
+        {"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}"}]})";
+  auto listed = load_checkpoint_chat(dir.string());
+  ASSERT_TRUE(listed.ok()) << listed.status().to_string();
+  ASSERT_TRUE(listed->has_value());
+  auto text = (*listed)->render(ordered_json::parse(R"([{"role": "user", "content": "hi"}])"));
+  ASSERT_TRUE(text.ok()) << text.status().to_string();
+  EXPECT_EQ(*text, "<s>hi");
+  // transformers 5.x: chat_template.jinja beside tokenizer_config.json wins.
+  std::ofstream(dir / "chat_template.jinja") << "{{ eos_token }}{{ add_generation_prompt }}\n";
+  auto file = load_checkpoint_chat(dir.string());
+  ASSERT_TRUE(file.ok() && file->has_value());
+  EXPECT_EQ(*(*file)->render(ordered_json::array()), "</s>True");
+  std::filesystem::remove_all(dir);
+  auto none = load_checkpoint_chat(dir.string());
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
 }
 
 }  // namespace

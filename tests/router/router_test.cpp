@@ -211,6 +211,34 @@ TEST_F(RouterTest, CheckpointTokenizerEncodesPromptsAndTokenizes) {
   EXPECT_EQ(json::parse(text_back->body)["prompt"], "Caf\u00e9 au lait, 12345 times");
 }
 
+// model.path with a chat template: chat prompts are the template's rendering (its BOS text
+// included, no extra BOS id) through the checkpoint's tokenizer.
+TEST_F(RouterTest, CheckpointChatTemplateRendersChatPrompts) {
+  model_path_ = PODSERVE_SOURCE_DIR "/tests/data/hf/llama";
+  start();
+  auto tokenizer = HfTokenizer::load(model_path_);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const auto response =
+      client().Post("/v1/chat/completions",
+                    json{{"messages",
+                          {{{"role", "system"}, {"content", "  Be brief. "}},
+                           {{"role", "user"}, {"content", "Hi \u00e9"}, {"name", "ann"}}}},
+                         {"max_tokens", 2}}
+                        .dump(),
+                    "application/json");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  // tests/data/hf/tokenizer/tokenizer_config.json's template: BOS, then per message a header,
+  // the trimmed content and <|eot_id|>, then the assistant header.
+  const std::string rendered =
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nHi \u00e9<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  const std::vector<TokenId> expected = (*tokenizer)->encode(rendered);
+  EXPECT_EQ(expected.front(), *(*tokenizer)->token_id("<|begin_of_text|>"));
+  EXPECT_EQ(fake_->submitted().at(0).request.prompt, expected);
+}
+
 TEST_F(RouterTest, StopFinishDropsEosFromTextButCountsIt) {
   start();
   const auto response =
