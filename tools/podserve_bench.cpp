@@ -19,11 +19,13 @@
 #include "nlohmann/json.hpp"
 #include "tools/bench/client.h"
 #include "tools/bench/stats.h"
+#include "tools/bench/text_prompts.h"
 #include "tools/bench/trace.h"
 
 namespace {
 
 using namespace podserve::bench;
+using podserve::HfTokenizer;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
@@ -38,6 +40,7 @@ struct Options {
   bool stream = true;
   int concurrency_limit = 256;
   std::int32_t vocab_limit = 256;
+  std::string tokenizer;  // a checkpoint directory: text prompts of the trace's token lengths
   std::uint64_t seed = 1;
   std::string json_out;
   double slo_ttft_ms = 0.0;
@@ -119,6 +122,17 @@ int run(const Options& options) {
   }
   scale_lengths(workload, options.scale);
   schedule_arrivals(workload, options.rate, options.time_scale, options.seed);
+  std::unique_ptr<HfTokenizer> tokenizer;
+  std::unique_ptr<TextPrompts> text_prompts;
+  if (!options.tokenizer.empty()) {
+    auto loaded = HfTokenizer::load(options.tokenizer);
+    if (!loaded.ok()) {
+      std::cerr << "podserve-bench: --tokenizer: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    tokenizer = std::move(loaded).value();
+    text_prompts = std::make_unique<TextPrompts>(*tokenizer);
+  }
 
   if (options.wait_ready_s > 0 && !wait_ready(options.url, options.wait_ready_s)) {
     std::cerr << "podserve-bench: " << options.url << "/health not ready after "
@@ -137,10 +151,12 @@ int run(const Options& options) {
                                   std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(workload[i].arrival_s)));
     slots.acquire();
-    CompletionSpec spec{
-        .prompt = random_prompt(workload[i].prompt_tokens, options.vocab_limit, options.seed + i),
-        .max_tokens = workload[i].output_tokens,
-        .stream = options.stream};
+    CompletionSpec spec{.max_tokens = workload[i].output_tokens, .stream = options.stream};
+    if (text_prompts) {
+      spec.prompt_text = text_prompts->make(workload[i].prompt_tokens, options.seed + i);
+    } else {
+      spec.prompt = random_prompt(workload[i].prompt_tokens, options.vocab_limit, options.seed + i);
+    }
     workers.emplace_back([&, i, spec = std::move(spec)] {
       results[i] = send_completion(options.url, spec, options.timeout_s);
       slots.release();
@@ -271,6 +287,9 @@ int main(int argc, char** argv) {
   app.add_option("--concurrency-limit", options.concurrency_limit, "max requests in flight")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--tokenizer", options.tokenizer,
+                 "checkpoint directory: prompts become text of the trace's token lengths "
+                 "(tokenizer.json; the server adds BOS)");
   app.add_option("--vocab-limit", options.vocab_limit, "prompt token ids in [0, limit)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

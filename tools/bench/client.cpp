@@ -96,7 +96,7 @@ CompletionResult send_completion(const std::string& url, const CompletionSpec& s
   request.path = "/v1/completions";
   request.set_header("Content-Type", "application/json");
   request.body = json{
-      {"prompt", spec.prompt},
+      {"prompt", spec.prompt_text.empty() ? json(spec.prompt) : json(spec.prompt_text)},
       {"max_tokens", spec.max_tokens},
       {"temperature", 0},
       {"ignore_eos", true},

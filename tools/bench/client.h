@@ -1,4 +1,5 @@
-// One completion request of podserve-bench over HTTP, timed on the client: sends token ids with
+// One completion request of podserve-bench over HTTP, timed on the client: sends token ids (or
+// text) with
 // ignore_eos and temperature 0 so the output length is the one asked for. With stream, reads
 // the SSE events as they arrive: TTFT = send -> first event carrying a token; ITL = gaps between
 // successive token-carrying events; e2e = send -> end of the response.
@@ -15,6 +16,7 @@ namespace podserve::bench {
 
 struct CompletionSpec {
   std::vector<TokenId> prompt;
+  std::string prompt_text;  // sent instead of `prompt` when not empty
   std::int32_t max_tokens = 1;
   bool stream = true;
 };
