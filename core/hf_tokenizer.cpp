@@ -430,7 +430,16 @@ void HfTokenizer::encode_ordinary(std::string_view text, std::vector<TokenId>& o
   for (const std::string& piece : pre_tokenize(text)) encode_piece(piece, out);
 }
 
-std::vector<TokenId> HfTokenizer::encode(std::string_view text, bool add_special_tokens) const {
+std::vector<TokenId> HfTokenizer::encode(std::string_view text) const {
+  return encode_impl(text, false);
+}
+
+std::vector<TokenId> HfTokenizer::encode_with_special_tokens(std::string_view text) const {
+  return encode_impl(text, true);
+}
+
+std::vector<TokenId> HfTokenizer::encode_impl(std::string_view text,
+                                              bool add_special_tokens) const {
   std::vector<TokenId> out;
   out.reserve(text.size() / 3 + 4);
   if (add_special_tokens) out.insert(out.end(), prefix_special_.begin(), prefix_special_.end());

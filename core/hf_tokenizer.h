@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "core/text_tokenizer.h"
 #include "core/types.h"
 
 namespace podserve {
@@ -36,17 +37,20 @@ namespace podserve {
 // The pre-tokenizer regex families supported.
 enum class PreTokenizerKind : std::uint8_t { kLlama3, kQwen2, kGpt2 };
 
-class HfTokenizer {
+class HfTokenizer final : public TextTokenizer {
  public:
   // Reads `path` (a tokenizer.json file, or a directory holding one).
   static Result<std::unique_ptr<HfTokenizer>> load(const std::string& path);
 
-  // Token ids of `text`. Added tokens (special or not) written in the text become their ids;
-  // with add_special_tokens, the post-processor's tokens (e.g. BOS) go around the result.
-  std::vector<TokenId> encode(std::string_view text, bool add_special_tokens = false) const;
+  // Token ids of `text`. Added tokens (special or not) written in the text become their ids.
+  std::vector<TokenId> encode(std::string_view text) const override;
+  // The same with the post-processor's tokens (e.g. BOS) around the result.
+  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const;
   // The text of `ids`: their bytes concatenated (special tokens left out when asked); bytes
   // that do not form valid UTF-8 are kept as they are (the caller decides what to do with them).
-  std::string decode(std::span<const TokenId> ids, bool skip_special_tokens = true) const;
+  std::string decode(std::span<const TokenId> ids, bool skip_special_tokens) const;
+  std::string decode(std::span<const TokenId> ids) const override { return decode(ids, true); }
+  std::string_view kind() const override { return "tokenizer.json"; }
   // The bytes one id stands for (empty for an unknown id, and for a special token when
   // skip_special_tokens).
   std::string_view token_bytes(TokenId id, bool skip_special_tokens = true) const;
@@ -56,7 +60,9 @@ class HfTokenizer {
   std::vector<std::string> pre_tokenize(std::string_view text) const;
 
   // Ids 0..vocab_size()-1 may be valid (model vocabulary plus added tokens).
-  std::int32_t vocab_size() const { return static_cast<std::int32_t>(id_to_bytes_.size()); }
+  std::int32_t vocab_size() const override {
+    return static_cast<std::int32_t>(id_to_bytes_.size());
+  }
   std::optional<TokenId> token_id(std::string_view token_text) const;
   bool is_special(TokenId id) const;
   PreTokenizerKind pre_tokenizer_kind() const { return pre_tokenizer_; }
@@ -78,6 +84,7 @@ class HfTokenizer {
   void encode_piece(std::string_view piece, std::vector<TokenId>& out) const;
   // Appends the ids of text without added tokens in it.
   void encode_ordinary(std::string_view text, std::vector<TokenId>& out) const;
+  std::vector<TokenId> encode_impl(std::string_view text, bool add_special_tokens) const;
 
   PreTokenizerKind pre_tokenizer_ = PreTokenizerKind::kLlama3;
   bool nfc_ = false;

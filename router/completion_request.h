@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "core/chat_template.h"
-#include "core/hf_tokenizer.h"
+#include "core/text_tokenizer.h"
 #include "core/types.h"
 
 namespace podserve {
@@ -54,7 +54,7 @@ struct CompletionLimits {
   SamplingParams defaults;  // temperature and top_p of requests that leave them out
   // Text prompts: this checkpoint tokenizer (owned by the router, outliving the limits), or
   // the byte tokenizer when null.
-  const HfTokenizer* tokenizer = nullptr;
+  const TextTokenizer* tokenizer = nullptr;
   // Chat prompts: this checkpoint chat template (owned by the router), or the Llama-3 layout of
   // render_chat_prompt after BOS when null.
   const CheckpointChat* chat = nullptr;

@@ -88,8 +88,8 @@ struct Router::ActiveRequest {
   int decode_instance = -1;  // disaggregated: the decode instance of the pair
   std::int64_t prompt_tokens = 0;
   std::vector<TokenId> eos_token_ids;
-  const HfTokenizer* tokenizer = nullptr;  // null: the byte tokenizer
-  Utf8StreamCursor stream_text;            // what of text_from(0) stream chunks have sent
+  const TextTokenizer* tokenizer = nullptr;  // null: the byte tokenizer
+  Utf8StreamCursor stream_text;              // what of text_from(0) stream chunks have sent
   bool chat = false;  // /v1/chat/completions: chat.completion objects instead of text_completion
   Clock::time_point arrival;
   OutputQueue outputs;
@@ -185,7 +185,8 @@ Router::~Router() { stop(); }
 Status Router::start() {
   ::signal(SIGPIPE, SIG_IGN);
   if (!config_.model.path.empty()) {
-    Result<std::unique_ptr<HfTokenizer>> tokenizer = HfTokenizer::load(config_.model.path);
+    Result<std::unique_ptr<TextTokenizer>> tokenizer =
+        load_checkpoint_tokenizer(config_.model.path);
     if (!tokenizer.ok()) {
       spdlog::error("router: tokenizer: {}", tokenizer.status().message());
       return tokenizer.status();

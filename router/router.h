@@ -119,8 +119,8 @@ class Router {
 
   const ServiceConfig config_;
   CompletionLimits limits_;  // set in the constructor, its tokenizer in start()
-  // model.path's tokenizer.json; null: the byte tokenizer.
-  std::unique_ptr<HfTokenizer> tokenizer_;
+  // model.path's tokenizer.json or tokenizer.model; null: the byte tokenizer.
+  std::unique_ptr<TextTokenizer> tokenizer_;
   std::optional<CheckpointChat> chat_;  // model.path's chat template, when it has one
   InstanceChannel& channel_;
   RouterMetrics& metrics_;

@@ -23,6 +23,10 @@ What it writes (all small):
   scaling, 5.x layout) and qwen2 (q/k/v biases, tied, 5.x layout); each directory also gets a
   tokenizer's tokenizer.json and tokenizer_config.json (Llama-3-, GPT-2- and Qwen2-style), so it
   is a whole checkpoint.
+  sentencepiece/       tokenizer.model: a SentencePiece BPE model trained like Llama-2's (byte
+                       fallback, split digits, dummy prefix), and reference_ids.json: the ids
+                       SentencePiece gives for the corpus (what transformers 4.x's slow
+                       LlamaTokenizer returned for text without special tokens)
   chat/cases.json      the chat templates of chat/*.jinja (written for these fixtures in the
                        styles of the Llama-3, Llama-3.1, Mistral, Qwen2.5 and Qwen3 templates:
                        headers, tools as JSON, alternation checks, namespaces, string methods,
@@ -285,6 +289,29 @@ def make_chat_cases(out_dir, tokenizer_dir):
                    "eos_token": tokenizer.eos_token, "cases": cases}, f, ensure_ascii=False,
                   indent=0)
 
+def make_sentencepiece(out_dir):
+    """A SentencePiece BPE model shaped like Llama-2's (byte fallback, digits split, a dummy
+    prefix, no whitespace folding), and the ids SentencePiece gives."""
+    import io
+    import sentencepiece as spm
+    os.makedirs(out_dir, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAINING_TEXT.splitlines() * 16), model_writer=model,
+        vocab_size=700, model_type="bpe", byte_fallback=True, split_digits=True,
+        normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        hard_vocab_limit=False, minloglevel=2)
+    with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    # transformers 5 converts tokenizer.model to a tokenizers pipeline only through tiktoken
+    # or protobuf extras; the slow LlamaTokenizer of 4.x called SentencePiece's encode, which
+    # is the reference here (the Python wheel; podserve links Debian's library).
+    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    cases = [{"text": t, "ids": processor.encode(t)} for t in TEST_TEXTS]
+    with open(os.path.join(out_dir, "reference_ids.json"), "w") as f:
+        json.dump({"sentencepiece": spm.__version__, "cases": cases}, f, ensure_ascii=False)
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/hf"
     for name, style in TOKENIZERS.items():
@@ -296,6 +323,7 @@ def main():
     for name, spec in MODELS.items():
         make_model(name, spec, os.path.join(out, name), prompts)
     make_chat_cases(os.path.join(out, "chat"), os.path.join(out, "tokenizer"))
+    make_sentencepiece(os.path.join(out, "sentencepiece"))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@
 namespace {
 
 using namespace podserve::bench;
-using podserve::HfTokenizer;
+using podserve::TextTokenizer;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
@@ -122,10 +122,10 @@ int run(const Options& options) {
   }
   scale_lengths(workload, options.scale);
   schedule_arrivals(workload, options.rate, options.time_scale, options.seed);
-  std::unique_ptr<HfTokenizer> tokenizer;
+  std::unique_ptr<TextTokenizer> tokenizer;
   std::unique_ptr<TextPrompts> text_prompts;
   if (!options.tokenizer.empty()) {
-    auto loaded = HfTokenizer::load(options.tokenizer);
+    auto loaded = podserve::load_checkpoint_tokenizer(options.tokenizer);
     if (!loaded.ok()) {
       std::cerr << "podserve-bench: --tokenizer: " << loaded.status().message() << "\n";
       return 2;
@@ -289,7 +289,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--tokenizer", options.tokenizer,
                  "checkpoint directory: prompts become text of the trace's token lengths "
-                 "(tokenizer.json; the server adds BOS)");
+                 "(tokenizer.json or tokenizer.model; the server adds BOS)");
   app.add_option("--vocab-limit", options.vocab_limit, "prompt token ids in [0, limit)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "core/hf_tokenizer.h"
 #include "fake_instances.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"

@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/hf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench/client.h"

@@ -31,7 +31,8 @@ std::string TextPrompts::generated_prose(std::size_t bytes, std::uint64_t seed) 
   return text;
 }
 
-TextPrompts::TextPrompts(const HfTokenizer& tokenizer, std::string corpus) : tokenizer_(tokenizer) {
+TextPrompts::TextPrompts(const TextTokenizer& tokenizer, std::string corpus)
+    : tokenizer_(tokenizer) {
   if (corpus.empty()) corpus = generated_prose(1 << 20, 20261202);
   corpus_ids_ = tokenizer_.encode(corpus);
 }

@@ -1,0 +1,40 @@
+// SentencePiece tokenizers (tokenizer.model, as Llama-2 and Mistral checkpoints ship them),
+// through Debian's libsentencepiece. encode() is SentencePiece's own encoding (what
+// transformers' LlamaTokenizer gives with add_special_tokens=False for text without special
+// tokens written in it: SentencePiece does not parse "<s>" in text). decode() concatenates the
+// pieces with "▁" as a space and byte-fallback pieces (<0xNN>) as their bytes, leaving control
+// tokens out; unlike SentencePiece's DecodeIds it keeps the leading space of the first piece and
+// emits raw bytes for characters split into byte pieces, so it is prefix-stable for streaming.
+// Thread-safe after load.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/text_tokenizer.h"
+
+namespace sentencepiece {
+class SentencePieceProcessor;
+}
+
+namespace podserve {
+
+class SentencePieceTokenizer final : public TextTokenizer {
+ public:
+  // Reads `path` (a tokenizer.model file, or a directory holding one).
+  static Result<std::unique_ptr<SentencePieceTokenizer>> load(const std::string& path);
+  ~SentencePieceTokenizer() override;
+
+  std::vector<TokenId> encode(std::string_view text) const override;
+  std::string decode(std::span<const TokenId> ids) const override;
+  std::int32_t vocab_size() const override { return static_cast<std::int32_t>(pieces_.size()); }
+  std::string_view kind() const override { return "tokenizer.model"; }
+
+ private:
+  SentencePieceTokenizer();
+  std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  std::vector<std::string> pieces_;  // [vocab_size] the bytes each id decodes to
+};
+
+}  // namespace podserve
