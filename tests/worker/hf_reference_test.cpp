@@ -3,8 +3,8 @@
 // directory as the service loads it (config.json, generation_config.json, model.safetensors)
 // and run on the CPU backend. Checked: the config as read (architecture, biases, rope scaling,
 // tied embeddings, eos list, sampling defaults), the last-position logits of each reference
-// prompt, and 32 greedy tokens after each prompt (prefill, then one decode step at a time over
-// the paged cache).
+// prompt (TP 1, and TP 2 with ranks in threads), and 32 greedy tokens after each prompt
+// (prefill, then one decode step at a time over the paged cache).
 //
 // Tolerance: |logit - reference| <= 1e-4 + 1e-4 * |reference| (fp32 both sides, different
 // summation orders and RoPE angle precision); greedy tokens exactly (the fixture script keeps
@@ -15,9 +15,11 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/model_config.h"
 #include "kernels/cpu_backend.h"
+#include "test_communicators.h"
 #include "worker/model.h"
 #include "worker/single_rank_communicator.h"
 
@@ -129,6 +131,53 @@ TEST_P(HfReferenceTest, GreedyTokensMatchTransformers) {
     }
     EXPECT_EQ(generated, reference.at("greedy")[p].get<std::vector<TokenId>>())
         << GetParam() << " prompt " << p;
+  }
+}
+
+// TP=2 (ranks in threads): q/k/v weights and biases, o/down and the vocab-parallel LM head
+// sharded, the same reference logits on both ranks.
+TEST_P(HfReferenceTest, TensorParallelLogitsMatchTransformers) {
+  auto config = model_config_from_hf_json(fixture_dir(GetParam()) + "/config.json");
+  ASSERT_TRUE(config.ok()) << config.status().to_string();
+  const nlohmann::json reference = read_reference(GetParam());
+  const auto tokens = reference.at("prompts")[0].get<std::vector<TokenId>>();
+  const auto expected = reference.at("logits")[0].get<std::vector<double>>();
+  testing_support::ThreadGroup group(2);
+  std::vector<std::vector<float>> logits(2);
+  std::vector<Status> statuses(2);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      auto backend = make_cpu_backend();
+      testing_support::ThreadCommunicator comm(group, rank);
+      auto weights = open_weight_source(fixture_dir(GetParam()), 0);
+      if (!weights.ok()) {
+        statuses[rank] = weights.status();
+        return;
+      }
+      ModelOptions options;
+      options.num_pages = kNumPages;
+      options.page_size = kPageSize;
+      auto model = LlamaModel::create(*config, **weights, *backend, comm, options);
+      if (!model.ok()) {
+        statuses[rank] = model.status();
+        return;
+      }
+      BatchPlan plan;
+      plan.sequences.push_back(work(tokens, 0));
+      auto out = (*model)->forward_logits(plan);
+      statuses[rank] = out.status();
+      if (out.ok()) logits[rank] = *out;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int rank = 0; rank < 2; ++rank) {
+    ASSERT_TRUE(statuses[rank].ok()) << statuses[rank].to_string();
+    ASSERT_EQ(logits[rank].size(), expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      ASSERT_NEAR(logits[rank][i], expected[i], 1e-4 + 1e-4 * std::fabs(expected[i]))
+          << GetParam() << " rank " << rank << " logit " << i;
+    }
   }
 }
 
