@@ -63,11 +63,14 @@ std::string SentencePieceTokenizer::decode(std::span<const TokenId> ids) const {
 
 Result<std::unique_ptr<TextTokenizer>> load_checkpoint_tokenizer(const std::string& dir) {
   const std::filesystem::path root(dir);
+  const bool has_model = std::filesystem::exists(root / "tokenizer.model");
   if (std::filesystem::exists(root / "tokenizer.json")) {
-    PODSERVE_ASSIGN_OR_RETURN(auto tok, HfTokenizer::load((root / "tokenizer.json").string()));
-    return std::unique_ptr<TextTokenizer>(std::move(tok));
+    auto tok = HfTokenizer::load((root / "tokenizer.json").string());
+    if (tok.ok()) return std::unique_ptr<TextTokenizer>(std::move(tok).value());
+    // Llama-2 and Mistral ship a Metaspace tokenizer.json beside their tokenizer.model.
+    if (!has_model) return tok.status();
   }
-  if (std::filesystem::exists(root / "tokenizer.model")) {
+  if (has_model) {
     PODSERVE_ASSIGN_OR_RETURN(auto tok,
                               SentencePieceTokenizer::load((root / "tokenizer.model").string()));
     return std::unique_ptr<TextTokenizer>(std::move(tok));

@@ -31,7 +31,9 @@ class TextTokenizer {
   virtual std::string_view kind() const = 0;  // "tokenizer.json" or "tokenizer.model"
 };
 
-// DIR/tokenizer.json when present, else DIR/tokenizer.model; kNotFound when it has neither.
+// DIR/tokenizer.json when present and supported, else DIR/tokenizer.model (Llama-2 and Mistral
+// ship a SentencePiece-style tokenizer.json, which HfTokenizer refuses, beside it); the
+// tokenizer.json error when there is no tokenizer.model; kNotFound when it has neither.
 Result<std::unique_ptr<TextTokenizer>> load_checkpoint_tokenizer(const std::string& dir);
 
 }  // namespace podserve

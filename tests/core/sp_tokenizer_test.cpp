@@ -52,6 +52,22 @@ TEST(SentencePieceTokenizer, CheckpointTokenizerChoice) {
   auto none = load_checkpoint_tokenizer(std::filesystem::temp_directory_path().string());
   EXPECT_FALSE(none.ok());
   EXPECT_FALSE(SentencePieceTokenizer::load(kDir + "/reference_ids.json").ok());
+
+  // A Metaspace (SentencePiece-style) tokenizer.json beside tokenizer.model: the model is used;
+  // alone, its refusal is the answer.
+  const auto dir = std::filesystem::temp_directory_path() / "podserve_sp_beside_json";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json")
+      << R"({"normalizer": null, "pre_tokenizer": {"type": "Metaspace"}, "decoder": null,
+            "model": {"type": "BPE", "vocab": {}, "merges": []}})";
+  auto alone = load_checkpoint_tokenizer(dir.string());
+  ASSERT_FALSE(alone.ok());
+  EXPECT_NE(alone.status().message().find("pre_tokenizer"), std::string::npos);
+  std::filesystem::copy_file(kDir + "/tokenizer.model", dir / "tokenizer.model");
+  auto beside = load_checkpoint_tokenizer(dir.string());
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(beside.ok()) << beside.status().to_string();
+  EXPECT_EQ((*beside)->kind(), "tokenizer.model");
 }
 
 }  // namespace
