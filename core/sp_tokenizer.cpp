@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/hf_tokenizer.h"
@@ -28,7 +29,11 @@ Result<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::load(
   tok->pieces_.resize(static_cast<std::size_t>(size));
   static constexpr std::string_view kSpace = "\xE2\x96\x81";  // ▁
   for (int id = 0; id < size; ++id) {
-    if (tok->processor_->IsControl(id) || tok->processor_->IsUnknown(id)) continue;
+    if (tok->processor_->IsControl(id) || tok->processor_->IsUnknown(id)) {
+      const std::string text = tok->processor_->IdToPiece(id);
+      if (!text.empty() && text.front() == '<') tok->specials_.emplace_back(text, id);
+      continue;
+    }
     const std::string piece = tok->processor_->IdToPiece(id);
     std::string& bytes = tok->pieces_[static_cast<std::size_t>(id)];
     if (tok->processor_->IsByte(id)) {  // <0xNN>
@@ -44,13 +49,47 @@ Result<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::load(
       }
     }
   }
+  std::sort(tok->specials_.begin(), tok->specials_.end(),
+            [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   return tok;
 }
 
-std::vector<TokenId> SentencePieceTokenizer::encode(std::string_view text) const {
+void SentencePieceTokenizer::encode_segment(std::string_view text,
+                                            std::vector<TokenId>& out) const {
+  if (text.empty()) return;
+  // SentencePiece's dummy prefix stands for a leading space: one the text already has is not
+  // doubled (as transformers' Metaspace pre-tokenizer does it).
+  if (text.front() == ' ') {
+    text.remove_prefix(1);
+    if (text.empty()) {  // a lone space: the "▁" piece
+      const int space = processor_->PieceToId("\xE2\x96\x81");
+      if (!processor_->IsUnknown(space)) out.push_back(space);
+      return;
+    }
+  }
   std::vector<int> ids;
-  if (!processor_->Encode(text, &ids).ok()) return {};
-  return std::vector<TokenId>(ids.begin(), ids.end());
+  if (!processor_->Encode(text, &ids).ok()) return;
+  out.insert(out.end(), ids.begin(), ids.end());
+}
+
+std::vector<TokenId> SentencePieceTokenizer::encode(std::string_view text) const {
+  std::vector<TokenId> out;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < text.size();) {
+    const auto special = std::find_if(specials_.begin(), specials_.end(), [&](const auto& s) {
+      return text.compare(i, s.first.size(), s.first) == 0;
+    });
+    if (text[i] != '<' || special == specials_.end()) {
+      ++i;
+      continue;
+    }
+    encode_segment(text.substr(start, i - start), out);
+    out.push_back(special->second);
+    i += special->first.size();
+    start = i;
+  }
+  encode_segment(text.substr(start), out);
+  return out;
 }
 
 std::string SentencePieceTokenizer::decode(std::span<const TokenId> ids) const {

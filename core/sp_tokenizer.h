@@ -1,7 +1,9 @@
 // SentencePiece tokenizers (tokenizer.model, as Llama-2 and Mistral checkpoints ship them),
-// through Debian's libsentencepiece. encode() is SentencePiece's own encoding (what
-// transformers' LlamaTokenizer gives with add_special_tokens=False for text without special
-// tokens written in it: SentencePiece does not parse "<s>" in text). decode() concatenates the
+// through Debian's libsentencepiece. encode() gives what transformers' LlamaTokenizer (legacy
+// mode, as a checkpoint without tokenizer.json loads) gives with add_special_tokens=False: the
+// control and unknown pieces written in the text ("<s>", "</s>", "<unk>") become their ids, each
+// text segment between them is SentencePiece's encoding, with the dummy-prefix space not doubled
+// where the segment starts with a space. decode() concatenates the
 // pieces with "▁" as a space and byte-fallback pieces (<0xNN>) as their bytes, leaving control
 // tokens out; unlike SentencePiece's DecodeIds it keeps the leading space of the first piece and
 // emits raw bytes for characters split into byte pieces, so it is prefix-stable for streaming.
@@ -33,7 +35,11 @@ class SentencePieceTokenizer final : public TextTokenizer {
 
  private:
   SentencePieceTokenizer();
+  // Appends SentencePiece's ids of text holding no special token.
+  void encode_segment(std::string_view text, std::vector<TokenId>& out) const;
+
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
+  std::vector<std::pair<std::string, TokenId>> specials_;  // "<s>", "</s>", "<unk>": longest first
   std::vector<std::string> pieces_;  // [vocab_size] the bytes each id decodes to
 };
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Makes the Hugging Face reference fixtures of tests/data/hf/ (committed; CI only reads them).
 
-Needs torch, transformers and tokenizers (PyPI), e.g.:
-    python3 -m venv /tmp/venv-hf && /tmp/venv-hf/bin/pip install torch transformers tokenizers
+Needs torch, transformers, tokenizers, sentencepiece and protobuf (PyPI), e.g.:
+    python3 -m venv /tmp/venv-hf && /tmp/venv-hf/bin/pip install torch transformers tokenizers \
+        sentencepiece protobuf
     /tmp/venv-hf/bin/python tools/make_hf_fixtures.py tests/data/hf
 
 What it writes (all small):
@@ -25,8 +26,8 @@ What it writes (all small):
   is a whole checkpoint.
   sentencepiece/       tokenizer.model: a SentencePiece BPE model trained like Llama-2's (byte
                        fallback, split digits, dummy prefix), and reference_ids.json: the ids
-                       SentencePiece gives for the corpus (what transformers 4.x's slow
-                       LlamaTokenizer returned for text without special tokens)
+                       transformers' LlamaTokenizer (legacy) gives for the corpus and for text
+                       with <s>, </s> and <unk> in it (needs protobuf)
   chat/cases.json      the chat templates of chat/*.jinja (written for these fixtures in the
                        styles of the Llama-3, Llama-3.1, Mistral, Qwen2.5 and Qwen3 templates:
                        headers, tools as JSON, alternation checks, namespaces, string methods,
@@ -291,7 +292,7 @@ def make_chat_cases(out_dir, tokenizer_dir):
 
 def make_sentencepiece(out_dir):
     """A SentencePiece BPE model shaped like Llama-2's (byte fallback, digits split, a dummy
-    prefix, no whitespace folding), and the ids SentencePiece gives."""
+    prefix, no whitespace folding), and the ids transformers' LlamaTokenizer gives."""
     import io
     import sentencepiece as spm
     os.makedirs(out_dir, exist_ok=True)
@@ -304,13 +305,14 @@ def make_sentencepiece(out_dir):
         hard_vocab_limit=False, minloglevel=2)
     with open(os.path.join(out_dir, "tokenizer.model"), "wb") as f:
         f.write(model.getvalue())
-    # transformers 5 converts tokenizer.model to a tokenizers pipeline only through tiktoken
-    # or protobuf extras; the slow LlamaTokenizer of 4.x called SentencePiece's encode, which
-    # is the reference here (the Python wheel; podserve links Debian's library).
-    processor = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    cases = [{"text": t, "ids": processor.encode(t)} for t in TEST_TEXTS]
+    # transformers' LlamaTokenizer in legacy mode, as a checkpoint without tokenizer.json
+    # loads (it needs protobuf to read tokenizer.model).
+    tokenizer = transformers.LlamaTokenizer.from_pretrained(out_dir, legacy=True)
+    texts = TEST_TEXTS + ["<s>[INST] hi [/INST] ok</s>", "x<s>y", "a </s> b", " <unk>  z"]
+    cases = [{"text": t, "ids": tokenizer.encode(t, add_special_tokens=False)} for t in texts]
     with open(os.path.join(out_dir, "reference_ids.json"), "w") as f:
-        json.dump({"sentencepiece": spm.__version__, "cases": cases}, f, ensure_ascii=False)
+        json.dump({"transformers": transformers.__version__, "sentencepiece": spm.__version__,
+                   "cases": cases}, f, ensure_ascii=False)
 
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "tests/data/hf"
