@@ -1781,12 +1781,13 @@ Result<std::string> ChatTemplate::render(const nlohmann::ordered_json& context) 
   }
 }
 
-Result<std::string> CheckpointChat::render(const nlohmann::ordered_json& messages) const {
+Result<std::string> CheckpointChat::render(const nlohmann::ordered_json& messages,
+                                           bool add_generation_prompt) const {
   nlohmann::ordered_json context;
   context["messages"] = messages;
   context["tools"] = nullptr;
   context["documents"] = nullptr;
-  context["add_generation_prompt"] = true;
+  context["add_generation_prompt"] = add_generation_prompt;
   for (const auto& [name, value] : special_tokens.items()) context[name] = value;
   return chat_template.render(context);
 }

@@ -64,9 +64,10 @@ struct CheckpointChat {
   ChatTemplate chat_template;
   nlohmann::ordered_json special_tokens = nlohmann::ordered_json::object();  // {"bos_token": ...}
 
-  // Renders `messages` as apply_chat_template(messages, add_generation_prompt=True) does:
-  // tools and documents none, the special tokens as variables.
-  Result<std::string> render(const nlohmann::ordered_json& messages) const;
+  // Renders `messages` as apply_chat_template(messages, add_generation_prompt=...) does: tools
+  // and documents none, the special tokens as variables.
+  Result<std::string> render(const nlohmann::ordered_json& messages,
+                             bool add_generation_prompt = true) const;
 };
 
 }  // namespace podserve

@@ -99,8 +99,10 @@ std::string render_chat_prompt(const std::vector<ChatMessage>& messages);
 std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
     std::string_view body, const CompletionLimits& limits);
 
-// POST /v1/tokenize (vLLM's shape): {"prompt": string, "add_special_tokens"?: bool (default
-// true: BOS first, as completions do), "model"?}. The ids, or the error to answer.
+// POST /v1/tokenize (vLLM's shapes): {"prompt": string, "add_special_tokens"?: bool (default
+// true: BOS first, as completions do), "model"?}, or the chat form {"messages" (as chat
+// completions take them), "add_generation_prompt"?: bool (default true), "model"?}: the ids a
+// chat completion's prompt would be. The ids, or the error to answer.
 std::variant<std::vector<TokenId>, ApiError> parse_tokenize_request(std::string_view body,
                                                                     const CompletionLimits& limits);
 // POST /v1/detokenize (vLLM's shape): {"tokens": [ids in [0, vocab_size)], "model"?}.

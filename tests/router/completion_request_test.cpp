@@ -359,6 +359,25 @@ INSTANTIATE_TEST_SUITE_P(
                    "model"}),
     [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
 
+// The chat form of /v1/tokenize gives the prompt a chat completion of the same messages gets.
+TEST(CompletionRequestTest, TokenizeChatMessagesAsChatCompletionsDo) {
+  CompletionLimits limits = kLimits;
+  limits.max_model_len = 512;
+  const std::string messages = R"([{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "hi"}])";
+  auto chat = parse_chat_completion_request(R"({"messages": )" + messages + "}", limits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(chat));
+  auto tokenized = parse_tokenize_request(R"({"messages": )" + messages + "}", limits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(tokenized));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(tokenized), std::get<CompletionRequest>(chat).prompt);
+  auto without = parse_tokenize_request(
+      R"({"messages": )" + messages + R"(, "add_generation_prompt": false})", limits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(without));
+  const std::string header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  EXPECT_EQ(std::get<std::vector<TokenId>>(without).size() + header.size(),
+            std::get<CompletionRequest>(chat).prompt.size());
+}
+
 TEST(CompletionRequestTest, TokenizeAndDetokenizeRequests) {
   auto with_bos = parse_tokenize_request(R"({"prompt": "hi", "model": "tiny"})", kLimits);
   ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(with_bos));
@@ -372,6 +391,15 @@ TEST(CompletionRequestTest, TokenizeAndDetokenizeRequests) {
 
   const auto error = [](const auto& parsed) { return std::get<ApiError>(parsed); };
   EXPECT_EQ(error(parse_tokenize_request(R"({})", kLimits)).param, "prompt");
+  EXPECT_EQ(
+      error(parse_tokenize_request(
+                R"({"prompt": "x", "messages": [{"role": "user", "content": "x"}]})", kLimits))
+          .param,
+      "messages");
+  EXPECT_EQ(
+      error(parse_tokenize_request(R"({"messages": [{"role": "robot", "content": "x"}]})", kLimits))
+          .param,
+      "messages[0].role");
   EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": 3})", kLimits)).param, "prompt");
   EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": "x", "other": 1})", kLimits)).param,
             "other");
