@@ -45,7 +45,7 @@ class HfTokenizer final : public TextTokenizer {
   // Token ids of `text`. Added tokens (special or not) written in the text become their ids.
   std::vector<TokenId> encode(std::string_view text) const override;
   // The same with the post-processor's tokens (e.g. BOS) around the result.
-  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const;
+  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override;
   // The text of `ids`: their bytes concatenated (special tokens left out when asked); bytes
   // that do not form valid UTF-8 are kept as they are (the caller decides what to do with them).
   std::string decode(std::span<const TokenId> ids, bool skip_special_tokens) const;

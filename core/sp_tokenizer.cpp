@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/hf_tokenizer.h"
 
@@ -49,6 +51,14 @@ Result<std::unique_ptr<SentencePieceTokenizer>> SentencePieceTokenizer::load(
       }
     }
   }
+  std::ifstream config_file(file.parent_path() / "tokenizer_config.json");
+  if (config_file) {
+    const auto config = nlohmann::json::parse(config_file, nullptr, false);
+    if (config.is_object()) {
+      tok->add_bos_ = config.value("add_bos_token", true);
+      tok->add_eos_ = config.value("add_eos_token", false);
+    }
+  }
   std::sort(tok->specials_.begin(), tok->specials_.end(),
             [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   return tok;
@@ -89,6 +99,16 @@ std::vector<TokenId> SentencePieceTokenizer::encode(std::string_view text) const
     start = i;
   }
   encode_segment(text.substr(start), out);
+  return out;
+}
+
+std::vector<TokenId> SentencePieceTokenizer::encode_with_special_tokens(
+    std::string_view text) const {
+  std::vector<TokenId> out;
+  if (add_bos_ && processor_->bos_id() >= 0) out.push_back(processor_->bos_id());
+  const std::vector<TokenId> body = encode(text);
+  out.insert(out.end(), body.begin(), body.end());
+  if (add_eos_ && processor_->eos_id() >= 0) out.push_back(processor_->eos_id());
   return out;
 }
 

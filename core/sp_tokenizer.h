@@ -29,6 +29,9 @@ class SentencePieceTokenizer final : public TextTokenizer {
   ~SentencePieceTokenizer() override;
 
   std::vector<TokenId> encode(std::string_view text) const override;
+  // BOS first (and EOS last) as tokenizer_config.json's add_bos_token (default true) and
+  // add_eos_token (default false) beside tokenizer.model say.
+  std::vector<TokenId> encode_with_special_tokens(std::string_view text) const override;
   std::string decode(std::span<const TokenId> ids) const override;
   std::int32_t vocab_size() const override { return static_cast<std::int32_t>(pieces_.size()); }
   std::string_view kind() const override { return "tokenizer.model"; }
@@ -40,6 +43,7 @@ class SentencePieceTokenizer final : public TextTokenizer {
 
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
   std::vector<std::pair<std::string, TokenId>> specials_;  // "<s>", "</s>", "<unk>": longest first
+  bool add_bos_ = true, add_eos_ = false;
   std::vector<std::string> pieces_;  // [vocab_size] the bytes each id decodes to
 };
 

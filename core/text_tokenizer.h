@@ -24,6 +24,9 @@ class TextTokenizer {
   virtual ~TextTokenizer() = default;
   // The ids of `text`, without BOS or other added-around tokens.
   virtual std::vector<TokenId> encode(std::string_view text) const = 0;
+  // The same with the tokens the checkpoint's tokenizer puts around a text (transformers'
+  // encode with add_special_tokens=True: BOS for Llama-3, Llama-2 and Mistral, none for Qwen2).
+  virtual std::vector<TokenId> encode_with_special_tokens(std::string_view text) const = 0;
   // The bytes of `ids`, special tokens left out.
   virtual std::string decode(std::span<const TokenId> ids) const = 0;
   // Ids 0..vocab_size()-1 may be valid.

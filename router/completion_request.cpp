@@ -281,6 +281,14 @@ std::variant<std::string, ApiError> message_content(const json& content, const s
 
 }  // namespace
 
+std::vector<TokenId> prompt_ids(std::string_view text, const CompletionLimits& limits) {
+  if (limits.tokenizer != nullptr) return limits.tokenizer->encode_with_special_tokens(text);
+  std::vector<TokenId> ids{limits.bos_token_id};
+  const std::vector<TokenId> bytes = ByteTokenizer::encode(text);
+  ids.insert(ids.end(), bytes.begin(), bytes.end());
+  return ids;
+}
+
 std::vector<TokenId> encode_text(std::string_view text, const CompletionLimits& limits) {
   if (limits.tokenizer != nullptr) return limits.tokenizer->encode(text);
   return ByteTokenizer::encode(text);
@@ -306,8 +314,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
         if (value.get_ref<const std::string&>().empty()) {
           return invalid(key, "'prompt' must not be empty");
         }
-        request.prompt.push_back(limits.bos_token_id);
-        append_text(request.prompt, value.get_ref<const std::string&>(), limits);
+        request.prompt = prompt_ids(value.get_ref<const std::string&>(), limits);
       } else if (value.is_array()) {
         if (value.empty()) return invalid(key, "'prompt' must not be empty");
         auto ids = token_ids_prompt(value, limits.vocab_size);
@@ -508,11 +515,7 @@ std::variant<std::vector<TokenId>, ApiError> parse_tokenize_request(
   if (prompt && messages) return invalid("messages", "give 'prompt' or 'messages', not both");
   if (messages) return chat_prompt(*messages, add_generation_prompt, limits);
   if (!prompt) return invalid("prompt", "'prompt' or 'messages' is required", "missing_field");
-  std::vector<TokenId> ids;
-  if (add_special_tokens) ids.push_back(limits.bos_token_id);
-  const std::vector<TokenId> text_ids = encode_text(*prompt, limits);
-  ids.insert(ids.end(), text_ids.begin(), text_ids.end());
-  return ids;
+  return add_special_tokens ? prompt_ids(*prompt, limits) : encode_text(*prompt, limits);
 }
 
 std::variant<std::vector<TokenId>, ApiError> parse_detokenize_request(

@@ -5,8 +5,8 @@
 // Accepted fields (anything else is rejected with 400 naming the field, so that a typo such as
 // "max_token" is not silently ignored):
 //   model        string, optional; must equal the served model name (else 404 model_not_found)
-//   prompt       non-empty string (the checkpoint's tokenizer or the byte tokenizer, BOS
-//                prepended) or non-empty array of token
+//   prompt       non-empty string (prompt_ids: the checkpoint's tokenizer with its special
+//                tokens, or BOS and the bytes) or non-empty array of token
 //                ids in [0, vocab_size); batched prompts (array of strings/arrays) are rejected
 //   max_tokens   integer in [1, max_tokens_limit], default 16 (null: default); alias
 //                max_completion_tokens
@@ -62,6 +62,9 @@ struct CompletionLimits {
 
 // The ids of `text` (no BOS) under limits.tokenizer, or the byte tokenizer.
 std::vector<TokenId> encode_text(std::string_view text, const CompletionLimits& limits);
+// A text prompt's ids: the checkpoint tokenizer's encoding with its special tokens (BOS where
+// it adds one, as transformers does), or BOS and the bytes.
+std::vector<TokenId> prompt_ids(std::string_view text, const CompletionLimits& limits);
 
 struct CompletionRequest {
   std::vector<TokenId> prompt;
@@ -100,9 +103,9 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
     std::string_view body, const CompletionLimits& limits);
 
 // POST /v1/tokenize (vLLM's shapes): {"prompt": string, "add_special_tokens"?: bool (default
-// true: BOS first, as completions do), "model"?}, or the chat form {"messages" (as chat
-// completions take them), "add_generation_prompt"?: bool (default true), "model"?}: the ids a
-// chat completion's prompt would be. The ids, or the error to answer.
+// true: prompt_ids, as completions do; false: encode_text), "model"?}, or the chat form {"messages"
+// (as chat completions take them), "add_generation_prompt"?: bool (default true), "model"?}: the
+// ids a chat completion's prompt would be. The ids, or the error to answer.
 std::variant<std::vector<TokenId>, ApiError> parse_tokenize_request(std::string_view body,
                                                                     const CompletionLimits& limits);
 // POST /v1/detokenize (vLLM's shape): {"tokens": [ids in [0, vocab_size)], "model"?}.

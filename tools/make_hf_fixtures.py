@@ -45,7 +45,7 @@ import torch
 import transformers
 import tokenizers
 from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers,
-                        trainers)
+                        processors, trainers)
 
 VOCAB = 1024  # model vocabulary (the tokenizer's trained vocabulary fits below it)
 SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
@@ -117,6 +117,9 @@ def make_tokenizer(out_dir, style):
             pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False), byte_level])
     if style == "qwen2":
         tok.normalizer = normalizers.NFC()
+    if style == "llama3":  # Llama-3 puts BOS in front of every encoding with special tokens
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=VOCAB - 64, special_tokens=SPECIAL,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

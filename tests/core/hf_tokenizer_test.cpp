@@ -95,6 +95,14 @@ TEST(HfTokenizer, SpecialTokensAndDecoding) {
   EXPECT_EQ(ids.back(), *eot);
   EXPECT_EQ(tok->decode(ids), "hi");  // special tokens skipped by default
   EXPECT_EQ(tok->decode(ids, false), "hi<|eot_id|>");
+  // The post-processor's BOS (Llama-3's TemplateProcessing) only with special tokens; Qwen2's
+  // tokenizer adds none.
+  const auto with_bos = tok->encode_with_special_tokens("hi");
+  ASSERT_EQ(with_bos.size(), tok->encode("hi").size() + 1);
+  EXPECT_EQ(with_bos.front(), *tok->token_id("<|begin_of_text|>"));
+  const auto qwen2 = load("tokenizer-qwen2");
+  ASSERT_NE(qwen2, nullptr);
+  EXPECT_EQ(qwen2->encode_with_special_tokens("hi"), qwen2->encode("hi"));
   EXPECT_EQ(tok->token_bytes(-1), "");
   EXPECT_EQ(tok->token_bytes(tok->vocab_size()), "");
 }

@@ -42,6 +42,9 @@ TEST(SentencePieceTokenizer, IdsAndTextMatchSentencePiece) {
     ++checked;
   }
   EXPECT_GE(checked, 24);
+  std::vector<TokenId> with_bos{1};  // add_bos_token defaults to true (no tokenizer_config.json)
+  for (TokenId id : (*tok)->encode("hi there")) with_bos.push_back(id);
+  EXPECT_EQ((*tok)->encode_with_special_tokens("hi there"), with_bos);
   EXPECT_GT(with_bytes, 0);  // byte-fallback pieces were exercised
   EXPECT_EQ((*tok)->vocab_size(), 700);
 }

@@ -6,6 +6,8 @@
 #include <variant>
 #include <vector>
 
+#include "core/hf_tokenizer.h"
+#include "core/hf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -376,6 +378,25 @@ TEST(CompletionRequestTest, TokenizeChatMessagesAsChatCompletionsDo) {
   const std::string header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
   EXPECT_EQ(std::get<std::vector<TokenId>>(without).size() + header.size(),
             std::get<CompletionRequest>(chat).prompt.size());
+}
+
+// With a checkpoint tokenizer, a text prompt gets the special tokens that tokenizer adds (as
+// transformers does): Llama-3's BOS, nothing for Qwen2.
+TEST(CompletionRequestTest, CheckpointTokenizerDecidesTheBos) {
+  for (const std::string name : {"tokenizer", "tokenizer-qwen2"}) {
+    auto tokenizer = HfTokenizer::load(PODSERVE_SOURCE_DIR "/tests/data/hf/" + name);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+    CompletionLimits limits = kLimits;
+    limits.vocab_size = 1024;
+    limits.bos_token_id = 0;
+    limits.tokenizer = tokenizer->get();
+    auto parsed = parse_completion_request(R"({"prompt": "Hello world"})", limits);
+    ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+    const auto& prompt = std::get<CompletionRequest>(parsed).prompt;
+    EXPECT_EQ(prompt, (*tokenizer)->encode_with_special_tokens("Hello world")) << name;
+    EXPECT_EQ(prompt.size(), (*tokenizer)->encode("Hello world").size() + (name == "tokenizer"))
+        << name;
+  }
 }
 
 TEST(CompletionRequestTest, TokenizeAndDetokenizeRequests) {
