@@ -5,17 +5,18 @@
 
 #include <algorithm>
 #include <chrono>
-#include <deque>
 #include <optional>
-#include <unordered_map>
 #include <utility>
 
 #include "cluster/control_endpoint.h"
-#include "cluster/kv_fabric.h"
+#include "cluster/kv_fabric_mpi.h"
 #include "cluster/mpi_check.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/plan_broadcast.h"
 #include "cluster/rank_metrics.h"
+#include "disagg/decode_side.h"
+#include "disagg/outbox.h"
+#include "disagg/prefill_side.h"
 #include "kernels/backend_factory.h"
 #include "worker/engine.h"
 #include "worker/weights.h"
@@ -136,23 +137,92 @@ void record_shipment(const KvShipper::Finished& done, InstanceMetrics& metrics) 
   metrics.kv_transfer_failures.Increment(done.failed_attempts);
 }
 
+// The disaggregated protocol's outbox over the control plane: messages to another instance go
+// to its leader; a request finished early goes to the router with the instance's load.
+class ControlOutbox final : public PdOutbox {
+ public:
+  ControlOutbox(const Topology& topology, ControlEndpoint& control, const Engine& engine)
+      : topology_(topology), control_(control), engine_(engine) {}
+
+  Status send_to_prefill(std::int32_t prefill_instance,
+                         const PrefillRequestMessage& message) override {
+    return control_.send(leader_rank(prefill_instance), message);
+  }
+  Status send_to_decode(std::int32_t decode_instance,
+                        const PrefillResultMessage& message) override {
+    return control_.send(leader_rank(decode_instance), message);
+  }
+  Status finish_at_router(const TokenOutput& output) override {
+    OutputsMessage message;
+    message.outputs.push_back(output);
+    message.load = engine_.load();
+    return control_.send(kRouterRank, message);
+  }
+
+ private:
+  int leader_rank(int instance) const { return topology_.instances().at(instance).first_rank; }
+
+  const Topology& topology_;
+  ControlEndpoint& control_;
+  const Engine& engine_;
+};
+
+// The leader's engine, typed by the instance's role: exactly one of the role pointers is set.
+struct RoleEngine {
+  std::unique_ptr<Engine> engine;
+  ColocatedEngine* colocated = nullptr;
+  PrefillEngine* prefill = nullptr;
+  DecodeEngine* decode = nullptr;
+};
+
+template <typename Typed>
+Result<RoleEngine> wrap_engine(Result<std::unique_ptr<Typed>> made, Typed* RoleEngine::*slot) {
+  if (!made.ok()) return made.status();
+  RoleEngine role_engine;
+  role_engine.*slot = made->get();
+  role_engine.engine = std::move(made).value();
+  return role_engine;
+}
+
+Result<RoleEngine> make_role_engine(InstanceRole role, std::unique_ptr<LlamaModel> model,
+                                    const EngineOptions& options) {
+  switch (role) {
+    case InstanceRole::kColocated:
+      return wrap_engine(ColocatedEngine::create(std::move(model), options),
+                         &RoleEngine::colocated);
+    case InstanceRole::kPrefill:
+      return wrap_engine(PrefillEngine::create(std::move(model), options), &RoleEngine::prefill);
+    case InstanceRole::kDecode:
+      return wrap_engine(DecodeEngine::create(std::move(model), options), &RoleEngine::decode);
+  }
+  return invalid_argument("unknown instance role");
+}
+
 // One instance's leader: control messages in, iterations, outputs out; sleeps (backing off to
-// 5 ms) while it has nothing to do. Colocated, prefill and decode leaders share the loop;
-// the disaggregated protocol (docs/design.md section 2) lives in the role-specific handlers.
+// 5 ms) while it has nothing to do. Colocated, prefill and decode leaders share the loop; the
+// disaggregated protocol (docs/design.md section 2) is disagg/'s PrefillSide or DecodeSide,
+// fed the messages and iterations here, talking back through a ControlOutbox.
 class Leader {
  public:
-  Leader(const Topology& topology, const ServiceConfig& config, Engine& engine,
+  Leader(const Topology& topology, const ServiceConfig& config, const RoleEngine& role_engine,
          InstanceMetrics& metrics, KvFabric* fabric)
       : topology_(topology),
         config_(config),
-        engine_(engine),
+        engine_(*role_engine.engine),
+        colocated_(role_engine.colocated),
         metrics_(metrics),
         control_(topology.control_comm()),
+        outbox_(topology, control_, engine_),
         role_(topology.instance().role),
         has_peers_(topology.instance().tp > 1),
         fabric_(fabric) {
-    if (role_ == InstanceRole::kPrefill)
-      shipper_.emplace(*fabric, topology, config, engine.model().config());
+    if (role_engine.prefill != nullptr) {
+      prefill_.emplace(topology.instance().tp, *role_engine.prefill, outbox_);
+      shipper_.emplace(*fabric, kv_shipper_options(topology, config, engine_.model().config(),
+                                                   engine_.model().kv_cache(0).dtype));
+    }
+    if (role_engine.decode != nullptr)
+      decode_.emplace(topology.instance_id(), *role_engine.decode, outbox_);
   }
 
   Status run() {
@@ -163,7 +233,11 @@ class Leader {
       bool active = false;
       PODSERVE_RETURN_IF_ERROR(receive_control(active));
       if (shutdown_) break;
-      PODSERVE_RETURN_IF_ERROR(admit_unreserved(active));
+      if (decode_) {
+        PODSERVE_ASSIGN_OR_RETURN(const bool admitted, decode_->admit_waiting());
+        if (admitted) active = true;
+      }
+      publish_protocol_metrics();
       if (engine_.has_work()) {
         active = true;
         PODSERVE_RETURN_IF_ERROR(iterate());
@@ -182,24 +256,6 @@ class Leader {
   }
 
  private:
-  struct PrefillTarget {  // prefill leader: where a request's KV goes
-    std::int32_t decode_instance = 0;
-    std::vector<std::int32_t> dest_pages;
-    bool shipping = false;
-    std::int32_t parts_done = 0;
-  };
-  struct AwaitingKv {  // decode leader: a reserved request waiting for its KV
-    GenerationRequest request;
-    std::int32_t prefill_instance = 0;
-    std::vector<std::int32_t> dest_pages;  // reserved for its KV
-    bool cancelled = false;
-    std::optional<PrefillResultMessage> result;
-    std::int32_t parts_ok = 0;
-    std::int32_t parts_failed = 0;
-  };
-
-  int leader_rank(int instance) const { return topology_.instances().at(instance).first_rank; }
-
   Status receive_control(bool& active) {
     while (true) {
       PODSERVE_ASSIGN_OR_RETURN(auto received, control_.try_receive());
@@ -209,154 +265,61 @@ class Leader {
     }
   }
 
-  Status reject(RequestId id, const Status& why) {
-    spdlog::warn("request {} rejected: {}", id, why.to_string());
-    OutputsMessage rejected;
-    rejected.outputs.push_back({id, TokenOutput::kNoToken, 0, true, FinishReason::kError});
-    rejected.load = engine_.load();
-    return control_.send(kRouterRank, rejected);
+  Status wrong_role(std::string_view message) const {
+    return internal_error(fmt::format("{} leader got a {} message", to_string(role_), message));
   }
 
   Status handle(SubmitMessage& m) {
     const RequestId id = m.request.id;
-    if (auto status = engine_.submit(std::move(m.request)); !status.ok()) return reject(id, status);
+    if (colocated_ == nullptr) {
+      return reject_request(outbox_, id,
+                            invalid_argument(fmt::format("a {} instance takes requests only "
+                                                         "through the disaggregated protocol",
+                                                         to_string(role_))));
+    }
+    if (auto status = colocated_->submit(std::move(m.request)); !status.ok())
+      return reject_request(outbox_, id, status);
     return Status::Ok();
   }
   Status handle(CancelMessage& m) {
-    if (role_ == InstanceRole::kDecode) {
-      if (auto it = awaiting_.find(m.id); it != awaiting_.end()) {
-        // Its pages may still be a transfer target: freed once the prefill side's final word
-        // arrives (resolve_awaiting), never before.
-        it->second.cancelled = true;
-        return Status::Ok();
-      }
-      const auto queued = std::find_if(unreserved_.begin(), unreserved_.end(),
-                                       [&](const auto& q) { return q.request.id == m.id; });
-      if (queued != unreserved_.end()) {
-        unreserved_.erase(queued);
-        return Status::Ok();
-      }
+    if (decode_) {
+      decode_->cancel(m.id);
+    } else if (prefill_) {
+      prefill_->cancel(m.id);
+    } else {
+      engine_.cancel(m.id);
     }
-    engine_.cancel(m.id);
     return Status::Ok();
   }
   Status handle(ShutdownMessage&) {
     shutdown_ = true;
     return Status::Ok();
   }
-  // Decode leader: reserve pages for the prompt's KV, then hand the prompt to the prefill side.
   Status handle(DisaggregatedSubmitMessage& m) {
-    unreserved_.push_back(std::move(m));
-    bool unused = false;
-    return admit_unreserved(unused);
-  }
-  Status admit_unreserved(bool& active) {
-    while (!unreserved_.empty()) {
-      auto& next = unreserved_.front();
-      const auto prompt_tokens = static_cast<std::int32_t>(next.request.prompt.size());
-      auto pages = engine_.reserve(next.request.id, prompt_tokens);
-      if (!pages.ok()) {
-        if (pages.status().code() == StatusCode::kResourceExhausted)
-          return Status::Ok();  // retry later
-        const RequestId id = next.request.id;
-        unreserved_.pop_front();
-        PODSERVE_RETURN_IF_ERROR(reject(id, pages.status()));
-        continue;
-      }
-      active = true;
-      PrefillRequestMessage forward;
-      forward.request = next.request;
-      forward.decode_instance = topology_.instance_id();
-      forward.dest_pages = std::move(*pages);
-      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(next.prefill_instance), forward));
-      awaiting_[next.request.id] =
-          AwaitingKv{std::move(next.request), next.prefill_instance, std::move(forward.dest_pages)};
-      unreserved_.pop_front();
+    if (!decode_) {
+      return reject_request(
+          outbox_, m.request.id,
+          invalid_argument(
+              fmt::format("a {} instance takes no disaggregated submission", to_string(role_))));
     }
-    metrics_.requests_waiting_for_kv.Set(
-        static_cast<double>(awaiting_.size() + unreserved_.size()));
-    return Status::Ok();
+    return decode_->submit(std::move(m));
   }
-  // Prefill leader: run the prompt, then ship the KV into the pages D reserved.
   Status handle(PrefillRequestMessage& m) {
-    const RequestId id = m.request.id;
-    targets_[id] = PrefillTarget{m.decode_instance, std::move(m.dest_pages)};
-    if (auto status = engine_.submit(std::move(m.request)); !status.ok()) {
-      const auto decode_instance = targets_[id].decode_instance;
-      targets_.erase(id);
-      PODSERVE_RETURN_IF_ERROR(reject(id, status));
-      return control_.send(leader_rank(decode_instance),
-                           PrefillResultMessage{id, PrefillResultMessage::Outcome::kAbandoned});
-    }
-    return Status::Ok();
+    if (!prefill_) return wrong_role("prefill request");
+    return prefill_->on_prefill_request(std::move(m));
   }
-  // Decode leader: the prefill side's verdict on a request.
   Status handle(PrefillResultMessage& m) {
-    auto it = awaiting_.find(m.id);
-    if (it == awaiting_.end())
-      return internal_error(fmt::format("prefill result for unknown request {}", m.id));
-    it->second.result = m;
-    return resolve_awaiting(it);
+    if (!decode_) return wrong_role("prefill result");
+    return decode_->on_prefill_result(m);
   }
   Status handle(KvPartDoneMessage& m) {
-    if (role_ == InstanceRole::kPrefill) return prefill_part_done(m.id);
-    auto it = awaiting_.find(m.id);
-    if (it == awaiting_.end())
-      return internal_error(fmt::format("KV part for unknown request {}", m.id));
-    (m.ok ? it->second.parts_ok : it->second.parts_failed)++;
-    return resolve_awaiting(it);
+    if (prefill_) return prefill_->on_part_done(m.id);
+    if (decode_) return decode_->on_part_done(m);
+    return wrong_role("KV part");
   }
-  Status handle(OutputsMessage&) { return internal_error("leader got an outputs message"); }
-  Status handle(LoadMessage&) { return internal_error("leader got a load message"); }
-  Status handle(ShutdownDoneMessage&) {
-    return internal_error("leader got a shutdown-done message");
-  }
-
-  // Decode leader: once the prefill side's result and every KV part are in, the reserved pages
-  // are no transfer target any more: decode from them, prefill locally (transfer failed), or
-  // free them (abandoned, cancelled, or finished by its first token).
-  Status resolve_awaiting(std::unordered_map<RequestId, AwaitingKv>::iterator it) {
-    auto& a = it->second;
-    if (!a.result) return Status::Ok();
-    const auto& result = *a.result;
-    const bool abandoned = result.outcome == PrefillResultMessage::Outcome::kAbandoned;
-    if (!abandoned && a.parts_ok + a.parts_failed < result.num_parts) return Status::Ok();
-    const RequestId id = it->first;
-    if (abandoned || a.cancelled || result.request_finished) {
-      PODSERVE_RETURN_IF_ERROR(engine_.release_reservation(id));
-      if (a.cancelled && !abandoned && !result.request_finished) {
-        OutputsMessage aborted;
-        aborted.outputs.push_back({id, TokenOutput::kNoToken, 1, true, FinishReason::kAbort});
-        aborted.load = engine_.load();
-        PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, aborted));
-      }
-    } else if (a.parts_failed == 0) {
-      // Delivered by every TP rank before the next forward pass (BatchPlan::deliver_pages).
-      pending_deliveries_.insert(pending_deliveries_.end(), a.dest_pages.begin(),
-                                 a.dest_pages.end());
-      PODSERVE_RETURN_IF_ERROR(
-          engine_.activate_prefilled(std::move(a.request), result.first_token));
-    } else {
-      spdlog::warn("request {}: KV transfer failed on {} of {} prefill ranks; prefilling locally",
-                   id, a.parts_failed, result.num_parts);
-      metrics_.kv_transfer_fallbacks.Increment();
-      PODSERVE_RETURN_IF_ERROR(engine_.activate_fallback(std::move(a.request), result.first_token));
-    }
-    awaiting_.erase(it);
-    metrics_.requests_waiting_for_kv.Set(
-        static_cast<double>(awaiting_.size() + unreserved_.size()));
-    return Status::Ok();
-  }
-
-  // Prefill leader: one rank's share of a shipment is final; all shares final frees the pages.
-  Status prefill_part_done(RequestId id) {
-    auto it = targets_.find(id);
-    if (it == targets_.end())
-      return internal_error(fmt::format("KV part for unknown request {}", id));
-    if (++it->second.parts_done < topology_.instance().tp) return Status::Ok();
-    targets_.erase(it);
-    return engine_.release_retained(id);
-  }
+  Status handle(OutputsMessage&) { return wrong_role("outputs"); }
+  Status handle(LoadMessage&) { return wrong_role("load"); }
+  Status handle(ShutdownDoneMessage&) { return wrong_role("shutdown-done"); }
 
   Status iterate() {
     OutputsMessage message;
@@ -365,39 +328,27 @@ class Leader {
       for (const auto& seq : plan.sequences) {
         if (seq.is_prefill && seq.num_cached_tokens == 0) message.scheduled.push_back(seq.seq_id);
       }
-      if (role_ == InstanceRole::kPrefill) {
-        for (const auto& seq : plan.sequences) {
-          auto target = targets_.find(seq.seq_id);
-          if (!seq.is_prefill || !seq.sample || target == targets_.end()) continue;
-          target->second.shipping = true;
-          plan.shipments.push_back({seq.seq_id, target->second.decode_instance,
-                                    seq.context_length(), seq.page_table,
-                                    target->second.dest_pages});
-        }
+      // Told now, before the forward pass, so that the router's queue time ends when the first
+      // prefill chunk starts (and its prefill time covers every chunk), not when outputs leave.
+      if (!message.scheduled.empty()) {
+        OutputsMessage scheduled;
+        scheduled.scheduled = std::exchange(message.scheduled, {});
+        scheduled.load = reported_load_;
+        PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, scheduled));
+      }
+      if (prefill_) {
+        prefill_->add_shipments(plan);
         shipments = plan.shipments;
       }
-      plan.deliver_pages = std::exchange(pending_deliveries_, {});
+      if (decode_) plan.deliver_pages = decode_->take_deliveries();
       if (has_peers_) PODSERVE_RETURN_IF_ERROR(broadcast_plan(topology_.instance_comm(), plan));
       return fabric_ != nullptr ? fabric_->deliver(plan.deliver_pages) : Status::Ok();
     };
     const auto after_layer = [&](std::int32_t layer) -> Status { return ship(shipments, layer); };
-    const bool layerwise = role_ == InstanceRole::kPrefill && config_.kv_transfer.layerwise;
+    const bool layerwise = prefill_.has_value() && config_.kv_transfer.layerwise;
     PODSERVE_ASSIGN_OR_RETURN(auto step, layerwise ? engine_.step(before_forward, after_layer)
                                                    : engine_.step(before_forward, {}));
-    if (role_ == InstanceRole::kPrefill) {
-      // Aborted before its first token: nothing was shipped; D frees its reservation.
-      for (const auto& output : step.outputs) {
-        auto target = targets_.find(output.id);
-        if (!output.finished || output.reason != FinishReason::kAbort || target == targets_.end() ||
-            target->second.shipping) {
-          continue;
-        }
-        PODSERVE_RETURN_IF_ERROR(control_.send(
-            leader_rank(target->second.decode_instance),
-            PrefillResultMessage{output.id, PrefillResultMessage::Outcome::kAbandoned}));
-        targets_.erase(target);
-      }
-    }
+    if (prefill_) PODSERVE_RETURN_IF_ERROR(prefill_->on_step_outputs(step.outputs));
     // Tokens leave first: time to first token does not wait for the KV shipment.
     message.outputs = std::move(step.outputs);
     message.load = engine_.load();
@@ -406,16 +357,9 @@ class Leader {
       reported_load_ = message.load;
       PODSERVE_RETURN_IF_ERROR(control_.send(kRouterRank, message));
     }
-    if (role_ == InstanceRole::kPrefill && !layerwise) {
-      PODSERVE_RETURN_IF_ERROR(ship(shipments, std::nullopt));
-    }
-    for (const auto& completion : step.prefill_completions) {
-      auto target = targets_.find(completion.id);
-      if (target == targets_.end()) continue;
-      PrefillResultMessage result{completion.id, PrefillResultMessage::Outcome::kShipping,
-                                  completion.first_token, completion.request_finished,
-                                  topology_.instance().tp};
-      PODSERVE_RETURN_IF_ERROR(control_.send(leader_rank(target->second.decode_instance), result));
+    if (prefill_) {
+      if (!layerwise) PODSERVE_RETURN_IF_ERROR(ship(shipments, std::nullopt));
+      PODSERVE_RETURN_IF_ERROR(prefill_->on_prefill_completions(step.prefill_completions));
     }
     return Status::Ok();
   }
@@ -449,6 +393,16 @@ class Leader {
     publish_load(engine_.load(), metrics_);
   }
 
+  // Decode leader: requests waiting for their KV, and fallbacks to a local prefill.
+  void publish_protocol_metrics() {
+    if (!decode_) return;
+    metrics_.requests_waiting_for_kv.Set(static_cast<double>(decode_->num_waiting_for_kv()));
+    const auto fallbacks = decode_->num_fallbacks();
+    metrics_.kv_transfer_fallbacks.Increment(static_cast<double>(fallbacks - reported_fallbacks_));
+    reported_fallbacks_ = fallbacks;
+    for (const double wait : decode_->take_kv_waits()) metrics_.request_kv_wait.Observe(wait);
+  }
+
   // Prefill leader: its own share of shipments; peers report theirs by message.
   Status poll_shipments(bool& active) {
     if (!shipper_ || shipper_->idle()) return Status::Ok();
@@ -456,18 +410,20 @@ class Leader {
       active = true;
       record_shipment(done, metrics_);
       PODSERVE_RETURN_IF_ERROR(
-          control_.send(leader_rank(done.decode_instance),
+          control_.send(topology_.instances().at(done.decode_instance).first_rank,
                         KvPartDoneMessage{done.id, topology_.tp_rank(), done.ok}));
-      PODSERVE_RETURN_IF_ERROR(prefill_part_done(done.id));
+      PODSERVE_RETURN_IF_ERROR(prefill_->on_part_done(done.id));
     }
     return Status::Ok();
   }
 
   Status stop() {
     const auto load = engine_.load();
-    if (load.running + load.waiting > 0 || !awaiting_.empty() || !targets_.empty()) {
+    const std::size_t held =
+        (decode_ ? decode_->num_waiting_for_kv() : 0) + (prefill_ ? prefill_->num_held() : 0);
+    if (load.running + load.waiting > 0 || held > 0) {
       spdlog::warn("shutting down with {} requests still held",
-                   load.running + load.waiting + awaiting_.size());
+                   load.running + load.waiting + (decode_ ? decode_->num_waiting_for_kv() : 0));
     }
     if (has_peers_) {
       BatchPlan stop_plan;
@@ -481,19 +437,20 @@ class Leader {
   const Topology& topology_;
   const ServiceConfig& config_;
   Engine& engine_;
+  ColocatedEngine* const colocated_;  // colocated role only
   InstanceMetrics& metrics_;
   ControlEndpoint control_;
+  ControlOutbox outbox_;
   const InstanceRole role_;
   const bool has_peers_;
   KvFabric* const fabric_;
-  std::optional<KvShipper> shipper_;
+  std::optional<PrefillSide> prefill_;  // prefill role
+  std::optional<DecodeSide> decode_;    // decode role
+  std::optional<KvShipper> shipper_;    // prefill role
   InstanceLoad reported_load_;
   std::int64_t reported_preemptions_ = 0;
+  std::int64_t reported_fallbacks_ = 0;
   bool shutdown_ = false;
-  std::unordered_map<RequestId, PrefillTarget> targets_;  // prefill role
-  std::unordered_map<RequestId, AwaitingKv> awaiting_;    // decode role
-  std::deque<DisaggregatedSubmitMessage> unreserved_;     // decode role: waiting for pages
-  std::vector<std::int32_t> pending_deliveries_;  // decode role: for the next plan's deliver_pages
 };
 
 // A TP peer: executes every plan its leader broadcasts until the shutdown plan; on a prefill
@@ -504,7 +461,10 @@ Status run_peer(const Topology& topology, const ServiceConfig& config, Engine& e
   ControlEndpoint control(topology.control_comm());
   std::optional<KvShipper> shipper;
   const bool prefill = topology.instance().role == InstanceRole::kPrefill;
-  if (prefill) shipper.emplace(*fabric, topology, config, engine.model().config());
+  if (prefill) {
+    shipper.emplace(*fabric, kv_shipper_options(topology, config, engine.model().config(),
+                                                engine.model().kv_cache(0).dtype));
+  }
   const bool layerwise = prefill && config.kv_transfer.layerwise;
   IdleBackoff backoff(50, 5000);
   const int leader = topology.instance().first_rank;
@@ -576,6 +536,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   options.page_size = config.kv_cache.page_size;
   options.attention = attention;
   options.graphs = config.engine.cuda_graphs;
+  options.small_batch_kernels = config.engine.small_batch_kernels;
   options.max_graph_batch = config.engine.max_graph_batch > 0
                                 ? config.engine.max_graph_batch
                                 : std::min(config.scheduler.max_running, 256);
@@ -591,7 +552,7 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   // transport memory, which shared-memory peers write in one copy.
   PODSERVE_ASSIGN_OR_RETURN(
       auto fabric,
-      KvFabric::open(topology, config,
+      open_kv_fabric(topology, config,
                      backend_kind == BackendKind::kCpu ? MemoryKind::kHost : MemoryKind::kDevice,
                      topology.device_index(), backend->native_stream()));
   if (fabric) {
@@ -616,18 +577,23 @@ Status run_instance_rank(const Topology& topology, const ServiceConfig& config,
   engine_options.token_budget = config.scheduler.token_budget;
   engine_options.max_running = config.scheduler.max_running;
   engine_options.max_model_len = model.max_position_embeddings;
-  engine_options.role = topology.instance().role;
   LlamaModel& model_ref = *llama;
-  PODSERVE_ASSIGN_OR_RETURN(auto engine, Engine::create(std::move(llama), engine_options));
+  PODSERVE_ASSIGN_OR_RETURN(auto role_engine, make_role_engine(topology.instance().role,
+                                                               std::move(llama), engine_options));
   // Collective over every rank (the router joins with nothing to offer).
-  PODSERVE_RETURN_IF_ERROR(KvFabric::exchange(fabric.get(), topology, config, &model_ref));
+  std::vector<KvCacheView> kv_layers;
+  if (fabric) {
+    for (std::int32_t layer = 0; layer < model.num_layers; ++layer)
+      kv_layers.push_back(model_ref.kv_cache(layer));
+  }
+  PODSERVE_RETURN_IF_ERROR(exchange_kv_fabric(fabric.get(), topology, config, kv_layers));
 
   Status status;
   if (topology.is_leader()) {
-    Leader leader(topology, config, *engine, metrics, fabric.get());
+    Leader leader(topology, config, role_engine, metrics, fabric.get());
     status = leader.run();
   } else {
-    status = run_peer(topology, config, *engine, metrics, fabric.get());
+    status = run_peer(topology, config, *role_engine.engine, metrics, fabric.get());
   }
   if (status.ok()) spdlog::info("stopped cleanly");
   return status;

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <thread>
 
-#include "cluster/kv_fabric.h"
+#include "cluster/kv_fabric_mpi.h"
 #include "cluster/rank_metrics.h"
 #include "cluster/router_link.h"
 #include "metrics/service_discovery.h"
@@ -62,7 +62,7 @@ void watch_signals(Router& router, RouterLink& link, const std::atomic<bool>& do
 Status run_router_rank(const Topology& topology, const ServiceConfig& config,
                        const ModelConfig& model, const std::string& pid_file) {
   // Collective with the instance ranks' fabric set-up (the router offers no memory).
-  PODSERVE_RETURN_IF_ERROR(KvFabric::exchange(nullptr, topology, config, nullptr));
+  PODSERVE_RETURN_IF_ERROR(exchange_kv_fabric(nullptr, topology, config, {}));
   PODSERVE_ASSIGN_OR_RETURN(auto metrics_server, start_rank_metrics(topology, config));
   auto router_metrics =
       make_router_metrics(metrics_server->registry(), rank_metrics_identity(topology, config));

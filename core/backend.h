@@ -221,6 +221,11 @@ class Backend {
   // a buffer that captured work reads (its own attention and GEMM scratch): graphs captured
   // before are stale then and must be captured again.
   virtual bool supports_graphs() const { return false; }
+  // Whether GEMMs of few rows (decode steps) may run on the backend's own kernels where they time
+  // faster than the vendor library's on the device (true, the default), or on the vendor
+  // library's only (the baseline of an A/B). Changing it makes captured graphs stale. Backends
+  // without such kernels ignore it.
+  virtual void set_small_batch_kernels(bool /*allowed*/) {}
   // The stream the ops run on as an opaque handle (a cudaStream_t on CUDA; nullptr on the CPU),
   // for components that queue their own device work in order with the backend's.
   virtual void* native_stream() { return nullptr; }

@@ -275,9 +275,10 @@ ServiceConfig parse_config(const std::string& yaml_text) {
     read(m, "metrics", "sd_file", c.metrics.sd_file);
   }
   if (const auto e = root["engine"]) {
-    check_keys(e, "engine", {"cuda_graphs", "max_graph_batch"});
+    check_keys(e, "engine", {"cuda_graphs", "max_graph_batch", "small_batch_kernels"});
     read(e, "engine", "cuda_graphs", c.engine.cuda_graphs);
     read(e, "engine", "max_graph_batch", c.engine.max_graph_batch);
+    read(e, "engine", "small_batch_kernels", c.engine.small_batch_kernels);
   }
   if (const auto l = root["logging"]) {
     check_keys(l, "logging", {"level"});
@@ -323,7 +324,8 @@ std::string to_yaml(const ServiceConfig& c) {
       << YAML::Value << c.scheduler.max_running << YAML::EndMap;
   out << YAML::Key << "engine" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
       << "cuda_graphs" << YAML::Value << c.engine.cuda_graphs << YAML::Key << "max_graph_batch"
-      << YAML::Value << c.engine.max_graph_batch << YAML::EndMap;
+      << YAML::Value << c.engine.max_graph_batch << YAML::Key << "small_batch_kernels"
+      << YAML::Value << c.engine.small_batch_kernels << YAML::EndMap;
   out << YAML::Key << "kv_cache" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
       << "page_size" << YAML::Value << c.kv_cache.page_size << YAML::Key << "memory_fraction"
       << YAML::Value << c.kv_cache.memory_fraction << YAML::Key << "num_pages" << YAML::Value

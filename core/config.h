@@ -52,9 +52,12 @@ struct SchedulerSection {
 // The model executor. cuda_graphs: decode-only steps replay CUDA graphs captured per batch-size
 // bucket (CUDA backend, TP 1); false runs every step eagerly (A/B, debugging). Decode batches
 // above max_graph_batch (0: scheduler.max_running, at most 256) run eagerly.
+// small_batch_kernels: GEMMs of few rows may run on podserve's own kernel where it times faster
+// than cuBLASLt on the device (false: cuBLASLt only, the baseline of an A/B).
 struct EngineSection {
   bool cuda_graphs = true;
   std::int32_t max_graph_batch = 0;
+  bool small_batch_kernels = true;
 };
 
 struct KvCacheSection {

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config git curl python3
+  build-essential cmake ninja-build pkg-config git curl python3 python3-matplotlib
   libopenmpi-dev openmpi-bin
   libucx-dev ucx-utils
   prometheus-cpp-dev libcpp-httplib-dev

@@ -87,6 +87,18 @@ RouterMetrics make_router_metrics(prometheus::Registry& registry, const MetricsI
   auto& queue = histogram_family(
       registry, identity, "podserve_request_queue_time_seconds",
       "Arrival at the router to the instance scheduling the request (see router/README.md).");
+  auto& prefill_time = histogram_family(
+      registry, identity, "podserve_request_prefill_time_seconds",
+      "Per request: the instance scheduling it to its first output reaching the router (every "
+      "prefill chunk).");
+  auto& decode_time =
+      histogram_family(registry, identity, "podserve_request_decode_time_seconds",
+                       "Per request: its first token to its last handed to the connection.");
+  auto& prompt_length = histogram_family(registry, identity, "podserve_request_prompt_tokens",
+                                         "Per request: prompt tokens.");
+  auto& generation_length =
+      histogram_family(registry, identity, "podserve_request_generation_tokens",
+                       "Per finished request: generated tokens.");
   auto& prompt_tokens = counter_family(registry, identity, "podserve_prompt_tokens_total",
                                        "Prompt tokens of requests submitted to an instance.");
   auto& generation_tokens = counter_family(registry, identity, "podserve_generation_tokens_total",
@@ -105,6 +117,10 @@ RouterMetrics make_router_metrics(prometheus::Registry& registry, const MetricsI
       .inter_token_latency = itl.Add({}, request_latency_buckets()),
       .e2e_request_latency = e2e.Add({}, request_latency_buckets()),
       .request_queue_time = queue.Add({}, request_latency_buckets()),
+      .request_prefill_time = prefill_time.Add({}, request_latency_buckets()),
+      .request_decode_time = decode_time.Add({}, request_latency_buckets()),
+      .request_prompt_tokens = prompt_length.Add({}, batch_token_buckets()),
+      .request_generation_tokens = generation_length.Add({}, batch_token_buckets()),
       .prompt_tokens = prompt_tokens.Add({}),
       .generation_tokens = generation_tokens.Add({}),
       .requests_by_finish_reason = {},
@@ -183,6 +199,11 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
       gauge_family(registry, identity, "podserve_requests_waiting_for_kv",
                    "Decode instance: requests admitted whose KV has not arrived.");
 
+  auto& kv_wait = histogram_family(
+      registry, identity, "podserve_request_kv_wait_seconds",
+      "Decode instance, per request: the prefill's result to its KV in place (transfer not "
+      "hidden behind the prefill, plus the control messages).");
+
   InstanceMetrics metrics{
       .iteration_seconds_by_kind = {},
       .batch_tokens = batch_tokens.Add({}, batch_token_buckets()),
@@ -198,6 +219,7 @@ InstanceMetrics make_instance_metrics(prometheus::Registry& registry,
       .kv_transfer_failures = transfer_failures.Add({}),
       .kv_transfer_fallbacks = transfer_fallbacks.Add({}),
       .requests_waiting_for_kv = waiting_for_kv.Add({}),
+      .request_kv_wait = kv_wait.Add({}, request_latency_buckets()),
   };
   for (const IterationBatchKind kind :
        {IterationBatchKind::kPrefill, IterationBatchKind::kDecode, IterationBatchKind::kHybrid}) {

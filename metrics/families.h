@@ -1,7 +1,7 @@
-// The podserve metric families (docs/design.md section 7), defined once. Each rank builds the families
-// it needs into its Registry with constant labels naming the deployment (`mode`, `instance`,
-// `role`, `rank`), and gets back a struct of references to label-resolved metrics, so hot paths
-// only call Observe/Increment/Set (lock-free atomic updates inside prometheus-cpp).
+// The podserve metric families (docs/design.md section 7), defined once. Each rank builds the
+// families it needs into its Registry with constant labels naming the deployment (`mode`,
+// `instance`, `role`, `rank`), and gets back a struct of references to label-resolved metrics, so
+// hot paths only call Observe/Increment/Set (lock-free atomic updates inside prometheus-cpp).
 //
 // Contract: make_*_metrics is called once per rank at start-up (it allocates and may throw
 // std::invalid_argument on an invalid label, an edge). The returned references stay valid as
@@ -43,8 +43,13 @@ struct RouterMetrics {
   prometheus::Histogram& inter_token_latency;  // podserve_inter_token_latency_seconds
   prometheus::Histogram& e2e_request_latency;  // podserve_e2e_request_latency_seconds
   prometheus::Histogram& request_queue_time;   // podserve_request_queue_time_seconds
-  prometheus::Counter& prompt_tokens;          // podserve_prompt_tokens_total
-  prometheus::Counter& generation_tokens;      // podserve_generation_tokens_total
+  // The phases of one request (router/README.md has the exact points in time).
+  prometheus::Histogram& request_prefill_time;       // podserve_request_prefill_time_seconds
+  prometheus::Histogram& request_decode_time;        // podserve_request_decode_time_seconds
+  prometheus::Histogram& request_prompt_tokens;      // podserve_request_prompt_tokens
+  prometheus::Histogram& request_generation_tokens;  // podserve_request_generation_tokens
+  prometheus::Counter& prompt_tokens;                // podserve_prompt_tokens_total
+  prometheus::Counter& generation_tokens;            // podserve_generation_tokens_total
   // podserve_requests_total{finish_reason}, indexed by FinishReason.
   std::array<prometheus::Counter*, 4> requests_by_finish_reason;
   // podserve_http_requests_total{code}, parallel to kCountedHttpCodes ("other" for code 0).
@@ -79,6 +84,9 @@ struct InstanceMetrics {
   prometheus::Counter& kv_transfer_failures;        // podserve_kv_transfer_failures_total
   prometheus::Counter& kv_transfer_fallbacks;       // podserve_kv_transfer_fallbacks_total
   prometheus::Gauge& requests_waiting_for_kv;       // podserve_requests_waiting_for_kv
+  // Decode leader, per request: the prefill side's result (first token sampled) to the KV in
+  // place and the request decoding (podserve_request_kv_wait_seconds).
+  prometheus::Histogram& request_kv_wait;
 
   prometheus::Histogram& iteration_seconds(IterationBatchKind kind) const {
     return *iteration_seconds_by_kind[static_cast<std::size_t>(kind)];

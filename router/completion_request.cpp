@@ -165,7 +165,18 @@ std::optional<ApiError> stream_rule(const std::string& key, const json& value,
   return std::nullopt;
 }
 
-// Accepted for client compatibility; usage is always sent, users are not tracked.
+std::optional<ApiError> stream_options_rule(const std::string& key, const json& value,
+                                            const CompletionLimits&, CompletionRequest& request) {
+  if (value.is_null()) return std::nullopt;
+  if (!value.is_object()) return wrong_type(key, "an object");
+  if (const auto usage = value.find("include_usage"); usage != value.end() && !usage->is_null()) {
+    if (!usage->is_boolean()) return wrong_type(key, "an object whose include_usage is a boolean");
+    request.include_usage = usage->get<bool>();
+  }
+  return std::nullopt;
+}
+
+// Accepted for client compatibility; users are not tracked.
 std::optional<ApiError> ignored_rule(const std::string&, const json&, const CompletionLimits&,
                                      CompletionRequest&) {
   return std::nullopt;
@@ -219,7 +230,7 @@ constexpr CommonField kCommonFields[] = {
     {"seed", seed_rule},
     {"ignore_eos", ignore_eos_rule},
     {"stream", stream_rule},
-    {"stream_options", ignored_rule},
+    {"stream_options", stream_options_rule},
     {"user", ignored_rule},
     {"n", only_one_rule},
     {"presence_penalty", only_zero_rule},

@@ -14,7 +14,10 @@
 //                1, or the checkpoint's generation_config.json)
 //   seed         integer in [0, 2^64), optional (the router picks one when absent)
 //   ignore_eos, stream   booleans, default false
-//   stream_options, user   accepted and ignored (usage is always in the final stream chunk)
+//   stream_options  null or an object; its include_usage (boolean) asks a stream for a last
+//                chunk with empty choices and the usage, as OpenAI sends (the chunk that
+//                finishes a stream carries the usage too, either way); other keys ignored
+//   user         accepted and ignored
 //   n, best_of   only 1;  echo only false;  logprobs, suffix only null;
 //   stop         a non-empty string or an array of at most 4 (null or empty: none): generation
 //                ends before the first occurrence of any of them in the output text
@@ -71,6 +74,7 @@ struct CompletionRequest {
   SamplingParams sampling;  // seed valid only when has_seed
   bool has_seed = false;
   bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage
   bool chat = false;              // from /v1/chat/completions: answered as chat.completion objects
   std::vector<std::string> stop;  // stop strings, each non-empty
 };

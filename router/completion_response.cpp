@@ -73,6 +73,13 @@ std::string stream_chunk_event(const ResponseHeader& header, bool first_chunk, s
   return "data: " + dump(chunk) + "\n\n";
 }
 
+std::string stream_usage_event(const ResponseHeader& header, TokenUsage usage) {
+  json chunk = header_json(header, /*stream_chunk=*/true);
+  chunk["choices"] = json::array();
+  chunk["usage"] = usage_json(usage);
+  return "data: " + dump(chunk) + "\n\n";
+}
+
 std::string stream_error_event(const ApiError& error) {
   return "data: " + api_error_body(error) + "\n\n";
 }

@@ -42,6 +42,10 @@ std::string stream_chunk_event(const ResponseHeader& header, bool first_chunk, s
                                std::span<const TokenId> token_ids,
                                std::optional<FinishReason> reason, TokenUsage usage);
 
+// The usage-only chunk OpenAI sends last when asked (stream_options.include_usage): empty
+// choices and the usage.
+std::string stream_usage_event(const ResponseHeader& header, TokenUsage usage);
+
 // The event that ends a stream already answered 200 with an error: "data: {error body}\n\n".
 std::string stream_error_event(const ApiError& error);
 

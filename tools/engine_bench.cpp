@@ -3,7 +3,9 @@
 //
 // Rows: decode steps (B sequences of context L, one new token each), prefill chunks (C new
 // tokens after P cached), hybrid steps (a chunk of C plus B decodes of context L). Decode rows run
-// with CUDA graphs and eagerly; hybrid rows with POD and serial attention. Every row: the median
+// in the --decode-variants: with CUDA graphs (graph), eagerly (eager), and with CUDA graphs on
+// cuBLASLt's GEMMs only (cublas: engine.small_batch_kernels false, the baseline of the few-rows
+// kernel); hybrid rows with POD and serial attention. Every row: the median
 // over --runs steps of the wall time of LlamaModel::forward (inputs staged, GPU work, sampled ids
 // back) and of its GPU span (events on the backend's stream around the call), and the bound
 //   max(FLOPs / GEMM rate, bytes read / read bandwidth)
@@ -62,7 +64,15 @@ struct Options {
   float temperature = 0.7f, top_p = 0.9f;
   std::string csv = "engine_bench.csv";
   std::vector<std::string> rows = {"decode", "prefill", "hybrid"};
+  std::vector<std::string> decode_variants = {"graph", "eager", "cublas"};
 };
+
+std::vector<std::string> split_names(const std::string& list) {
+  std::vector<std::string> names;
+  std::stringstream items(list);
+  for (std::string item; std::getline(items, item, ',');) names.push_back(item);
+  return names;
+}
 
 using bench::parse_list;
 
@@ -99,19 +109,26 @@ Options parse(int argc, char** argv) {
       o.top_p = std::stof(next());
     else if (a == "--csv")
       o.csv = next();
-    else if (a == "--rows") {
-      o.rows.clear();
-      std::stringstream kinds(next());
-      for (std::string kind; std::getline(kinds, kind, ',');) o.rows.push_back(kind);
-    } else {
+    else if (a == "--rows")
+      o.rows = split_names(next());
+    else if (a == "--decode-variants")
+      o.decode_variants = split_names(next());
+    else {
       std::printf(
           "usage: podserve-engine-bench [--model llama3-8b] [--layers N] [--batches 1,8,32]\n"
           "  [--contexts 512,2K,8K] [--chunks 512,2048] [--hybrid-batches 32,128] [--runs 20]\n"
           "  [--warmup 3] [--temperature 0.7] [--top-p 0.9] [--csv engine_bench.csv]\n"
-          "  [--rows decode,prefill,hybrid]\n"
+          "  [--rows decode,prefill,hybrid] [--decode-variants graph,eager,cublas]\n"
           "Decode rows for every batch x context, prefill chunks after 0 and after 8K cached\n"
           "tokens, hybrid rows (a chunk of the first size plus B decodes at 2K context).\n");
       std::exit(a == "--help" || a == "-h" ? 0 : 2);
+    }
+  }
+  for (const std::string& name : o.decode_variants) {
+    if (name != "graph" && name != "eager" && name != "cublas") {
+      std::fprintf(stderr, "--decode-variants: unknown variant %s (graph, eager, cublas)\n",
+                   name.c_str());
+      std::exit(2);
     }
   }
   if (o.runs < 1 || o.warmup < 0 || o.batches.empty() || o.contexts.empty() || o.chunks.empty()) {
@@ -312,20 +329,37 @@ int run(int argc, char** argv) {
       b.options.runs, b.options.warmup, b.options.temperature, b.options.top_p);
 
   LlamaModel& model = *b.model;
-  const auto graphs_on = [&] { model.set_attention(AttentionKind::kPod), model.set_graphs(true); };
-  const auto graphs_off = [&] {
-    model.set_attention(AttentionKind::kPod), model.set_graphs(false);
+  // Each variant sets every switch it depends on.
+  const auto decode_setup = [&](bool graphs, bool small_batch_kernels) {
+    return [&model, &b, graphs, small_batch_kernels] {
+      model.set_attention(AttentionKind::kPod);
+      model.set_graphs(graphs);
+      b.backend->set_small_batch_kernels(small_batch_kernels);
+    };
   };
-  const auto pod = [&] { model.set_attention(AttentionKind::kPod); };
-  const auto serial = [&] { model.set_attention(AttentionKind::kSerial); };
+  std::vector<std::pair<std::string, std::function<void()>>> decode_variants;
+  for (const std::string& name : b.options.decode_variants) {
+    if (name == "graph") {
+      decode_variants.emplace_back(name, decode_setup(true, true));
+    } else if (name == "eager") {
+      decode_variants.emplace_back(name, decode_setup(false, true));
+    } else {  // cublas (parse() checked the names)
+      decode_variants.emplace_back(name, decode_setup(true, false));
+    }
+  }
+  const auto pod = [&] {
+    model.set_attention(AttentionKind::kPod), b.backend->set_small_batch_kernels(true);
+  };
+  const auto serial = [&] {
+    model.set_attention(AttentionKind::kSerial), b.backend->set_small_batch_kernels(true);
+  };
   const auto wanted = [&](const char* kind) {
     return std::find(b.options.rows.begin(), b.options.rows.end(), kind) != b.options.rows.end();
   };
   for (const int context : wanted("decode") ? b.options.contexts : std::vector<int>{}) {
     for (const int batch : b.options.batches) {
       const std::vector<SeqShape> seqs(static_cast<std::size_t>(batch), SeqShape{context - 1, 1});
-      b.row("decode", seqs, batch, context, 1, context - 1,
-            {{"graph", graphs_on}, {"eager", graphs_off}});
+      b.row("decode", seqs, batch, context, 1, context - 1, decode_variants);
     }
   }
   for (const int chunk : wanted("prefill") ? b.options.chunks : std::vector<int>{}) {

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # One GPU session for the service's CUDA backend, run from the repository root on a GPU host with
-# a bundle built elsewhere: BUNDLE/bin (podserve, podserve-bench, podserve-ab), BUNDLE/tests (the
+# a bundle built elsewhere: BUNDLE/bin (podserve, podserve-bench, podserve-ab, podserve-capacity),
+# BUNDLE/tests (the
 # gpu-labelled CUDA backend tests) and BUNDLE/gpu-libs (the shared libraries the host lacks).
 # Logs and reports go to $OUT. Making the bundle on the build machine (CUDA build in build-cuda):
-#   mkdir -p B/bin B/tests && cp build-cuda/bin/{podserve,podserve-bench,podserve-ab} B/bin &&
+#   mkdir -p B/bin B/tests && cp build-cuda/bin/{podserve,podserve-bench,podserve-ab,podserve-capacity} B/bin &&
 #   cp build-cuda/tests/{cuda_backend_test,nccl_communicator_test,cuda_model_test,cuda_ipc_transport_test} B/tests &&
 #   strip B/bin/* B/tests/* &&
 #   tools/gpu-bundle.sh --target-libs GPU-HOST-LDCONFIG.txt B/gpu-libs B/bin/* B/tests/*
 # (GPU-HOST-LDCONFIG.txt: `ldconfig -p` run on the GPU host)
-# usage: tools/gpu_service_session.sh BUNDLE tests|engine|streams|ab|transfer|all [engine args]
+# usage: tools/gpu_service_session.sh BUNDLE tests|engine|streams|ab|transfer|capacity|all [engine args]
 #   tests     cuda_backend_test, attention_cuda_test, nccl_communicator_test (2+ GPUs),
 #             cuda_model_test, cuda_ipc_transport_test (those in BUNDLE/tests), and
 #             compute-sanitizer memcheck on the backend's op tests and the graph decode steps
@@ -20,6 +21,12 @@
 #             each variant loads 8B random weights first (about 40 s per rank on H200)
 #   transfer  podserve-ab: the disaggregated config with kv_transfer.backend ucx (host staging
 #             when UCX has no CUDA transports) vs cuda_ipc, same workload
+#   capacity  podserve-capacity on one GPU: attention pod vs serial vs streams
+#             (deploy/configs/bench/llama3-8b-1gpu-*.yaml) at TTFT <= 2 s, TPOT <= 100 ms for
+#             90% of requests, on the code trace (prompts up to 8K) and on short synthetic
+#             requests; reports in $OUT/capacity-long and $OUT/capacity-short, plots made later
+#             (docs/capacity.md). Not part of `all` (about 15 minutes): run it on its own, or one
+#             workload at a time with a third argument, long or short
 # NCCL_NVLS_ENABLE=0 is required on the shared GPU machines; this script sets it.
 set -uo pipefail
 bundle=${1:?usage: tools/gpu_service_session.sh BUNDLE tests|engine|streams|ab|transfer|all}
@@ -103,5 +110,24 @@ if [ "$mode" = transfer ] || [ "$mode" = all ]; then
   ucx_config=$out/llama3-8b-disaggregated-ucx.yaml
   sed 's/backend: cuda_ipc/backend: ucx/' deploy/configs/llama3-8b-disaggregated.yaml > "$ucx_config"
   run_ab transfer "$ucx_config" deploy/configs/llama3-8b-disaggregated.yaml
+fi
+if [ "$mode" = capacity ]; then
+  configs="deploy/configs/bench/llama3-8b-1gpu-pod.yaml deploy/configs/bench/llama3-8b-1gpu-serial.yaml deploy/configs/bench/llama3-8b-1gpu-streams.yaml"
+  slo="--slo-ttft-ms 2000 --slo-tpot-ms 100 --tolerance 0.1 --repeats 3 --no-plots"
+  for workload in ${1:-long short}; do
+    case $workload in
+      long) args="--num-requests 100 --max-prompt 8192 --max-output 512 --start-rate 2" ;;
+      short) args="--synthetic --synthetic-prompt 256 --synthetic-output 128 --num-requests 200 --start-rate 8" ;;
+      *) echo "capacity: unknown workload $workload (long, short)"; rc=2; continue ;;
+    esac
+    # shellcheck disable=SC2086  # word splitting of the argument lists is meant
+    "$bundle/bin/podserve-capacity" $configs --podserve "$bundle/bin/podserve" $args $slo \
+      --out-dir "$out/capacity-$workload" > "$out/capacity-$workload.log" 2>&1
+    status=$?
+    rc=$((rc | status))
+    echo "== podserve-capacity $workload rc=$status"
+    grep "^== " "$out/capacity-$workload.log" | tail -40
+    head -3 "$out/capacity-$workload/capacity-report.md"
+  done
 fi
 exit $rc

@@ -8,13 +8,9 @@
 // Exit code: 0 when every variant served every request and shut down cleanly.
 #include <fmt/format.h>
 #include <httplib.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -24,11 +20,11 @@
 #include <regex>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/config.h"
-#include "tools/scrape_targets.h"
+#include "tools/bench/prometheus_text.h"
+#include "tools/deployment.h"
 
 namespace {
 
@@ -42,65 +38,14 @@ struct Variant {
 };
 
 struct Tools {
-  std::string podserve;
+  podserve::DeploymentTools deployment;
   std::string bench;
-  std::string mpirun_script;
   double ready_timeout_s = 600;  // a GPU deployment loads its weights before it is ready
 };
 
-pid_t spawn(const std::string& command, const std::string& log_path) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    std::freopen(log_path.c_str(), "w", stdout);
-    std::freopen(log_path.c_str(), "a", stderr);
-    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  return pid;
-}
-
-// Exit code of `pid`, or -1 after `timeout_s`.
-int wait_for(pid_t pid, int timeout_s) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return -1;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// Calls on_match(match) for every line of the exposition texts that `line` matches whole.
-template <typename OnMatch>
-void for_each_matching_line(const std::vector<std::string>& expositions, const std::regex& line,
-                            OnMatch&& on_match) {
-  for (const auto& text : expositions) {
-    std::istringstream lines(text);
-    std::string l;
-    while (std::getline(lines, l)) {
-      std::smatch m;
-      if (std::regex_match(l, m, line)) on_match(m);
-    }
-  }
-}
-
 // Sums every sample of `metric` (all label sets) over the exposition texts.
 double sum_metric(const std::vector<std::string>& expositions, const std::string& metric) {
-  double total = 0.0;
-  for_each_matching_line(expositions,
-                         std::regex("^" + metric + R"((\{[^}]*\})? ([-+0-9.eEinfNa]+)$)"),
-                         [&](const std::smatch& m) { total += std::stod(m[2]); });
-  return total;
+  return podserve::bench::sum_samples(expositions, metric);
 }
 
 // The distinct values of `label` on the samples of `metric`, joined with "," in first-seen order;
@@ -108,13 +53,18 @@ double sum_metric(const std::vector<std::string>& expositions, const std::string
 std::string label_values(const std::vector<std::string>& expositions, const std::string& metric,
                          const std::string& label) {
   std::vector<std::string> values;
-  for_each_matching_line(
-      expositions, std::regex("^" + metric + R"re(\{.*\b)re" + label + R"re(="([^"]*)".*\} .*$)re"),
-      [&](const std::smatch& m) {
-        if (std::find(values.begin(), values.end(), m[1].str()) == values.end()) {
-          values.push_back(m[1].str());
-        }
-      });
+  const std::regex line("^" + metric + R"re(\{.*\b)re" + label + R"re(="([^"]*)".*\} .*$)re");
+  for (const auto& text : expositions) {
+    std::istringstream lines(text);
+    std::string l;
+    while (std::getline(lines, l)) {
+      std::smatch m;
+      if (std::regex_match(l, m, line) &&
+          std::find(values.begin(), values.end(), m[1].str()) == values.end()) {
+        values.push_back(m[1].str());
+      }
+    }
+  }
   if (values.empty()) return "-";
   std::string joined;
   for (const auto& value : values) joined += (joined.empty() ? "" : ",") + value;
@@ -131,45 +81,19 @@ struct Outcome {
 Outcome run_variant(const Variant& v, const Tools& tools, const std::string& bench_args,
                     const fs::path& out_dir) {
   Outcome outcome;
-  const auto pid_file = (out_dir / (v.name + ".pid")).string();
-  const auto sd_file = (out_dir / (v.name + "-sd.json")).string();
-  fs::remove(pid_file);
-  fs::remove(sd_file);
   std::printf("== %s: starting %s\n", v.name.c_str(), v.config_path.c_str());
   std::fflush(stdout);
-  const pid_t service =
-      spawn(fmt::format("PODSERVE_BIN={} {} {} --pid-file {} --sd-file {}", tools.podserve,
-                        tools.mpirun_script, v.config_path, pid_file, sd_file),
-            (out_dir / (v.name + "-service.log")).string());
+  podserve::Deployment deployment(v.name, v.config_path, v.config.router.listen, out_dir.string(),
+                                  tools.deployment);
+  deployment.start();
   const auto bench_json = (out_dir / (v.name + "-bench.json")).string();
   const std::string command =
-      fmt::format("{} --url http://{} --wait-ready-s {} --json-out {} {}", tools.bench,
-                  v.config.router.listen, tools.ready_timeout_s, bench_json, bench_args);
+      fmt::format("{} --url {} --wait-ready-s {} --json-out {} {}", tools.bench, deployment.url(),
+                  tools.ready_timeout_s, bench_json, bench_args);
   outcome.bench_exit = std::system(command.c_str());
-  outcome.bench = json::parse(read_file(bench_json), nullptr, false);
+  outcome.bench = json::parse(podserve::read_text_file(bench_json), nullptr, false);
 
-  std::vector<std::string> expositions;
-  auto targets = podserve::parse_scrape_targets(read_file(sd_file));
-  if (!targets.ok()) {
-    std::fprintf(stderr, "podserve-ab: %s: %s\n", sd_file.c_str(),
-                 targets.status().message().c_str());
-  }
-  std::vector<std::string> scraped;  // "host:port"
-  for (const auto& target : targets.ok() ? *targets : std::vector<podserve::ScrapeTarget>{}) {
-    const std::string endpoint = fmt::format("{}:{}", target.host, target.port);
-    if (std::find(scraped.begin(), scraped.end(), endpoint) != scraped.end()) {
-      // Ranks of several hosts with metrics.bind on loopback: only this host's can be reached.
-      std::fprintf(stderr,
-                   "podserve-ab: rank %d lists %s again; scraping it once (multi-node "
-                   "deployments need metrics.bind: 0.0.0.0)\n",
-                   target.rank, endpoint.c_str());
-      continue;
-    }
-    scraped.push_back(endpoint);
-    httplib::Client client(target.host, target.port);
-    if (auto res = client.Get("/metrics"); res && res->status == 200)
-      expositions.push_back(res->body);
-  }
+  const std::vector<std::string> expositions = deployment.scrape();
   for (const char* metric :
        {"podserve_requests_total", "podserve_generation_tokens_total",
         "podserve_prompt_tokens_total", "podserve_preemptions_total",
@@ -182,16 +106,7 @@ Outcome run_variant(const Variant& v, const Tools& tools, const std::string& ben
   outcome.metrics["kv_transport"] =
       label_values(expositions, "podserve_kv_transport_info", "transport");
 
-  const auto pid_text = read_file(pid_file);
-  if (!pid_text.empty())
-    kill(std::stoi(pid_text), SIGTERM);
-  else
-    kill(-service, SIGTERM);
-  outcome.service_exit = wait_for(service, 90);
-  if (outcome.service_exit == -1) {
-    kill(-service, SIGKILL);
-    wait_for(service, 10);
-  }
+  outcome.service_exit = deployment.stop();
   std::printf("== %s: bench exit %d, service exit %d\n", v.name.c_str(), outcome.bench_exit,
               outcome.service_exit);
   return outcome;
@@ -214,9 +129,9 @@ int main(int argc, char** argv) {
   std::string out_dir = "ab-results", bench_args;
   Tools tools;
   const fs::path self_dir = fs::canonical("/proc/self/exe").parent_path();
-  tools.podserve = (self_dir / "podserve").string();
+  tools.deployment.podserve = (self_dir / "podserve").string();
   tools.bench = (self_dir / "podserve-bench").string();
-  tools.mpirun_script = "deploy/mpirun.sh";
+  tools.deployment.mpirun_script = "deploy/mpirun.sh";
   app.add_option("configs", configs, "the deployment configs A, B, ... (2 to 26)")
       ->required()
       ->expected(2, 26)
@@ -224,9 +139,9 @@ int main(int argc, char** argv) {
   app.add_option("--bench-args", bench_args, "arguments for podserve-bench (workload)")
       ->capture_default_str();
   app.add_option("--out-dir", out_dir, "logs, bench JSON and the report")->capture_default_str();
-  app.add_option("--podserve", tools.podserve)->capture_default_str();
+  app.add_option("--podserve", tools.deployment.podserve)->capture_default_str();
   app.add_option("--bench", tools.bench)->capture_default_str();
-  app.add_option("--mpirun-script", tools.mpirun_script)->capture_default_str();
+  app.add_option("--mpirun-script", tools.deployment.mpirun_script)->capture_default_str();
   app.add_option("--ready-timeout-s", tools.ready_timeout_s,
                  "how long each deployment may take to become ready (weights load first)")
       ->capture_default_str();

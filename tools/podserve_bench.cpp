@@ -1,7 +1,9 @@
-// podserve-bench: replays a request trace (or a synthetic workload) against a podserve router
-// over real HTTP and reports client-side latency (TTFT, ITL, e2e), throughput, errors and SLO
-// goodput. One thread per in-flight request (bounded by --concurrency-limit); arrivals follow
-// the trace or a Poisson process. Summary on stdout, progress on stderr, JSON with --json-out.
+// podserve-bench: replays a request trace (or a synthetic workload) against an OpenAI-compatible
+// server (a podserve router, or any other: plain OpenAI requests, token counts from the streamed
+// usage) over real HTTP and reports client-side latency (TTFT, ITL, TPOT, e2e), throughput,
+// errors and SLO goodput. One thread per in-flight request (bounded by --concurrency-limit);
+// arrivals follow the trace (time-scaled, or scaled to a rate), a Poisson process or a Gamma
+// process (--burstiness). Summary on stdout, progress on stderr, JSON with --json-out.
 #include <httplib.h>
 #include <signal.h>
 #include <unistd.h>
@@ -12,12 +14,13 @@
 #include <iostream>
 #include <map>
 #include <mutex>
-#include <semaphore>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "nlohmann/json.hpp"
+#include "tools/bench/capacity_search.h"
 #include "tools/bench/client.h"
+#include "tools/bench/replay.h"
 #include "tools/bench/stats.h"
 #include "tools/bench/text_prompts.h"
 #include "tools/bench/trace.h"
@@ -31,11 +34,8 @@ using nlohmann::json;
 
 struct Options {
   std::string url = "http://127.0.0.1:8000";
-  std::string trace = "tools/data/azure-llm-2023-code.csv";
-  std::size_t num_requests = 100;
-  std::size_t offset = 0;
-  double rate = 0.0;
-  double time_scale = 1.0;
+  WorkloadSource workload{.num_requests = 100};
+  ArrivalOptions arrivals;
   ScaleOptions scale;
   bool stream = true;
   int concurrency_limit = 256;
@@ -43,13 +43,14 @@ struct Options {
   std::string tokenizer;  // a checkpoint directory: text prompts of the trace's token lengths
   std::uint64_t seed = 1;
   std::string json_out;
+  std::string model;
+  bool token_ids = false;
+  bool ignore_eos = true;
   double slo_ttft_ms = 0.0;
-  double slo_itl_ms = 0.0;
+  double slo_tpot_ms = 0.0;
+  double slo_e2e_ms = 0.0;
   double wait_ready_s = 0.0;
   int timeout_s = 600;
-  bool synthetic = false;
-  std::int32_t synthetic_prompt = 512;
-  std::int32_t synthetic_output = 128;
 };
 
 class Progress {
@@ -99,29 +100,20 @@ void print_row(const char* name, const LatencySummary& s) {
 }
 
 int run(const Options& options) {
-  std::vector<TraceRequest> workload;
-  if (options.synthetic) {
-    workload = synthetic_requests(options.num_requests, options.synthetic_prompt,
-                                  options.synthetic_output);
-  } else {
-    std::ifstream csv(options.trace);
-    if (!csv) {
-      std::cerr << "podserve-bench: cannot open trace " << options.trace << "\n";
-      return 2;
-    }
-    auto parsed = parse_azure_trace(csv, options.offset, options.num_requests);
-    if (!parsed.ok()) {
-      std::cerr << "podserve-bench: " << parsed.status().message() << "\n";
-      return 2;
-    }
-    workload = std::move(parsed).value();
+  auto loaded = load_workload(options.workload);
+  if (!loaded.ok()) {
+    std::cerr << "podserve-bench: " << loaded.status().message() << "\n";
+    return 2;
   }
+  std::vector<TraceRequest> workload = std::move(loaded).value();
   if (workload.empty()) {
     std::cerr << "podserve-bench: no requests to send\n";
     return 2;
   }
   scale_lengths(workload, options.scale);
-  schedule_arrivals(workload, options.rate, options.time_scale, options.seed);
+  ArrivalOptions arrivals = options.arrivals;
+  arrivals.seed = options.seed;
+  schedule_arrivals(workload, arrivals);
   std::unique_ptr<TextTokenizer> tokenizer;
   std::unique_ptr<TextPrompts> text_prompts;
   if (!options.tokenizer.empty()) {
@@ -140,31 +132,25 @@ int run(const Options& options) {
     return 3;
   }
 
-  std::vector<CompletionResult> results(workload.size());
-  std::counting_semaphore<> slots(options.concurrency_limit);
   Progress progress(workload.size());
-  std::vector<std::jthread> workers;
-  workers.reserve(workload.size());
-  const Clock::time_point start = Clock::now();
-  for (std::size_t i = 0; i < workload.size(); ++i) {
-    std::this_thread::sleep_until(start +
-                                  std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(workload[i].arrival_s)));
-    slots.acquire();
-    CompletionSpec spec{.max_tokens = workload[i].output_tokens, .stream = options.stream};
-    if (text_prompts) {
-      spec.prompt_text = text_prompts->make(workload[i].prompt_tokens, options.seed + i);
-    } else {
-      spec.prompt = random_prompt(workload[i].prompt_tokens, options.vocab_limit, options.seed + i);
-    }
-    workers.emplace_back([&, i, spec = std::move(spec)] {
-      results[i] = send_completion(options.url, spec, options.timeout_s);
-      slots.release();
-      progress.finished_one();
-    });
-  }
-  for (auto& worker : workers) worker.join();
-  const double duration_s = std::chrono::duration<double>(Clock::now() - start).count();
+  const ReplayResult replayed =
+      replay(workload, ReplayOptions{.url = options.url,
+                                     .stream = options.stream,
+                                     .concurrency_limit = options.concurrency_limit,
+                                     .vocab_limit = options.vocab_limit,
+                                     .prompt_seed = options.seed,
+                                     .timeout_s = options.timeout_s,
+                                     .model = options.model,
+                                     .ignore_eos = options.ignore_eos,
+                                     .counting = options.token_ids ? TokenCounting::kTokenIds
+                                                                   : TokenCounting::kUsage,
+                                     .on_finished = [&progress] { progress.finished_one(); },
+                                     .text_prompts = text_prompts.get()});
+  const std::vector<CompletionResult>& results = replayed.results;
+  const double duration_s = replayed.duration_s;
+  const Slo slo{.ttft_s = options.slo_ttft_ms / 1e3,
+                .tpot_s = options.slo_tpot_ms / 1e3,
+                .e2e_s = options.slo_e2e_ms / 1e3};
 
   std::vector<double> ttft, itl, e2e, tpot;
   std::size_t errors = 0, good = 0;
@@ -178,6 +164,7 @@ int run(const Options& options) {
                            {"ok", r.ok},
                            {"http_status", r.http_status},
                            {"ttft_s", r.ttft_s},
+                           {"tpot_s", r.tpot_s()},
                            {"e2e_s", r.e2e_s},
                            {"error", r.error}});
     if (!r.ok) {
@@ -192,20 +179,21 @@ int run(const Options& options) {
       ttft.push_back(r.ttft_s);
       itl.insert(itl.end(), r.itl_s.begin(), r.itl_s.end());
     }
-    const double mean_itl = r.itl_s.empty() ? 0.0 : summarize(r.itl_s).mean;
-    if (!r.itl_s.empty()) tpot.push_back(mean_itl);
-    const bool ttft_ok = options.slo_ttft_ms <= 0 || r.ttft_s * 1e3 <= options.slo_ttft_ms;
-    const bool itl_ok = options.slo_itl_ms <= 0 || mean_itl * 1e3 <= options.slo_itl_ms;
-    if (ttft_ok && itl_ok) ++good;
+    if (r.output_tokens > 1 && options.stream) tpot.push_back(r.tpot_s());
+    if (meets_slo(r, slo)) ++good;
   }
   const auto total = static_cast<double>(results.size());
   const json report = {
       {"url", options.url},
-      {"workload", options.synthetic ? "synthetic" : options.trace},
+      {"workload", options.workload.synthetic ? "synthetic" : options.workload.trace},
       {"num_requests", results.size()},
       {"stream", options.stream},
-      {"rate", options.rate},
-      {"time_scale", options.time_scale},
+      {"rate", options.arrivals.rate},
+      {"arrivals", options.arrivals.rate == 0.0 || options.arrivals.recorded ? "recorded"
+                   : options.arrivals.burstiness == 1.0                      ? "poisson"
+                                                                             : "gamma"},
+      {"burstiness", options.arrivals.burstiness},
+      {"time_scale", options.arrivals.time_scale},
       {"duration_s", duration_s},
       {"completed", results.size() - errors},
       {"errors", errors},
@@ -219,7 +207,8 @@ int run(const Options& options) {
       {"tpot_s", summary_json(summarize(tpot))},
       {"e2e_s", summary_json(summarize(e2e))},
       {"slo_ttft_ms", options.slo_ttft_ms},
-      {"slo_itl_ms", options.slo_itl_ms},
+      {"slo_tpot_ms", options.slo_tpot_ms},
+      {"slo_e2e_ms", options.slo_e2e_ms},
       {"goodput", static_cast<double>(good) / total},
       {"requests", per_request}};
 
@@ -228,14 +217,14 @@ int run(const Options& options) {
   std::printf("request throughput      %10.2f req/s\n", report["request_throughput"].get<double>());
   std::printf("output token throughput %10.2f tok/s\n",
               report["output_token_throughput"].get<double>());
-  std::printf("goodput (TTFT<=%.0f ms, mean ITL<=%.0f ms; 0 = no bound) %6.2f %%\n",
-              options.slo_ttft_ms, options.slo_itl_ms, 100.0 * good / total);
+  std::printf("goodput (TTFT<=%.0f ms, TPOT<=%.0f ms, E2E<=%.0f ms; 0 = no bound) %6.2f %%\n",
+              options.slo_ttft_ms, options.slo_tpot_ms, options.slo_e2e_ms, 100.0 * good / total);
   std::printf("%-22s %10s %10s %10s %10s %10s\n", "latency (ms)", "mean", "p50", "p90", "p99",
               "max");
   if (options.stream) {
     print_row("TTFT", summarize(ttft));
     print_row("ITL", summarize(itl));
-    print_row("TPOT (mean ITL/req)", summarize(tpot));
+    print_row("TPOT", summarize(tpot));
   }
   print_row("E2E", summarize(e2e));
   for (const auto& [kind, n] : error_kinds) std::printf("error: %-40s %zu\n", kind.c_str(), n);
@@ -257,14 +246,23 @@ int main(int argc, char** argv) {
   Options options;
   CLI::App app{"podserve-bench: trace replay / synthetic load generator for podserve"};
   app.add_option("--url", options.url, "router base URL")->capture_default_str();
-  app.add_option("--trace", options.trace, "Azure LLM trace CSV")->capture_default_str();
-  app.add_option("--num-requests", options.num_requests, "requests to send (0: whole trace)")
+  app.add_option("--trace", options.workload.trace, "Azure LLM trace CSV")->capture_default_str();
+  app.add_option("--num-requests", options.workload.num_requests,
+                 "requests to send (0: whole trace)")
       ->capture_default_str();
-  app.add_option("--offset", options.offset, "first trace row (0-based)")->capture_default_str();
-  app.add_option("--rate", options.rate, "requests/s, Poisson arrivals; 0: as recorded")
+  app.add_option("--offset", options.workload.offset, "first trace row (0-based)")
+      ->capture_default_str();
+  app.add_option("--rate", options.arrivals.rate,
+                 "offered requests/s (generated arrivals); 0: the recorded arrivals")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--time-scale", options.time_scale, "multiply recorded gaps (rate 0)")
+  app.add_option("--burstiness", options.arrivals.burstiness,
+                 "Gamma shape of generated arrivals: 1 Poisson, < 1 burstier")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--recorded-arrivals", options.arrivals.recorded,
+               "with --rate: keep the trace's arrival pattern, time-scaled to that mean rate");
+  app.add_option("--time-scale", options.arrivals.time_scale, "multiply recorded gaps (rate 0)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--prompt-scale", options.scale.prompt_scale)->capture_default_str();
@@ -289,25 +287,33 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--tokenizer", options.tokenizer,
                  "checkpoint directory: prompts become text of the trace's token lengths "
-                 "(tokenizer.json or tokenizer.model; the server adds BOS)");
+                 "(tokenizer.json or tokenizer.model; the server adds its special tokens)");
   app.add_option("--vocab-limit", options.vocab_limit, "prompt token ids in [0, limit)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--seed", options.seed, "prompt and arrival RNG seed")->capture_default_str();
   app.add_option("--json-out", options.json_out, "write the full report as JSON");
+  app.add_option("--model", options.model, "the request's \"model\" (empty: not sent)");
+  app.add_flag("--token-ids", options.token_ids,
+               "count output tokens from podserve's token_ids (default: the streamed usage)");
+  app.add_flag_callback(
+      "--no-ignore-eos", [&options] { options.ignore_eos = false; },
+      "do not send ignore_eos (servers that reject it; outputs may end early)");
   app.add_option("--slo-ttft-ms", options.slo_ttft_ms, "goodput TTFT bound (0: none)")
       ->capture_default_str();
-  app.add_option("--slo-itl-ms", options.slo_itl_ms, "goodput mean-ITL bound (0: none)")
+  app.add_option("--slo-tpot-ms,--slo-itl-ms", options.slo_tpot_ms,
+                 "goodput TPOT bound, (e2e - TTFT) / (tokens - 1) (0: none)")
+      ->capture_default_str();
+  app.add_option("--slo-e2e-ms", options.slo_e2e_ms, "goodput end-to-end bound (0: none)")
       ->capture_default_str();
   app.add_option("--wait-ready-s", options.wait_ready_s, "poll /health up to this long first")
       ->capture_default_str();
   app.add_option("--timeout-s", options.timeout_s, "per-request read timeout")
       ->capture_default_str();
-  app.add_flag("--synthetic", options.synthetic, "fixed lengths instead of the trace");
-  app.add_option("--synthetic-prompt", options.synthetic_prompt)->capture_default_str();
-  app.add_option("--synthetic-output", options.synthetic_output)->capture_default_str();
+  app.add_flag("--synthetic", options.workload.synthetic, "fixed lengths instead of the trace");
+  app.add_option("--synthetic-prompt", options.workload.synthetic_prompt)->capture_default_str();
+  app.add_option("--synthetic-output", options.workload.synthetic_output)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
-  if (options.synthetic && options.num_requests == 0) options.num_requests = 100;
   return run(options);
 }

@@ -11,33 +11,14 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-Status wrong_role(std::string_view method, InstanceRole needed) {
-  return invalid_argument(fmt::format("Engine::{} needs the {} role", method, to_string(needed)));
-}
-
 }  // namespace
 
-Engine::Engine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config, InstanceRole role)
-    : model_(std::move(model)), role_(role) {
-  switch (role) {
-    case InstanceRole::kColocated: scheduler_ = std::make_unique<ColocatedScheduler>(config); break;
-    case InstanceRole::kPrefill: {
-      auto prefill = std::make_unique<PrefillScheduler>(config);
-      prefill_scheduler_ = prefill.get();
-      scheduler_ = std::move(prefill);
-      break;
-    }
-    case InstanceRole::kDecode: {
-      auto decode = std::make_unique<DecodeScheduler>(config);
-      decode_scheduler_ = decode.get();
-      scheduler_ = std::move(decode);
-      break;
-    }
-  }
-}
+Engine::Engine(std::unique_ptr<LlamaModel> model, std::unique_ptr<SchedulerBase> scheduler,
+               InstanceRole role)
+    : model_(std::move(model)), role_(role), scheduler_(std::move(scheduler)) {}
 
-Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<LlamaModel> model,
-                                               const EngineOptions& options) {
+Result<SchedulerConfig> Engine::scheduler_config(const LlamaModel* model,
+                                                 const EngineOptions& options) {
   if (model == nullptr) return invalid_argument("Engine needs a model");
   const ModelConfig& mc = model->config();
   SchedulerConfig config;
@@ -49,7 +30,7 @@ Result<std::unique_ptr<Engine>> Engine::create(std::unique_ptr<LlamaModel> model
       options.max_model_len > 0 ? options.max_model_len : mc.max_position_embeddings;
   config.eos_token_ids = mc.stop_token_ids();
   PODSERVE_RETURN_IF_ERROR(config.validate());
-  return std::unique_ptr<Engine>(new Engine(std::move(model), config, options.role));
+  return config;
 }
 
 Status Engine::check_tokens(const GenerationRequest& request, TokenId first_token) const {
@@ -65,15 +46,6 @@ Status Engine::check_tokens(const GenerationRequest& request, TokenId first_toke
                                         request.id, first_token, vocab));
   }
   return Status::Ok();
-}
-
-Status Engine::submit(GenerationRequest request) {
-  if (role_ == InstanceRole::kDecode) {
-    return invalid_argument(fmt::format(
-        "request {}: a decode instance takes requests through reserve/activate", request.id));
-  }
-  PODSERVE_RETURN_IF_ERROR(check_tokens(request, TokenOutput::kNoToken));
-  return scheduler_->add(std::move(request));
 }
 
 void Engine::cancel(RequestId id) {
@@ -126,8 +98,7 @@ Result<StepResult> Engine::step(const PlanCallback& before_forward,
   PODSERVE_ASSIGN_OR_RETURN(std::vector<TokenOutput> outputs,
                             scheduler_->on_step_done(plan, sampled));
   result.outputs.insert(result.outputs.end(), outputs.begin(), outputs.end());
-  if (prefill_scheduler_ != nullptr)
-    result.prefill_completions = prefill_scheduler_->take_completions();
+  finish_step(result);
   result.stats.iteration_seconds = seconds_since(start);
   return result;
 }
@@ -136,40 +107,77 @@ Status Engine::execute_peer(const BatchPlan& plan, const LayerCallback& after_la
   return model_->forward(plan, {}, after_layer).status();
 }
 
-std::vector<std::int32_t> Engine::retained_pages(RequestId id) const {
-  return prefill_scheduler_ != nullptr ? prefill_scheduler_->retained_pages(id)
-                                       : std::vector<std::int32_t>{};
+Result<std::unique_ptr<ColocatedEngine>> ColocatedEngine::create(std::unique_ptr<LlamaModel> model,
+                                                                 const EngineOptions& options) {
+  PODSERVE_ASSIGN_OR_RETURN(const SchedulerConfig config, scheduler_config(model.get(), options));
+  return std::unique_ptr<ColocatedEngine>(new ColocatedEngine(std::move(model), config));
 }
 
-Status Engine::release_retained(RequestId id) {
-  if (prefill_scheduler_ == nullptr) return wrong_role("release_retained", InstanceRole::kPrefill);
-  return prefill_scheduler_->release_retained(id);
+ColocatedEngine::ColocatedEngine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config)
+    : Engine(std::move(model), std::make_unique<ColocatedScheduler>(config),
+             InstanceRole::kColocated),
+      colocated_scheduler_(static_cast<ColocatedScheduler&>(mutable_scheduler())) {}
+
+Status ColocatedEngine::submit(GenerationRequest request) {
+  PODSERVE_RETURN_IF_ERROR(check_tokens(request, TokenOutput::kNoToken));
+  return colocated_scheduler_.add(std::move(request));
 }
 
-Result<std::vector<std::int32_t>> Engine::reserve(RequestId id, std::int32_t prompt_tokens) {
-  if (decode_scheduler_ == nullptr) return wrong_role("reserve", InstanceRole::kDecode);
-  return decode_scheduler_->reserve(id, prompt_tokens);
+Result<std::unique_ptr<PrefillEngine>> PrefillEngine::create(std::unique_ptr<LlamaModel> model,
+                                                             const EngineOptions& options) {
+  PODSERVE_ASSIGN_OR_RETURN(const SchedulerConfig config, scheduler_config(model.get(), options));
+  return std::unique_ptr<PrefillEngine>(new PrefillEngine(std::move(model), config));
 }
 
-Status Engine::activate_prefilled(GenerationRequest request, TokenId first_token) {
-  if (decode_scheduler_ == nullptr) return wrong_role("activate_prefilled", InstanceRole::kDecode);
+PrefillEngine::PrefillEngine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config)
+    : Engine(std::move(model), std::make_unique<PrefillScheduler>(config), InstanceRole::kPrefill),
+      prefill_scheduler_(static_cast<PrefillScheduler&>(mutable_scheduler())) {}
+
+Status PrefillEngine::submit(GenerationRequest request) {
+  PODSERVE_RETURN_IF_ERROR(check_tokens(request, TokenOutput::kNoToken));
+  return prefill_scheduler_.add(std::move(request));
+}
+
+void PrefillEngine::finish_step(StepResult& result) {
+  result.prefill_completions = prefill_scheduler_.take_completions();
+}
+
+std::vector<std::int32_t> PrefillEngine::retained_pages(RequestId id) const {
+  return prefill_scheduler_.retained_pages(id);
+}
+
+Status PrefillEngine::release_retained(RequestId id) {
+  return prefill_scheduler_.release_retained(id);
+}
+
+Result<std::unique_ptr<DecodeEngine>> DecodeEngine::create(std::unique_ptr<LlamaModel> model,
+                                                           const EngineOptions& options) {
+  PODSERVE_ASSIGN_OR_RETURN(const SchedulerConfig config, scheduler_config(model.get(), options));
+  return std::unique_ptr<DecodeEngine>(new DecodeEngine(std::move(model), config));
+}
+
+DecodeEngine::DecodeEngine(std::unique_ptr<LlamaModel> model, const SchedulerConfig& config)
+    : Engine(std::move(model), std::make_unique<DecodeScheduler>(config), InstanceRole::kDecode),
+      decode_scheduler_(static_cast<DecodeScheduler&>(mutable_scheduler())) {}
+
+Result<std::vector<std::int32_t>> DecodeEngine::reserve(RequestId id, std::int32_t prompt_tokens) {
+  return decode_scheduler_.reserve(id, prompt_tokens);
+}
+
+Status DecodeEngine::activate_prefilled(GenerationRequest request, TokenId first_token) {
   PODSERVE_RETURN_IF_ERROR(check_tokens(request, first_token));
-  return decode_scheduler_->activate_prefilled(std::move(request), first_token);
+  return decode_scheduler_.activate_prefilled(std::move(request), first_token);
 }
 
-Status Engine::activate_fallback(GenerationRequest request, TokenId first_token) {
-  if (decode_scheduler_ == nullptr) return wrong_role("activate_fallback", InstanceRole::kDecode);
+Status DecodeEngine::activate_fallback(GenerationRequest request, TokenId first_token) {
   PODSERVE_RETURN_IF_ERROR(check_tokens(request, first_token));
-  return decode_scheduler_->activate_fallback(std::move(request), first_token);
+  return decode_scheduler_.activate_fallback(std::move(request), first_token);
 }
 
-Status Engine::release_reservation(RequestId id) {
-  if (decode_scheduler_ == nullptr) return wrong_role("release_reservation", InstanceRole::kDecode);
-  return decode_scheduler_->release_reservation(id);
+Status DecodeEngine::release_reservation(RequestId id) {
+  return decode_scheduler_.release_reservation(id);
 }
 
-bool Engine::is_reserved(RequestId id) const {
-  return decode_scheduler_ != nullptr && decode_scheduler_->is_reserved(id);
-}
+bool DecodeEngine::is_reserved(RequestId id) const { return decode_scheduler_.is_reserved(id); }
 
 }  // namespace podserve

@@ -50,6 +50,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::create(const ModelConfig& config
         fmt::format("model: need max_graph_batch >= 1 and max_context >= 0, got {} and {}",
                     options.max_graph_batch, options.max_context));
   }
+  backend.set_small_batch_kernels(options.small_batch_kernels);
   std::unique_ptr<LlamaModel> model(new LlamaModel(config, backend, comm, options));
   PODSERVE_ASSIGN_OR_RETURN(
       model->embedding_,

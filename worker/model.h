@@ -52,6 +52,8 @@ struct ModelOptions {
   // max_position_embeddings), run eagerly.
   bool graphs = true;
   std::int32_t max_graph_batch = 256;
+  // Backend::set_small_batch_kernels() at creation.
+  bool small_batch_kernels = true;
   std::int32_t max_context = 0;
 };
 

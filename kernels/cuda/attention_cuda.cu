@@ -8,6 +8,7 @@
 #include "kernels/cuda/attention_cuda.h"
 #include "kernels/cuda/attention_device.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/dependent_launch.cuh"
 
 namespace podserve::cuda {
 namespace {
@@ -63,15 +64,22 @@ __global__ void __launch_bounds__(kThreadsPerCta, kDecodeCtasPerSm)
   using Cfg = TileConfig<D, 2, 1>;
   const int warp = static_cast<int>(threadIdx.x >> 5);
   const int item = static_cast<int>(blockIdx.x) * kWarpsPerCta + warp;
+  wait_for_prior_grids();  // a dependent launch (launch_decode)
+  allow_next_grid();
   if (item >= device::decode_item_count(args)) return;
   device::decode_item<D, Cfg::kDecodeStages>(
       args, item, smem + warp * device::decode_warp_smem_bytes<D, Cfg::kDecodeStages>());
 }
 
+// One CTA per (merge item, query head of the group): grid = merge item bound x group.
 template <int D>
 __global__ void __launch_bounds__(kThreadsPerCta) merge_kernel(const KernelArgs args) {
-  if (static_cast<int>(blockIdx.x) >= device::merge_item_count(args)) return;
-  device::merge_item<D>(args, static_cast<int>(blockIdx.x));
+  wait_for_prior_grids();  // a dependent launch (launch_decode)
+  allow_next_grid();
+  const int group = args.params.num_q_heads / args.params.num_kv_heads;
+  const int item = static_cast<int>(blockIdx.x) / group;
+  if (item >= device::merge_item_count(args)) return;
+  device::merge_item<D>(args, item, static_cast<int>(blockIdx.x) % group);
 }
 
 // POD: grid = prefill CTAs + decode CTAs. Each CTA reads the counter of the SM it landed on
@@ -216,11 +224,27 @@ Status launch_prefill(const KernelArgs& args, const HybridAttentionPlan& plan,
   }
 }
 
+// The decode kernel and the merge as dependent launches (dependent_launch.cuh): both begin by
+// waiting for the kernels before them.
+template <typename Kernel>
+Status launch_after(Kernel kernel, int grid, int smem_bytes, cudaStream_t stream,
+                    const KernelArgs& args) {
+  if (grid <= 0) return Status::Ok();
+  PODSERVE_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  return launch_dependent(kernel, dim3(grid), dim3(kThreadsPerCta),
+                          static_cast<std::size_t>(smem_bytes), stream, args);
+}
+
+int merge_ctas(const KernelArgs& args) {
+  return args.num_merge_items * (args.params.num_q_heads / args.params.num_kv_heads);
+}
+
 template <int D>
 Status launch_decode(const KernelArgs& args, cudaStream_t stream) {
   PODSERVE_RETURN_IF_ERROR(
-      launch(decode_kernel<D>, args.num_decode_ctas, decode_smem<D, 2, 1>(), stream, args));
-  return launch(merge_kernel<D>, args.num_merge_items, 0, stream, args);
+      launch_after(decode_kernel<D>, args.num_decode_ctas, decode_smem<D, 2, 1>(), stream, args));
+  return launch_after(merge_kernel<D>, merge_ctas(args), 0, stream, args);
 }
 
 }  // namespace
@@ -320,7 +344,7 @@ Status run_pod(const HybridAttentionParams& params, const HybridAttentionPlan& p
                                 std::to_string(plan.pod_ctas_per_sm) + ", " +
                                 std::to_string(plan.prefill_rows_per_cta) + ")");
     }
-    return launch(merge_kernel<kD>, args.num_merge_items, 0, s, args);
+    return launch_after(merge_kernel<kD>, merge_ctas(args), 0, s, args);
   });
 }
 

@@ -554,19 +554,20 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
   }
 }
 
-// Combines the split partial states of one (decode sequence, KV head) into bf16 outputs. Each
-// warp first reduces the max and sum of one head's split log-sum-exps (lanes over splits); then
-// every output element sums its splits with independent loads (no chain of dependent reads).
+// Combines the split partial states of one (decode sequence, KV head, query head of its group)
+// into bf16 outputs: warp 0 reduces the max and sum of the head's split log-sum-exps (lanes over
+// splits); then each thread sums one output element over the splits, eight independent loads at
+// a time (one CTA per query head keeps a single item's merge short at small batches).
 template <int D>
-__device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_index) {
-  __shared__ float max_lse_s[16], inv_sum_s[16];  // per head of the group (<= 16)
+__device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_index, int g) {
+  __shared__ float max_lse_s, inv_sum_s;
   const HybridAttentionParams& p = args.params;
   const DecodeMergeItem item = args.merge_items[merge_index];
   const int group = p.num_q_heads / p.num_kv_heads;
   const float* lse = args.partial_lse + static_cast<std::int64_t>(item.first_item) * group;
   const float* partial = args.partial_out + static_cast<std::int64_t>(item.first_item) * group * D;
-  const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
-  for (int g = warp; g < group; g += kWarpsPerCta) {
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  if (threadIdx.x < 32) {
     float m = kNegInf;
     for (int s = lane; s < item.num_splits; s += 32) m = fmaxf(m, lse[s * group + g]);
     for (int offset = 16; offset > 0; offset >>= 1)
@@ -576,25 +577,23 @@ __device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_ind
     for (int offset = 16; offset > 0; offset >>= 1)
       sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     if (lane == 0) {
-      max_lse_s[g] = m;
-      inv_sum_s[g] = 1.0f / sum;
+      max_lse_s = m;
+      inv_sum_s = 1.0f / sum;
     }
   }
   __syncthreads();
   auto* out = static_cast<__nv_bfloat16*>(p.out) +
               (static_cast<std::int64_t>(p.query_offsets[item.seq]) * p.num_q_heads +
-               item.kv_head * group) *
+               item.kv_head * group + g) *
                   D;
-  for (int e = static_cast<int>(threadIdx.x); e < group * D; e += kThreadsPerCta) {
-    const int g = e / D;
-    const int d = e % D;
-    const float m = max_lse_s[g];
+  const float m = max_lse_s;
+  for (int d = static_cast<int>(threadIdx.x); d < D; d += kThreadsPerCta) {
     float acc = 0.0f;
-#pragma unroll 4
+#pragma unroll 8
     for (int s = 0; s < item.num_splits; ++s)
       acc += exp2f(lse[s * group + g] - m) *
              partial[(static_cast<std::int64_t>(s) * group + g) * D + d];
-    out[e] = __float2bfloat16_rn(acc * inv_sum_s[g]);
+    out[d] = __float2bfloat16_rn(acc * inv_sum_s);
   }
 }
 

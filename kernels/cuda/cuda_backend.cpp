@@ -384,11 +384,19 @@ class CudaBackend final : public Backend {
   Status sample(const TensorView& logits, const TensorView& rows, const TensorView& out) override {
     PODSERVE_RETURN_IF_ERROR(check_sample(logits, rows, out, DType::kBF16));
     PODSERVE_RETURN_IF_ERROR(enter());
-    return cuda::launch_sample(logits.data, logits.shape[0], logits.shape[1], rows.data,
-                               out.as<std::int32_t>(), stream_);
+    const std::int64_t count = logits.shape[0], vocab = logits.shape[1];
+    PODSERVE_RETURN_IF_ERROR(reserve_graph_scratch(
+        sample_workspace_, cuda::sample_workspace_bytes(count, vocab, device_shape_.num_sms)));
+    return cuda::launch_sample(logits.data, count, vocab, rows.data, out.as<std::int32_t>(),
+                               sample_workspace_.data(), device_shape_.num_sms, stream_);
   }
 
   bool supports_graphs() const override { return true; }
+  void set_small_batch_kernels(bool allowed) override {
+    if (gemm_tuner_->allow_skinny() == allowed) return;
+    gemm_tuner_->set_allow_skinny(allowed);
+    ++graph_generation_;
+  }
   void* native_stream() override { return stream_; }
 
   Result<std::unique_ptr<BackendGraph>> capture(const std::function<Status()>& body) override {
@@ -525,9 +533,10 @@ class CudaBackend final : public Backend {
   DeviceScratch cublas_workspace_;
   bool capturing_ = false;  // inside capture(): no timing events
   std::uint64_t graph_generation_ = 0;
-  DeviceScratch workspace_;     // plan_.workspace_bytes
-  DeviceScratch batch_arrays_;  // batch_.arrays
-  DeviceScratch gather_rows_;   // gather_rows: the row indices
+  DeviceScratch workspace_;         // plan_.workspace_bytes
+  DeviceScratch batch_arrays_;      // batch_.arrays
+  DeviceScratch gather_rows_;       // gather_rows: the row indices
+  DeviceScratch sample_workspace_;  // sample: the per-slice partial results
   // Attention timing: one event pair per attention() call since the last take.
   std::vector<TimingEvents> timing_events_;
   std::size_t timed_calls_ = 0;

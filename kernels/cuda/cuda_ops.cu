@@ -6,6 +6,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/dependent_launch.cuh"
 
 namespace podserve::cuda {
 namespace {
@@ -15,13 +16,19 @@ using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;
 constexpr std::int64_t kMaxGridBlocks = 65535 * 8;  // grid-stride loops cap their grid here
 
-// Every launch goes through here: an empty grid is a no-op, the launch error is checked.
+// Every launch goes through here: an empty grid is a no-op, the launch error is checked. Each
+// kernel is a dependent launch (dependent_launch.cuh) and begins with after_prior_grids().
 template <typename Kernel, typename... Args>
 Status launch(Kernel kernel, std::int64_t blocks, int threads, cudaStream_t stream, Args... args) {
   if (blocks <= 0) return Status::Ok();
-  kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(args...);
-  PODSERVE_CHECK(cudaGetLastError());
-  return Status::Ok();
+  return launch_dependent(kernel, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream,
+                          args...);
+}
+
+// The first statement of every kernel here: they read only what earlier kernels wrote.
+__device__ __forceinline__ void after_prior_grids() {
+  wait_for_prior_grids();
+  allow_next_grid();
 }
 
 std::int64_t grid_for(std::int64_t n) {
@@ -33,6 +40,7 @@ std::int64_t grid_for(std::int64_t n) {
 // out[t, :] = table[ids[t], :].  table [vocab, hidden]; ids [T]; out [T, hidden]
 __global__ void embedding_kernel(const bf16* table, const std::int32_t* ids, bf16* out,
                                  std::int64_t hidden) {
+  after_prior_grids();
   const std::int64_t t = blockIdx.x;
   const bf16* row = table + static_cast<std::int64_t>(ids[t]) * hidden;
   for (std::int64_t c = threadIdx.x; c < hidden; c += blockDim.x) out[t * hidden + c] = row[c];
@@ -58,6 +66,7 @@ __device__ float block_sum(float value) {
 // same thread writes it).  x, out [M, D]; weight [D]
 __global__ void rms_norm_kernel(const bf16* x, const bf16* weight, bf16* out, std::int64_t dim,
                                 float eps) {
+  after_prior_grids();
   const bf16* in = x + blockIdx.x * dim;
   bf16* dst = out + blockIdx.x * dim;
   float sum_sq = 0.0f;
@@ -75,6 +84,7 @@ __global__ void rms_norm_kernel(const bf16* x, const bf16* weight, bf16* out, st
 // the row (dim a multiple of 8, at most 8 x blockDim.x).  x, out [M, D]; weight [D]
 __global__ void rms_norm_chunked_kernel(const bf16* x, const bf16* weight, bf16* out,
                                         std::int64_t dim, float eps) {
+  after_prior_grids();
   const std::int64_t c = static_cast<std::int64_t>(threadIdx.x) * 8;
   const bool mine = c < dim;
   float v[8] = {};
@@ -103,6 +113,7 @@ __global__ void rms_norm_chunked_kernel(const bf16* x, const bf16* weight, bf16*
 }
 
 __global__ void add_kernel(const bf16* a, const bf16* b, bf16* out, std::int64_t n) {
+  after_prior_grids();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     out[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
@@ -112,6 +123,7 @@ __global__ void add_kernel(const bf16* a, const bf16* b, bf16* out, std::int64_t
 // out = silu(gate) * up with gate, up the two halves of each gate_up row.
 // gate_up [M, 2F]; out [M, F]; n = M * F
 __global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, std::int64_t n, std::int64_t f) {
+  after_prior_grids();
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t row = i / f, col = i % f;
@@ -137,6 +149,7 @@ __device__ void rope_table(double position, int dim, double theta, float* cos_s,
 // silu_mul_kernel over 16-byte chunks: n8 = M * F / 8 chunks, F a multiple of 8.
 __global__ void silu_mul_chunked_kernel(const bf16* gate_up, bf16* out, std::int64_t n8,
                                         std::int64_t f) {
+  after_prior_grids();
   const std::int64_t f8 = f / 8;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n8;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
@@ -166,14 +179,22 @@ __device__ __forceinline__ void rotate_pair(bf16* dst0, bf16* dst1, float x0, fl
 
 constexpr int kMaxRopeHalf = 256;  // head dims up to 512
 
-// One block per token: its q heads rotated into q_out, its k heads rotated and its v heads copied
-// into the token's cache slot (none for slot -1).
+constexpr int kRopeHeadsPerBlock = 4;  // q and k heads of one token per block of rope_append
+
+// One block per (token, group of kRopeHeadsPerBlock of its q and k heads): q heads rotated into
+// q_out, k heads rotated and the matching v heads copied into the token's cache slot (none for
+// slot -1). Several blocks per token keep a decode step's few tokens from running one long loop.
 // qkv [T, (Hq + 2 Hkv) * D]; q_out [T, Hq, D]; cache [num_pages, 2, page_size, Hkv * D]
-__global__ void rope_append_kernel(const bf16* qkv, const std::int32_t* positions,
-                                   const std::int32_t* slots, bf16* cache, bf16* q_out,
-                                   int num_q_heads, int num_kv_heads, int dim, int page_size,
-                                   double theta) {
-  const std::int64_t t = blockIdx.x;
+__global__ void rope_append_kernel(const bf16* __restrict__ qkv,
+                                   const std::int32_t* __restrict__ positions,
+                                   const std::int32_t* __restrict__ slots, bf16* __restrict__ cache,
+                                   bf16* __restrict__ q_out, int num_q_heads, int num_kv_heads,
+                                   int dim, int page_size, double theta) {
+  after_prior_grids();
+  const int groups = (num_q_heads + num_kv_heads + kRopeHeadsPerBlock - 1) / kRopeHeadsPerBlock;
+  const std::int64_t t = blockIdx.x / groups;
+  const int first_head = static_cast<int>(blockIdx.x % groups) * kRopeHeadsPerBlock;
+  const int end_head = min(first_head + kRopeHeadsPerBlock, num_q_heads + num_kv_heads);
   const int half = dim / 2;
   const std::int64_t kv_row = static_cast<std::int64_t>(num_kv_heads) * dim;
   const bf16* row = qkv + t * (static_cast<std::int64_t>(num_q_heads) * dim + 2 * kv_row);
@@ -185,9 +206,9 @@ __global__ void rope_append_kernel(const bf16* qkv, const std::int32_t* position
   }
   __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
   rope_table(positions[t], dim, theta, cos_s, sin_s);
-  const int pairs = (num_q_heads + num_kv_heads) * half;
+  const int pairs = (end_head - first_head) * half;
   for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
-    const int head = p / half;
+    const int head = first_head + p / half;
     const int i = p % half;
     const bf16* src = row + static_cast<std::int64_t>(head) * dim;  // k heads follow the q heads
     bf16* dst;
@@ -202,15 +223,22 @@ __global__ void rope_append_kernel(const bf16* qkv, const std::int32_t* position
                 cos_s[i], sin_s[i]);
   }
   if (k_dst == nullptr) return;
+  // The v heads of this block's k heads.
+  const int first_v = max(first_head, num_q_heads) - num_q_heads;
+  const int end_v = end_head - num_q_heads;
+  if (end_v <= first_v) return;
   const bf16* v_src = row + static_cast<std::int64_t>(num_q_heads) * dim + kv_row;
   bf16* v_dst = k_dst + page_size * kv_row;
-  for (std::int64_t c = threadIdx.x; c < kv_row; c += blockDim.x) v_dst[c] = v_src[c];
+  for (std::int64_t c = static_cast<std::int64_t>(first_v) * dim + threadIdx.x;
+       c < static_cast<std::int64_t>(end_v) * dim; c += blockDim.x)
+    v_dst[c] = v_src[c];
 }
 
 // One block per token: rotate-half on its q and k heads in place.
 // q [T, Hq, D]; k [T, Hkv, D]; positions [T]
 __global__ void rope_kernel(bf16* q, bf16* k, const std::int32_t* positions, int num_q_heads,
                             int num_kv_heads, int dim, double theta) {
+  after_prior_grids();
   const std::int64_t t = blockIdx.x;
   const int half = dim / 2;
   __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
@@ -230,6 +258,7 @@ __global__ void rope_kernel(bf16* q, bf16* k, const std::int32_t* positions, int
 // cache [num_pages, 2, page_size, Hkv * D]
 __global__ void kv_append_kernel(const bf16* k, const bf16* v, const std::int32_t* slots,
                                  bf16* cache, std::int64_t row, int page_size) {
+  after_prior_grids();
   const std::int64_t t = blockIdx.x;
   if (slots[t] < 0) return;  // a padding row
   const std::int64_t page = slots[t] / page_size;
@@ -245,6 +274,7 @@ __global__ void kv_append_kernel(const bf16* k, const bf16* v, const std::int32_
 // out[i, :] = x[rows[i], :].  x [M, cols]; rows [S]; out [S, cols]
 __global__ void gather_rows_kernel(const bf16* x, const std::int32_t* rows, bf16* out,
                                    std::int64_t cols) {
+  after_prior_grids();
   const std::int64_t i = blockIdx.x;
   const bf16* src = x + static_cast<std::int64_t>(rows[i]) * cols;
   for (std::int64_t c = threadIdx.x; c < cols; c += blockDim.x) out[i * cols + c] = src[c];
@@ -297,7 +327,8 @@ Status launch_rope_append(const void* qkv, const std::int32_t* positions, const 
                           void* cache, void* q_out, std::int64_t tokens, int num_q_heads,
                           int num_kv_heads, int head_dim, int page_size, double theta,
                           void* stream) {
-  return launch(rope_append_kernel, tokens, kThreads, static_cast<cudaStream_t>(stream),
+  const int groups = (num_q_heads + num_kv_heads + kRopeHeadsPerBlock - 1) / kRopeHeadsPerBlock;
+  return launch(rope_append_kernel, tokens * groups, kThreads, static_cast<cudaStream_t>(stream),
                 static_cast<const bf16*>(qkv), positions, slots, static_cast<bf16*>(cache),
                 static_cast<bf16*>(q_out), num_q_heads, num_kv_heads, head_dim, page_size, theta);
 }

@@ -4,6 +4,7 @@
 // current device, index arrays int32. Each returns the launch status (asynchronous execution).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/status.h"
@@ -39,8 +40,12 @@ Status launch_gather_rows(const void* x, const std::int32_t* rows, void* out, st
                           std::int64_t cols, void* stream);
 
 // One token per row by the sampling contract (kernels/sampler.h; kernels/cuda/sample_cuda.cu).
-// logits [rows, vocab] bf16; params [rows] SamplingRow; out [rows] (-1: no token)
+// logits [rows, vocab] bf16; params [rows] SamplingRow; out [rows] (-1: no token); workspace: at
+// least sample_workspace_bytes(rows, vocab, num_sms) bytes of device memory (8-byte aligned),
+// num_sms the device's multiprocessor count (how many CTAs share a row).
+int sample_slices(std::int64_t rows, std::int64_t vocab, int num_sms);
+std::size_t sample_workspace_bytes(std::int64_t rows, std::int64_t vocab, int num_sms);
 Status launch_sample(const void* logits, std::int64_t rows, std::int64_t vocab, const void* params,
-                     std::int32_t* out, void* stream);
+                     std::int32_t* out, void* workspace, int num_sms, void* stream);
 
 }  // namespace podserve::cuda

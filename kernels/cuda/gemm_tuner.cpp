@@ -2,13 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/skinny_gemm.h"
 
 namespace podserve::cuda {
 namespace {
 
 constexpr int kCandidates = 8;
-constexpr int kTimedRuns = 10;
+constexpr int kTimedRuns = 4;  // each after an L2 flush: a shape costs ~10 ms to tune
 
 }  // namespace
 
@@ -38,6 +41,7 @@ GemmTuner::~GemmTuner() {
     cublasLtMatrixLayoutDestroy(shape.y);
   }
   if (scratch_ != nullptr) cudaFree(scratch_);
+  if (flush_ != nullptr) cudaFree(flush_);
   if (start_ != nullptr) cudaEventDestroy(start_);
   if (stop_ != nullptr) cudaEventDestroy(stop_);
   if (preference_ != nullptr) cublasLtMatmulPreferenceDestroy(preference_);
@@ -53,7 +57,30 @@ Status GemmTuner::launch(const Shape& shape, const cublasLtMatmulAlgo_t& algo, c
   return Status::Ok();
 }
 
-Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n, float beta) {
+Result<float> GemmTuner::time_runs(const std::function<Status()>& run_once) {
+  if (flush_ == nullptr) {
+    int device = 0, l2_bytes = 0;
+    PODSERVE_CHECK(cudaGetDevice(&device));
+    PODSERVE_CHECK(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+    flush_bytes_ = 2 * static_cast<std::size_t>(std::max(l2_bytes, 1 << 20));
+    PODSERVE_CHECK(cudaMalloc(&flush_, flush_bytes_));
+  }
+  float total_ms = 0.0f;
+  for (int run = 0; run < kTimedRuns; ++run) {
+    PODSERVE_CHECK(cudaMemsetAsync(flush_, run, flush_bytes_, stream_));
+    PODSERVE_CHECK(cudaEventRecord(start_, stream_));
+    PODSERVE_RETURN_IF_ERROR(run_once());
+    PODSERVE_CHECK(cudaEventRecord(stop_, stream_));
+    PODSERVE_CHECK(cudaEventSynchronize(stop_));
+    float ms = 0.0f;
+    PODSERVE_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
+    total_ms += ms;
+  }
+  return total_ms;
+}
+
+Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n, int k,
+                       float beta) {
   cublasLtMatmulHeuristicResult_t candidates[kCandidates];
   int found = 0;
   PODSERVE_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc_, shape.w, shape.x, shape.y, shape.y,
@@ -69,37 +96,47 @@ Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n,
     scratch_bytes_ = out_bytes;
   }
   PODSERVE_CHECK(cudaMemsetAsync(scratch_, 0, out_bytes, stream_));
+  bool timed = false;
   float best_ms = 0.0f;
   for (int i = 0; i < found; ++i) {
     if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
     // A candidate that cannot run this shape is skipped, not an error.
     if (!launch(shape, candidates[i].algo, x, w, scratch_, beta).ok()) continue;
-    PODSERVE_CHECK(cudaEventRecord(start_, stream_));
-    for (int run = 0; run < kTimedRuns; ++run)
-      PODSERVE_RETURN_IF_ERROR(launch(shape, candidates[i].algo, x, w, scratch_, beta));
-    PODSERVE_CHECK(cudaEventRecord(stop_, stream_));
-    PODSERVE_CHECK(cudaEventSynchronize(stop_));
-    float ms = 0.0f;
-    PODSERVE_CHECK(cudaEventElapsedTime(&ms, start_, stop_));
-    if (i == 0 || ms < best_ms) {
+    PODSERVE_ASSIGN_OR_RETURN(const float ms, time_runs([&] {
+                                return launch(shape, candidates[i].algo, x, w, scratch_, beta);
+                              }));
+    if (!timed || ms < best_ms) {
+      timed = true;
       best_ms = ms;
       shape.algo = candidates[i].algo;
     }
+  }
+  shape.skinny = false;
+  const SkinnyGemmParams skinny{x, w, scratch_, m, n, k, beta};
+  if (allow_skinny_ && skinny_gemm_supports(skinny)) {
+    PODSERVE_RETURN_IF_ERROR(launch_skinny_gemm(skinny, stream_));  // warm-up
+    PODSERVE_ASSIGN_OR_RETURN(const float ms,
+                              time_runs([&] { return launch_skinny_gemm(skinny, stream_); }));
+    shape.skinny = !timed || ms < best_ms;
   }
   shape.tuned = true;
   return Status::Ok();
 }
 
-Result<bool> GemmTuner::run(const void* x, const void* w, void* y, int m, int n, int k, float beta,
-                            bool tune_now) {
-  if (m > kMaxTunedRows) return false;
-  auto [it, inserted] = shapes_.try_emplace({m, n, k});
+Result<GemmTuner::Shape*> GemmTuner::prepared_shape(const void* x, const void* w, int m, int n,
+                                                    int k, float beta, bool tune_now) {
+  auto [it, inserted] = shapes_.try_emplace({m, n, k, allow_skinny_});
   Shape& shape = it->second;
   if (inserted) {
     // Column-major views: w as [k, n] (transposed by the op), x as [k, m], y as [n, m].
     PODSERVE_CHECK(cublasLtMatrixLayoutCreate(&shape.w, CUDA_R_16BF, k, n, k));
     PODSERVE_CHECK(cublasLtMatrixLayoutCreate(&shape.x, CUDA_R_16BF, k, m, k));
     PODSERVE_CHECK(cublasLtMatrixLayoutCreate(&shape.y, CUDA_R_16BF, n, m, n));
+  }
+  if (!shape.tuned && tune_now) {
+    PODSERVE_RETURN_IF_ERROR(tune(shape, x, w, m, n, k, beta));
+  } else if (inserted) {
+    // Captured before it could be timed: the heuristic's first choice until then.
     cublasLtMatmulHeuristicResult_t first;
     int found = 0;
     PODSERVE_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, desc_, shape.w, shape.x, shape.y,
@@ -108,8 +145,22 @@ Result<bool> GemmTuner::run(const void* x, const void* w, void* y, int m, int n,
       return internal_error(fmt::format("cuBLASLt has no algorithm for {} x {}", m, n));
     shape.algo = first.algo;
   }
-  if (!shape.tuned && tune_now) PODSERVE_RETURN_IF_ERROR(tune(shape, x, w, m, n, beta));
-  PODSERVE_RETURN_IF_ERROR(launch(shape, shape.algo, x, w, y, beta));
+  return &shape;
+}
+
+Result<bool> GemmTuner::run(const void* x, const void* w, void* y, int m, int n, int k, float beta,
+                            bool tune_now) {
+  if (m > kMaxTunedRows) return false;
+  PODSERVE_ASSIGN_OR_RETURN(const Shape* shape, prepared_shape(x, w, m, n, k, beta, tune_now));
+  if (shape->skinny) {
+    const SkinnyGemmParams skinny{x, w, y, m, n, k, beta};
+    // The choice was timed on this shape; other pointers may lack the kernel's alignment.
+    if (skinny_gemm_supports(skinny)) {
+      PODSERVE_RETURN_IF_ERROR(launch_skinny_gemm(skinny, stream_));
+      return true;
+    }
+  }
+  PODSERVE_RETURN_IF_ERROR(launch(*shape, shape->algo, x, w, y, beta));
   return true;
 }
 

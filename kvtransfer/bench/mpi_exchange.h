@@ -1,6 +1,6 @@
 // Out-of-band exchange of transport addresses, region descriptors and NCCL unique ids between MPI
 // ranks, for the benchmark and the two-process tests (the service does its own, over all ranks, in
-// cluster/kv_fabric.cpp). Blocking, collective over the ranks involved; MPI_COMM_WORLD.
+// cluster/kv_fabric_mpi.cpp). Blocking, collective over the ranks involved; MPI_COMM_WORLD.
 #pragma once
 
 #include <mpi.h>

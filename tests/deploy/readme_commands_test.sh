@@ -16,6 +16,8 @@
 #   cmake -S . -B build ...     configure as shown, the build as a plan (ninja -n); build/bin is
 #                               then this build's bin directory, for the commands after it
 #   deploy/mpirun.sh (tiny), curl, kill, build/bin/podserve-ab: as shown, exit 0
+#   build/bin/podserve-capacity  as shown: exit 0, the report with its verdict first and every
+#                               plot it links, written where the command says
 #   deploy/mpirun.sh (GPU configs)  up to mpirun (PODSERVE_DRY_RUN=1) with a fake nvidia-smi:
 #                               exit 0 on a CUDA build, 2 (one line naming the key) without one
 # A command identical to one already run is not run again.
@@ -196,6 +198,18 @@ for command in "${commands[@]}"; do
       status=$?
       [ $status -eq 0 ] && grep -q "A/B comparison" "$work/ab.log" ||
         { fail "$command: exit $status"; tail -40 "$work/ab.log"; }
+      ;;
+    "build/bin/podserve-capacity "*)
+      run "$work/capacity.log" bash -c "$command"
+      status=$?
+      report_dir=$clone/$(sed -n 's/.*--out-dir \([^ ]*\).*/\1/p' <<<"$command")
+      if [ $status -ne 0 ] || ! head -3 "$report_dir/capacity-report.md" | grep -q '^\*\*Verdict:\*\* '; then
+        fail "$command: exit $status"
+        tail -40 "$work/capacity.log"
+      fi
+      for plot in $(grep -oE '\([a-z0-9_]+\.png\)' "$report_dir/capacity-report.md" | tr -d '()' | sort -u); do
+        [ -s "$report_dir/$plot" ] || fail "$command: the report links $plot, which is missing"
+      done
       ;;
     *)
       fail "a README command this test does not know how to run: $command"

@@ -69,6 +69,7 @@ TEST(CompletionRequestTest, TokenPromptAndAllParameters) {
   EXPECT_TRUE(request.has_seed);
   EXPECT_TRUE(request.sampling.ignore_eos);
   EXPECT_TRUE(request.stream);
+  EXPECT_TRUE(request.include_usage);
 }
 
 TEST(CompletionRequestTest, StopIsAStringOrUpToFourStrings) {
@@ -222,8 +223,12 @@ INSTANTIATE_TEST_SUITE_P(
         CommonFieldCase{"Stream", "stream", "true",
                         [](const CompletionRequest& r) { return r.stream; }, "1", 400,
                         "invalid_type"},
-        CommonFieldCase{"StreamOptions", "stream_options", R"({"include_usage": false})",
-                        [](const CompletionRequest&) { return true; }, nullptr, 0, ""},
+        CommonFieldCase{"StreamOptions", "stream_options", R"({"include_usage": true})",
+                        [](const CompletionRequest& r) { return r.include_usage; },
+                        R"({"include_usage": 1})", 400, "invalid_type"},
+        CommonFieldCase{"StreamOptionsNull", "stream_options", "null",
+                        [](const CompletionRequest& r) { return !r.include_usage; }, "[]", 400,
+                        "invalid_type"},
         CommonFieldCase{"User", "user", R"("someone")",
                         [](const CompletionRequest&) { return true; }, nullptr, 0, ""},
         CommonFieldCase{"N", "n", "1", [](const CompletionRequest&) { return true; }, "2", 400,

@@ -280,6 +280,66 @@ TEST_F(RouterTest, StreamingSendsOneChunkPerTokenThenDone) {
   EXPECT_TRUE(fake_->submitted().at(0).request.sampling.ignore_eos);
 }
 
+// stream_options.include_usage: OpenAI's usage-only chunk (empty choices) after the last token.
+TEST_F(RouterTest, IncludeUsageAddsAUsageOnlyChunkBeforeDone) {
+  start();
+  const auto response = post({{"prompt", {3, 4, 5}},
+                              {"max_tokens", 4},
+                              {"stream", true},
+                              {"stream_options", {{"include_usage", true}}}});
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200);
+  const SseEvents events = parse_sse(response->body);
+  EXPECT_TRUE(events.done);
+  ASSERT_EQ(events.chunks.size(), 5u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(events.chunks[i]["choices"].size(), 1u);
+  const json& usage = events.chunks.back();
+  EXPECT_EQ(usage["object"], "text_completion");
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(usage["usage"]["total_tokens"], 7);
+}
+
+// The per-request phase histograms: queue (arrival to scheduled), prefill (scheduled to the first
+// output), decode (first to last token), prompt and generation lengths.
+TEST_F(RouterTest, PhaseMetricsFollowEachRequest) {
+  start(/*num_instances=*/1);
+  fake_->pause();
+  std::thread client_thread([&] {
+    const auto response = post({{"prompt", {9, 8, 7, 6, 5}}, {"max_tokens", 6}, {"stream", true}});
+    ASSERT_TRUE(response);
+    EXPECT_EQ(response->status, 200);
+  });
+  ASSERT_TRUE(
+      fake_->wait_for(5s, [](const auto& submitted, const auto&) { return !submitted.empty(); }));
+  router_->on_scheduled(0, fake_->submitted()[0].request.id);
+  std::this_thread::sleep_for(30ms);  // the prefill lasts at least this long
+  fake_->resume();
+  client_thread.join();
+  const auto histogram = [](prometheus::Histogram& h) { return h.Collect().histogram; };
+  EXPECT_EQ(histogram(metrics_->request_queue_time).sample_count, 1u);
+  EXPECT_EQ(histogram(metrics_->request_prefill_time).sample_count, 1u);
+  EXPECT_GE(histogram(metrics_->request_prefill_time).sample_sum, 0.030);
+  EXPECT_EQ(histogram(metrics_->request_decode_time).sample_count, 1u);
+  // Six tokens 2 ms apart: at least 5 gaps, and no longer than the whole request.
+  EXPECT_GT(histogram(metrics_->request_decode_time).sample_sum, 0.0);
+  EXPECT_LT(histogram(metrics_->request_decode_time).sample_sum,
+            histogram(metrics_->e2e_request_latency).sample_sum);
+  EXPECT_EQ(histogram(metrics_->request_prompt_tokens).sample_count, 1u);
+  EXPECT_EQ(histogram(metrics_->request_prompt_tokens).sample_sum, 5.0);
+  EXPECT_EQ(histogram(metrics_->request_generation_tokens).sample_sum, 6.0);
+
+  // Without a scheduled event there is no prefill time (the queue time then ends at the first
+  // output, prefill included).
+  const auto unscheduled = post({{"prompt", {1, 2}}, {"max_tokens", 2}});
+  ASSERT_TRUE(unscheduled);
+  EXPECT_EQ(histogram(metrics_->request_queue_time).sample_count, 2u);
+  EXPECT_EQ(histogram(metrics_->request_prefill_time).sample_count, 1u);
+  EXPECT_EQ(histogram(metrics_->request_decode_time).sample_count, 2u);
+  EXPECT_EQ(histogram(metrics_->request_prompt_tokens).sample_sum, 7.0);
+}
+
 // A stop string ends the reply just before it (finish_reason stop) and cancels the request on
 // its instance, which would otherwise generate up to max_tokens; a stream holds back the bytes
 // that could begin a stop string and never sends any of it.

@@ -1,5 +1,7 @@
-// podserve-bench pieces: trace parsing and scaling, percentiles against a naive reference, and
-// the HTTP client against an in-test server that speaks the router's SSE format.
+// podserve-bench and podserve-capacity pieces: trace parsing, scaling and arrival processes,
+// percentiles against a naive reference, the HTTP client against an in-test OpenAI-style server
+// (usage-counted and token_ids-counted), the SLO and the capacity search against an oracle
+// service, and Prometheus histograms read back from exposition text.
 #include <httplib.h>
 
 #include <fstream>
@@ -10,7 +12,9 @@
 #include "core/hf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tools/bench/capacity_search.h"
 #include "tools/bench/client.h"
+#include "tools/bench/prometheus_text.h"
 #include "tools/bench/stats.h"
 #include "tools/bench/text_prompts.h"
 #include "tools/bench/trace.h"
@@ -98,6 +102,49 @@ TEST(TraceTest, ArrivalsFollowRateOrTimeScale) {
   EXPECT_DOUBLE_EQ(recorded[1].arrival_s, 1.0);
 }
 
+double gap_coefficient_of_variation(const std::vector<TraceRequest>& requests) {
+  std::vector<double> gaps;
+  for (std::size_t i = 1; i < requests.size(); ++i) {
+    gaps.push_back(requests[i].arrival_s - requests[i - 1].arrival_s);
+  }
+  const double mean = summarize(gaps).mean;
+  double variance = 0.0;
+  for (double gap : gaps) variance += (gap - mean) * (gap - mean);
+  return std::sqrt(variance / static_cast<double>(gaps.size())) / mean;
+}
+
+TEST(TraceTest, GammaArrivalsKeepTheRateAndSpreadWithBurstiness) {
+  const std::uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(seed);
+  for (const double burstiness : {0.25, 1.0, 4.0}) {
+    std::vector<TraceRequest> requests(40000);
+    schedule_arrivals(requests,
+                      ArrivalOptions{.rate = 50.0, .burstiness = burstiness, .seed = seed});
+    EXPECT_DOUBLE_EQ(requests[0].arrival_s, 0.0);
+    const double measured_rate = (requests.size() - 1) / requests.back().arrival_s;
+    EXPECT_NEAR(measured_rate, 50.0, 50.0 * 0.05) << "burstiness " << burstiness;
+    // Gamma gaps of shape k: coefficient of variation 1 / sqrt(k).
+    // (the estimate's spread grows with the shape's kurtosis: 6% allows > 4 sigma at k = 0.25).
+    const double expected_cv = 1.0 / std::sqrt(burstiness);
+    EXPECT_NEAR(gap_coefficient_of_variation(requests), expected_cv, 0.06 * expected_cv)
+        << "burstiness " << burstiness;
+  }
+}
+
+TEST(TraceTest, RecordedArrivalsScaleToARateKeepingTheirPattern) {
+  std::vector<TraceRequest> recorded = {
+      {.arrival_s = 10.0}, {.arrival_s = 11.0}, {.arrival_s = 13.0}, {.arrival_s = 14.0}};
+  schedule_arrivals(recorded, ArrivalOptions{.rate = 2.0, .recorded = true});
+  // Span 4 s for 3 gaps: 0.75 req/s recorded; 2 req/s scales every gap by 0.375.
+  EXPECT_DOUBLE_EQ(recorded[0].arrival_s, 0.0);
+  EXPECT_DOUBLE_EQ(recorded[1].arrival_s, 0.375);
+  EXPECT_DOUBLE_EQ(recorded[2].arrival_s, 1.125);
+  EXPECT_DOUBLE_EQ(recorded[3].arrival_s, 1.5);
+  std::vector<TraceRequest> same_instant = {{.arrival_s = 3.0}, {.arrival_s = 3.0}};
+  schedule_arrivals(same_instant, ArrivalOptions{.rate = 2.0, .recorded = true});
+  EXPECT_DOUBLE_EQ(same_instant[1].arrival_s, 0.0);
+}
+
 // Naive reference: numpy 'linear' percentile written out directly.
 double reference_percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -127,11 +174,13 @@ TEST(StatsTest, PercentilesMatchReferenceOnRandomData) {
   EXPECT_DOUBLE_EQ(summarize({1, 2, 3, 10}).mean, 4.0);
 }
 
-// A stand-in router: streams `max_tokens` one-token chunks 5 ms apart, or answers JSON.
+// A stand-in OpenAI-style server: streams `max_tokens` tokens in chunks of `chunk_tokens`, 5 ms
+// apart, and a usage-only chunk when stream_options.include_usage asks (unless it is told to
+// ignore stream_options, as some servers do), or answers JSON.
 class FakeServer {
  public:
-  FakeServer() {
-    server_.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+  explicit FakeServer(int chunk_tokens = 1, bool honour_include_usage = true) {
+    server_.Post("/v1/completions", [=, this](const httplib::Request& req, httplib::Response& res) {
       const auto body = nlohmann::json::parse(req.body);
       last_request_ = body;
       const int max_tokens = body["max_tokens"];
@@ -146,15 +195,28 @@ class FakeServer {
                         "application/json");
         return;
       }
+      const bool usage = honour_include_usage && body.contains("stream_options") &&
+                         body["stream_options"].value("include_usage", false);
       res.set_chunked_content_provider(
-          "text/event-stream",
-          [max_tokens, sent = 0](std::size_t, httplib::DataSink& sink) mutable {
+          "text/event-stream", [max_tokens, chunk_tokens, usage, sent = 0](
+                                   std::size_t, httplib::DataSink& sink) mutable {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
             std::string event = ": keep-alive\n\n";
+            std::vector<int> ids;
+            for (int i = 0; i < chunk_tokens && sent < max_tokens; ++i) ids.push_back(sent++);
             event += "data: " +
-                     nlohmann::json{{"choices", {{{"token_ids", {sent}}, {"text", "x"}}}}}.dump() +
+                     nlohmann::json{{"choices", {{{"token_ids", ids}, {"text", "x"}}}}}.dump() +
                      "\n\n";
-            if (++sent == max_tokens) event += "data: [DONE]\n\n";
+            if (sent == max_tokens) {
+              if (usage) {
+                event += "data: " +
+                         nlohmann::json{{"choices", nlohmann::json::array()},
+                                        {"usage", {{"completion_tokens", max_tokens}}}}
+                             .dump() +
+                         "\n\n";
+              }
+              event += "data: [DONE]\n\n";
+            }
             // Split the write to exercise event reassembly across reads.
             const std::size_t half = event.size() / 2;
             sink.write(event.data(), half);
@@ -201,6 +263,33 @@ TEST(ClientTest, StreamMeasuresTtftAndItlPerToken) {
   EXPECT_EQ(server.last_request_["prompt"].get<std::vector<TokenId>>(), spec.prompt);
   EXPECT_EQ(server.last_request_["ignore_eos"], true);
   EXPECT_EQ(server.last_request_["temperature"], 0);
+  EXPECT_EQ(server.last_request_["stream_options"]["include_usage"], true);
+  EXPECT_FALSE(server.last_request_.contains("model"));
+  // (e2e - TTFT) / (tokens - 1), as vLLM's benchmark computes TPOT.
+  EXPECT_DOUBLE_EQ(result.tpot_s(), (result.e2e_s - result.ttft_s) / 5);
+}
+
+TEST(ClientTest, TokensCountFromUsageOrTokenIdsWhateverTheChunking) {
+  FakeServer server(/*chunk_tokens=*/3);
+  CompletionSpec spec{.prompt = {1, 2, 3}, .max_tokens = 7, .stream = true, .model = "m"};
+  const CompletionResult usage = send_completion(server.url(), spec, 10);
+  ASSERT_TRUE(usage.ok) << usage.error;
+  EXPECT_EQ(usage.output_tokens, 7);  // the usage chunk, not the 3 chunks
+  EXPECT_EQ(usage.itl_s.size(), 2u);  // gaps between the 3 chunks carrying choices
+  EXPECT_EQ(server.last_request_["model"], "m");
+
+  spec.counting = TokenCounting::kTokenIds;
+  const CompletionResult ids = send_completion(server.url(), spec, 10);
+  ASSERT_TRUE(ids.ok) << ids.error;
+  EXPECT_EQ(ids.output_tokens, 7);
+
+  spec.counting = TokenCounting::kUsage;
+  spec.ignore_eos = false;
+  FakeServer no_usage(/*chunk_tokens=*/3, /*honour_include_usage=*/false);
+  const CompletionResult chunks = send_completion(no_usage.url(), spec, 10);
+  ASSERT_TRUE(chunks.ok) << chunks.error;
+  EXPECT_EQ(chunks.output_tokens, 3);  // no usage sent: the chunks are all there is to count
+  EXPECT_FALSE(no_usage.last_request_.contains("ignore_eos"));
 }
 
 TEST(ClientTest, NonStreamUsesUsageAndErrorsAreReported) {
@@ -230,6 +319,169 @@ TEST(ClientTest, RandomPromptIsReproducibleAndInRange) {
     ASSERT_GE(id, 0);
     ASSERT_LT(id, 256);
   }
+}
+
+TEST(SloTest, EveryBoundThatIsSetMustHold) {
+  CompletionResult r{.ok = true, .ttft_s = 0.5, .e2e_s = 1.5, .output_tokens = 11};  // TPOT 0.1
+  EXPECT_TRUE(meets_slo(r, {}));
+  EXPECT_TRUE(meets_slo(r, {.ttft_s = 0.5, .tpot_s = 0.1, .e2e_s = 1.5}));
+  EXPECT_FALSE(meets_slo(r, {.ttft_s = 0.49}));
+  EXPECT_FALSE(meets_slo(r, {.tpot_s = 0.099}));
+  EXPECT_FALSE(meets_slo(r, {.e2e_s = 1.49}));
+  CompletionResult failed = r;
+  failed.ok = false;
+  EXPECT_FALSE(meets_slo(failed, {}));
+  EXPECT_DOUBLE_EQ(slo_attainment({r, failed, r, r}, {}), 0.75);
+  EXPECT_DOUBLE_EQ(slo_attainment({}, {}), 0.0);
+}
+
+// Drives a search against a service whose SLO holds exactly up to `capacity`.
+CapacitySearch search_against(double capacity, const SearchOptions& options) {
+  CapacitySearch search(options);
+  while (search.outcome() == SearchOutcome::kSearching) {
+    search.record(search.next_rate() <= capacity);
+  }
+  return search;
+}
+
+TEST(CapacitySearchTest, BracketsThenBisectsToTheToleranceAroundTheTrueCapacity) {
+  const std::uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> log_rate(std::log(0.2), std::log(500.0));
+  for (int trial = 0; trial < 200; ++trial) {
+    const double capacity = std::exp(log_rate(rng));
+    const SearchOptions options{.start_rate = std::exp(log_rate(rng)),
+                                .growth = std::uniform_real_distribution<double>(1.5, 4.0)(rng),
+                                .tolerance = trial % 2 ? 0.05 : 0.2,
+                                .min_rate = 0.001,
+                                .max_rate = 1e5,
+                                .max_probes = 60};
+    const CapacitySearch search = search_against(capacity, options);
+    SCOPED_TRACE(testing::Message() << "capacity " << capacity << " start " << options.start_rate
+                                    << " growth " << options.growth);
+    ASSERT_EQ(search.outcome(), SearchOutcome::kConverged);
+    EXPECT_LE(search.lower(), capacity);
+    EXPECT_GT(search.upper(), capacity);
+    EXPECT_LE(search.upper(), search.lower() * (1.0 + options.tolerance));
+    EXPECT_DOUBLE_EQ(search.capacity(), search.lower());
+    // Bracketing: the rates only move one way until the first verdict flips.
+    const auto& probes = search.probes();
+    EXPECT_DOUBLE_EQ(probes[0].rate, options.start_rate);
+    std::size_t flip = 1;
+    while (flip < probes.size() && probes[flip].attained == probes[0].attained) ++flip;
+    ASSERT_LT(flip, probes.size());
+    for (std::size_t i = 1; i <= flip; ++i) {
+      EXPECT_NEAR(probes[i].rate / probes[i - 1].rate,
+                  probes[0].attained ? options.growth : 1.0 / options.growth, 1e-9);
+    }
+    // Bisection: every later probe lies inside the bracket known before it.
+    double lower = 0.0, upper = std::numeric_limits<double>::infinity();
+    for (std::size_t i = 0; i < probes.size(); ++i) {
+      if (i > flip) {
+        EXPECT_GT(probes[i].rate, lower);
+        EXPECT_LT(probes[i].rate, upper);
+      }
+      (probes[i].attained ? lower : upper) = probes[i].rate;
+    }
+    // Halving the bracket's log-width: a handful of probes after it.
+    EXPECT_LE(probes.size() - flip - 1,
+              std::ceil(std::log2(std::log(options.growth) / std::log1p(options.tolerance))) + 1);
+  }
+}
+
+TEST(CapacitySearchTest, StopsAtTheRateLimitsAndTheProbeLimit) {
+  const SearchOptions options{.start_rate = 4.0, .min_rate = 0.5, .max_rate = 20.0};
+  const CapacitySearch unbounded = search_against(1e9, options);
+  EXPECT_EQ(unbounded.outcome(), SearchOutcome::kAtMaxRate);
+  EXPECT_DOUBLE_EQ(unbounded.capacity(), 20.0);
+  ASSERT_EQ(unbounded.probes().size(), 4u);  // 4, 8, 16, 20
+  EXPECT_DOUBLE_EQ(unbounded.probes().back().rate, 20.0);
+
+  const CapacitySearch hopeless = search_against(0.1, options);
+  EXPECT_EQ(hopeless.outcome(), SearchOutcome::kBelowMinRate);
+  EXPECT_DOUBLE_EQ(hopeless.capacity(), 0.0);
+  EXPECT_DOUBLE_EQ(hopeless.probes().back().rate, 0.5);
+
+  SearchOptions few = options;
+  few.max_probes = 3;
+  const CapacitySearch cut = search_against(6.0, few);
+  EXPECT_EQ(cut.outcome(), SearchOutcome::kProbeLimit);
+  EXPECT_EQ(cut.probes().size(), 3u);
+  EXPECT_DOUBLE_EQ(cut.lower(), 4.0 * std::sqrt(2.0));  // 4 held, 8 failed, 5.66 held
+  EXPECT_DOUBLE_EQ(cut.upper(), 8.0);
+}
+
+TEST(PrometheusTextTest, SumsCountersAndMergesHistogramsOverLabelSets) {
+  const std::vector<std::string> expositions = {
+      "# HELP podserve_requests_running x\n# TYPE podserve_requests_running gauge\n"
+      "podserve_requests_running{mode=\"colocated\"} 2\n"
+      "podserve_requests_running_total 100\n"
+      "h_bucket{role=\"a\",le=\"0.1\"} 1\nh_bucket{role=\"a\",le=\"1\"} 3\n"
+      "h_bucket{role=\"a\",le=\"+Inf\"} 4\nh_sum{role=\"a\"} 5.5\nh_count{role=\"a\"} 4\n",
+      "podserve_requests_running 3\n"
+      "h_bucket{le=\"0.1\",mode=\"b\"} 2\nh_bucket{le=\"1\",mode=\"b\"} 2\n"
+      "h_bucket{le=\"+Inf\",mode=\"b\"} 2\nh_sum 0.1\nh_count 2\n"};
+  EXPECT_DOUBLE_EQ(sum_samples(expositions, "podserve_requests_running"), 5.0);
+  EXPECT_DOUBLE_EQ(sum_samples(expositions, "absent"), 0.0);
+  const HistogramSnapshot h = read_histogram(expositions, "h");
+  ASSERT_EQ(h.upper_bounds.size(), 3u);
+  EXPECT_DOUBLE_EQ(h.upper_bounds[0], 0.1);
+  EXPECT_TRUE(std::isinf(h.upper_bounds[2]));
+  EXPECT_EQ(h.cumulative_counts, (std::vector<double>{3, 5, 6}));
+  EXPECT_DOUBLE_EQ(h.count, 6.0);
+  EXPECT_DOUBLE_EQ(h.mean(), 5.6 / 6.0);
+
+  const HistogramSnapshot later =
+      read_histogram({"h_bucket{le=\"0.1\"} 3\nh_bucket{le=\"1\"} 9\nh_bucket{le=\"+Inf\"} 10\n"
+                      "h_sum 9\nh_count 10\n"},
+                     "h");
+  const HistogramSnapshot probe = histogram_difference(later, h);
+  EXPECT_EQ(probe.cumulative_counts, (std::vector<double>{0, 4, 4}));
+  EXPECT_DOUBLE_EQ(probe.count, 4.0);
+  EXPECT_DOUBLE_EQ(probe.sum, 9.0 - 5.6);
+}
+
+TEST(PrometheusTextTest, QuantilesInterpolateInsideTheBucketHoldingTheRank) {
+  // Random samples into the router's latency buckets; the estimate must sit in the bucket that
+  // holds the true sample quantile, interpolated as Prometheus does (checked by hand below).
+  const std::uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(seed);
+  std::mt19937_64 rng(seed);
+  const std::vector<double> bounds = {0.01, 0.05, 0.1,
+                                      0.5,  1.0,  std::numeric_limits<double>::infinity()};
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<double> samples(std::uniform_int_distribution<int>(1, 500)(rng));
+    for (double& v : samples) v = std::lognormal_distribution<double>(-2.5, 1.0)(rng);
+    HistogramSnapshot h{.upper_bounds = bounds, .cumulative_counts = {}, .sum = 0, .count = 0};
+    for (const double bound : bounds) {
+      h.cumulative_counts.push_back(static_cast<double>(
+          std::count_if(samples.begin(), samples.end(), [&](double v) { return v <= bound; })));
+    }
+    h.count = static_cast<double>(samples.size());
+    for (const double q : {0.5, 0.9}) {
+      const QuantileEstimate estimate = histogram_quantile(h, q);
+      std::vector<double> sorted = samples;
+      std::sort(sorted.begin(), sorted.end());
+      const double rank = q * static_cast<double>(sorted.size());
+      const double true_quantile = sorted[static_cast<std::size_t>(std::ceil(rank)) - 1];
+      EXPECT_GE(true_quantile, estimate.bucket_lower);
+      EXPECT_LE(true_quantile, estimate.bucket_upper);
+      if (std::isfinite(estimate.bucket_upper)) {
+        EXPECT_GE(estimate.value, estimate.bucket_lower);
+        EXPECT_LE(estimate.value, estimate.bucket_upper);
+      }
+    }
+  }
+  const HistogramSnapshot fixed{.upper_bounds = {1.0, 2.0, std::numeric_limits<double>::infinity()},
+                                .cumulative_counts = {2, 6, 6},
+                                .sum = 0,
+                                .count = 6};
+  // Rank 3 of 6 is the first of the 4 samples in (1, 2]: 1 + (3 - 2) / 4.
+  EXPECT_DOUBLE_EQ(histogram_quantile(fixed, 0.5).value, 1.25);
+  EXPECT_DOUBLE_EQ(histogram_quantile(fixed, 0.5).bucket_lower, 1.0);
+  EXPECT_DOUBLE_EQ(histogram_quantile(fixed, 0.5).bucket_upper, 2.0);
+  EXPECT_DOUBLE_EQ(histogram_quantile(HistogramSnapshot{}, 0.5).value, 0.0);
 }
 
 }  // namespace

@@ -40,7 +40,8 @@ enum class KvPath { kWhole, kLayerwise, kFallback };
 
 class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
  protected:
-  static Served serve_colocated(Engine& engine, const std::vector<GenerationRequest>& requests) {
+  static Served serve_colocated(ColocatedEngine& engine,
+                                const std::vector<GenerationRequest>& requests) {
     Served served;
     for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
     for (int steps = 0; engine.has_work() && steps < 2000; ++steps) {
@@ -71,7 +72,7 @@ class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
   }
 
   // Plays the cluster for `requests` on (prefill, decode) with the given KV path.
-  Served serve_disaggregated(Engine& prefill, Engine& decode,
+  Served serve_disaggregated(PrefillEngine& prefill, DecodeEngine& decode,
                              const std::vector<GenerationRequest>& requests, KvPath path) {
     Served served;
     std::map<RequestId, GenerationRequest> by_id;
@@ -151,10 +152,10 @@ class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
 
   void expect_same_as_colocated(KvPath path) {
     const std::vector<GenerationRequest> requests = workload();
-    auto colocated = make_engine(InstanceRole::kColocated, 256, 32);
+    auto colocated = make_engine<ColocatedEngine>(256, 32);
     const Served expected = serve_colocated(*colocated, requests);
-    auto prefill = make_engine(InstanceRole::kPrefill, 96, 16);  // small budget: chunked prompts
-    auto decode = make_engine(InstanceRole::kDecode, 128, 32);
+    auto prefill = make_engine<PrefillEngine>(96, 16);  // small budget: chunked prompts
+    auto decode = make_engine<DecodeEngine>(128, 32);
     // Occupy a few of D's pages so P's and D's page ids differ.
     ASSERT_TRUE(decode->reserve(1000, 10).ok());
     const Served got = serve_disaggregated(*prefill, *decode, requests, path);
@@ -185,10 +186,10 @@ TEST_F(DisaggregatedEngineTest, WithoutShippedPagesTheContinuationDiffers) {
   // The check that the KV copy matters: activating with garbage in the reserved pages must
   // change the greedy continuation of at least one request.
   const std::vector<GenerationRequest> requests = workload();
-  auto colocated = make_engine(InstanceRole::kColocated, 256, 32);
+  auto colocated = make_engine<ColocatedEngine>(256, 32);
   const Served expected = serve_colocated(*colocated, requests);
-  auto prefill = make_engine(InstanceRole::kPrefill, 96, 16);
-  auto decode = make_engine(InstanceRole::kDecode, 128, 32);
+  auto prefill = make_engine<PrefillEngine>(96, 16);
+  auto decode = make_engine<DecodeEngine>(128, 32);
   Served got;
   // Garbage of our own in the reserved pages (not whatever the allocation held: zeros there can
   // leave a tiny model's continuation unchanged).
@@ -227,23 +228,43 @@ TEST_F(DisaggregatedEngineTest, WithoutShippedPagesTheContinuationDiffers) {
   EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
 }
 
-TEST_F(DisaggregatedEngineTest, RoleMismatchedCallsAreRejected) {
-  auto colocated = make_engine(InstanceRole::kColocated, 64, 16);
-  auto decode = make_engine(InstanceRole::kDecode, 64, 16);
-  EXPECT_FALSE(colocated->reserve(1, 4).ok());
-  EXPECT_FALSE(colocated->release_retained(1).ok());
-  EXPECT_FALSE(colocated->is_reserved(1));
-  EXPECT_TRUE(colocated->retained_pages(1).empty());
-  EXPECT_FALSE(decode->submit(request(1, 4, 4)).ok());
+// Each role's operations exist on its engine only: a call of another role's does not compile.
+template <typename E>
+concept Submits = requires(E& e) {
+  e.submit(GenerationRequest{});
+};
+template <typename E>
+concept Retains = requires(E& e) {
+  e.retained_pages(RequestId{1});
+  e.release_retained(RequestId{1});
+};
+template <typename E>
+concept Reserves = requires(E& e) {
+  e.reserve(RequestId{1}, 4);
+  e.activate_prefilled(GenerationRequest{}, TokenId{0});
+  e.activate_fallback(GenerationRequest{}, TokenId{0});
+  e.release_reservation(RequestId{1});
+  e.is_reserved(RequestId{1});
+};
+static_assert(Submits<ColocatedEngine> && !Retains<ColocatedEngine> && !Reserves<ColocatedEngine>);
+static_assert(Submits<PrefillEngine> && Retains<PrefillEngine> && !Reserves<PrefillEngine>);
+static_assert(!Submits<DecodeEngine> && !Retains<DecodeEngine> && Reserves<DecodeEngine>);
+static_assert(!Submits<Engine> && !Retains<Engine> && !Reserves<Engine>);
+
+TEST_F(DisaggregatedEngineTest, ActivationChecksTheVocabularyAndKeepsTheReservation) {
+  auto decode = make_engine<DecodeEngine>(64, 16);
+  EXPECT_EQ(decode->role(), InstanceRole::kDecode);
   ASSERT_TRUE(decode->reserve(1, 4).ok());
   EXPECT_FALSE(decode->activate_prefilled(request(1, 4, 4), 512).ok());  // outside the vocabulary
+  EXPECT_FALSE(decode->activate_fallback(request(1, 4, 4), -2).ok());
   EXPECT_TRUE(decode->is_reserved(1));
   EXPECT_TRUE(decode->release_reservation(1).ok());
+  EXPECT_EQ(decode->scheduler().block_manager().used_pages(), 0);
 }
 
 TEST_F(DisaggregatedEngineTest, CancelsInEveryStateLeaveNoPageUsed) {
-  auto prefill = make_engine(InstanceRole::kPrefill, 64, 8);
-  auto decode = make_engine(InstanceRole::kDecode, 64, 16);
+  auto prefill = make_engine<PrefillEngine>(64, 8);
+  auto decode = make_engine<DecodeEngine>(64, 16);
   // 1: cancelled while waiting on P. 2: cancelled mid-prefill (prompt chunked over 3 steps).
   // 3: cancelled after its first token, transfer in flight. 4: cancelled while decoding on D.
   std::map<RequestId, GenerationRequest> requests;

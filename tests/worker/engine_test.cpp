@@ -20,7 +20,7 @@ struct Served {
 
 class EngineTest : public testing_support::TinyEngineTest {
  protected:
-  Served serve(Engine& engine, const std::vector<GenerationRequest>& requests) {
+  Served serve(ColocatedEngine& engine, const std::vector<GenerationRequest>& requests) {
     Served served;
     for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
     int plans_seen = 0;
@@ -56,7 +56,7 @@ class EngineTest : public testing_support::TinyEngineTest {
 };
 
 TEST_F(EngineTest, ServesEightRequestsWithExactTokenCounts) {
-  auto engine = make_engine(InstanceRole::kColocated, 256, 32);
+  auto engine = make_engine<ColocatedEngine>(256, 32);
   std::vector<GenerationRequest> requests;
   for (RequestId id = 1; id <= 8; ++id)
     requests.push_back(
@@ -75,7 +75,7 @@ TEST_F(EngineTest, ServesEightRequestsWithExactTokenCounts) {
 
 TEST_F(EngineTest, GreedyOutputIndependentOfBatchAndPreemption) {
   const GenerationRequest probe = request(100, 21, 12);
-  auto alone_engine = make_engine(InstanceRole::kColocated, 256, 32);
+  auto alone_engine = make_engine<ColocatedEngine>(256, 32);
   const Served alone = serve(*alone_engine, {probe});
   ASSERT_EQ(alone.tokens.at(probe.id).size(), 12u);
 
@@ -83,14 +83,15 @@ TEST_F(EngineTest, GreedyOutputIndependentOfBatchAndPreemption) {
   for (RequestId id = 1; id <= 7; ++id)
     busy.push_back(request(id, 9 + static_cast<std::int32_t>(id) * 2, 10));
   busy.insert(busy.begin() + 3, probe);
-  auto busy_engine = make_engine(InstanceRole::kColocated, 256,
-                                 16);  // small budget: the probe's prompt is chunked
+  auto busy_engine =
+      make_engine<ColocatedEngine>(256,
+                                   16);  // small budget: the probe's prompt is chunked
   const Served batched = serve(*busy_engine, busy);
   EXPECT_EQ(batched.tokens.at(probe.id), alone.tokens.at(probe.id));
 
   // 16 pages of 4 tokens: far less than the batch needs, so sequences are preempted and
   // recomputed; the output must not change.
-  auto tight_engine = make_engine(InstanceRole::kColocated, 16, 16);
+  auto tight_engine = make_engine<ColocatedEngine>(16, 16);
   const Served tight = serve(*tight_engine, busy);
   EXPECT_GT(tight.preemptions, 0) << "the pool was meant to force preemption";
   EXPECT_EQ(tight.tokens.at(probe.id), alone.tokens.at(probe.id));
@@ -102,7 +103,7 @@ TEST_F(EngineTest, GreedyOutputIndependentOfBatchAndPreemption) {
 }
 
 TEST_F(EngineTest, CancelReportsAbortAndFreesPages) {
-  auto engine = make_engine(InstanceRole::kColocated, 64, 8);
+  auto engine = make_engine<ColocatedEngine>(64, 8);
   ASSERT_TRUE(engine->submit(request(1, 20, 8)).ok());
   ASSERT_TRUE(engine->submit(request(2, 6, 8)).ok());
   EXPECT_FALSE(engine->submit(request(2, 6, 8)).ok());  // duplicate id
@@ -126,15 +127,15 @@ TEST_F(EngineTest, CancelReportsAbortAndFreesPages) {
 }
 
 TEST_F(EngineTest, CallbackErrorStopsTheStep) {
-  auto engine = make_engine(InstanceRole::kColocated, 64, 8);
+  auto engine = make_engine<ColocatedEngine>(64, 8);
   ASSERT_TRUE(engine->submit(request(1, 4, 2)).ok());
   auto result = engine->step([](const BatchPlan&) { return unavailable("peer gone"); });
   EXPECT_EQ(result.status().code(), StatusCode::kUnavailable);
 }
 
 TEST_F(EngineTest, PeerExecutesTheLeadersPlan) {
-  auto leader = make_engine(InstanceRole::kColocated, 64, 32);
-  auto peer = make_engine(InstanceRole::kColocated, 64, 32);
+  auto leader = make_engine<ColocatedEngine>(64, 32);
+  auto peer = make_engine<ColocatedEngine>(64, 32);
   ASSERT_TRUE(leader->submit(request(1, 10, 3)).ok());
   while (leader->has_work()) {
     auto result = leader->step([&](const BatchPlan& plan) {

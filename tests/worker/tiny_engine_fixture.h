@@ -16,8 +16,9 @@ namespace podserve::testing_support {
 
 class TinyEngineTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Engine> make_engine(InstanceRole role, std::int32_t num_pages,
-                                      std::int32_t token_budget) {
+  // RoleEngine: ColocatedEngine, PrefillEngine or DecodeEngine.
+  template <typename RoleEngine>
+  std::unique_ptr<RoleEngine> make_engine(std::int32_t num_pages, std::int32_t token_budget) {
     auto config = model_preset("tiny");
     EXPECT_TRUE(config.ok());
     RandomWeightSource weights(5);
@@ -27,11 +28,10 @@ class TinyEngineTest : public ::testing::Test {
     auto model = LlamaModel::create(*config, weights, *backend_, comm_, options);
     EXPECT_TRUE(model.ok()) << model.status().to_string();
     EngineOptions engine_options;
-    engine_options.role = role;
     engine_options.token_budget = token_budget;
     engine_options.max_running = 8;
     engine_options.max_model_len = 64;
-    auto engine = Engine::create(std::move(model).value(), engine_options);
+    auto engine = RoleEngine::create(std::move(model).value(), engine_options);
     EXPECT_TRUE(engine.ok()) << engine.status().to_string();
     return std::move(engine).value();
   }

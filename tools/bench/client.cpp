@@ -20,7 +20,8 @@ double seconds_since(Clock::time_point start) {
 // Incremental SSE reader: feed() bytes as they arrive; each complete `data:` event is handled.
 class SseReader {
  public:
-  SseReader(CompletionResult& result, Clock::time_point start) : result_(result), start_(start) {}
+  SseReader(CompletionResult& result, TokenCounting counting, Clock::time_point start)
+      : result_(result), counting_(counting), start_(start) {}
 
   void feed(const char* data, std::size_t size) {
     buffer_.append(data, size);
@@ -32,6 +33,9 @@ class SseReader {
   }
   bool saw_done() const { return done_; }
   const std::string& error() const { return error_; }
+  // The output length: usage.completion_tokens when the server sent it, else the chunks (or
+  // ids) counted.
+  std::int32_t output_tokens() const { return usage_tokens_ >= 0 ? usage_tokens_ : counted_; }
 
  private:
   void handle(const std::string& event) {
@@ -50,25 +54,35 @@ class SseReader {
       error_ = chunk["error"].value("message", "error event");
       return;
     }
+    if (counting_ == TokenCounting::kUsage && chunk.contains("usage") &&
+        chunk["usage"].is_object()) {
+      usage_tokens_ = chunk["usage"].value("completion_tokens", 0);
+    }
     const auto& choices = chunk.value("choices", json::array());
-    if (choices.empty()) return;
-    const std::size_t tokens = choices[0].value("token_ids", json::array()).size();
-    if (tokens == 0) return;
+    if (choices.empty()) return;  // the usage-only chunk
+    std::size_t tokens = 1;
+    if (counting_ == TokenCounting::kTokenIds) {
+      tokens = choices[0].value("token_ids", json::array()).size();
+      if (tokens == 0) return;
+    }
     const double now = seconds_since(start_);
-    if (result_.output_tokens == 0) {
+    if (counted_ == 0) {
       result_.ttft_s = now;
     } else {
       result_.itl_s.push_back(now - last_token_s_);
     }
     last_token_s_ = now;
-    result_.output_tokens += static_cast<std::int32_t>(tokens);
+    counted_ += static_cast<std::int32_t>(tokens);
   }
 
   CompletionResult& result_;
+  const TokenCounting counting_;
   const Clock::time_point start_;
   std::string buffer_;
   std::string error_;
   double last_token_s_ = 0.0;
+  std::int32_t counted_ = 0;
+  std::int32_t usage_tokens_ = -1;
   bool done_ = false;
 };
 
@@ -95,16 +109,18 @@ CompletionResult send_completion(const std::string& url, const CompletionSpec& s
   request.method = "POST";
   request.path = "/v1/completions";
   request.set_header("Content-Type", "application/json");
-  request.body = json{
+  json body_json = {
       {"prompt", spec.prompt_text.empty() ? json(spec.prompt) : json(spec.prompt_text)},
       {"max_tokens", spec.max_tokens},
       {"temperature", 0},
-      {"ignore_eos", true},
-      {"stream",
-       spec.stream}}.dump();
+      {"stream", spec.stream}};
+  if (spec.ignore_eos) body_json["ignore_eos"] = true;
+  if (!spec.model.empty()) body_json["model"] = spec.model;
+  if (spec.stream) body_json["stream_options"] = {{"include_usage", true}};
+  request.body = body_json.dump();
   std::string body;
   const Clock::time_point start = Clock::now();
-  SseReader reader(result, start);
+  SseReader reader(result, spec.counting, start);
   request.content_receiver = [&](const char* data, std::size_t size, std::uint64_t, std::uint64_t) {
     body.append(data, size);
     if (spec.stream) reader.feed(data, size);
@@ -132,6 +148,7 @@ CompletionResult send_completion(const std::string& url, const CompletionSpec& s
     } else if (!reader.saw_done()) {
       result.error = "stream ended without [DONE]";
     } else {
+      result.output_tokens = reader.output_tokens();
       result.ok = true;
     }
     return result;

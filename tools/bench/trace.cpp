@@ -87,19 +87,32 @@ void scale_lengths(std::vector<TraceRequest>& requests, const ScaleOptions& opti
   }
 }
 
-void schedule_arrivals(std::vector<TraceRequest>& requests, double rate, double time_scale,
-                       std::uint64_t seed) {
-  if (rate > 0.0) {
-    std::mt19937_64 rng(seed);
-    std::exponential_distribution<double> gap(rate);
+void schedule_arrivals(std::vector<TraceRequest>& requests, const ArrivalOptions& options) {
+  if (requests.empty()) return;
+  if (options.rate > 0.0 && !options.recorded) {
+    std::mt19937_64 rng(options.seed);
+    // Gamma(shape k, scale 1 / (k * rate)) has mean 1 / rate; k = 1 is the exponential.
+    std::gamma_distribution<double> gap(options.burstiness,
+                                        1.0 / (options.burstiness * options.rate));
     double arrival = 0.0;
     for (std::size_t i = 0; i < requests.size(); ++i) {
       if (i > 0) arrival += gap(rng);
       requests[i].arrival_s = arrival;
     }
-  } else {
-    for (TraceRequest& request : requests) request.arrival_s *= time_scale;
+    return;
   }
+  double scale = options.time_scale;
+  const double first = requests.front().arrival_s;
+  const double span = requests.back().arrival_s - first;
+  if (options.rate > 0.0) {
+    scale = span > 0.0 ? static_cast<double>(requests.size() - 1) / (span * options.rate) : 0.0;
+  }
+  for (TraceRequest& request : requests) request.arrival_s = (request.arrival_s - first) * scale;
+}
+
+void schedule_arrivals(std::vector<TraceRequest>& requests, double rate, double time_scale,
+                       std::uint64_t seed) {
+  schedule_arrivals(requests, ArrivalOptions{.rate = rate, .time_scale = time_scale, .seed = seed});
 }
 
 std::vector<TraceRequest> synthetic_requests(std::size_t count, std::int32_t prompt_tokens,

@@ -34,8 +34,23 @@ struct ScaleOptions {
 // outputs to [1, max_output].
 void scale_lengths(std::vector<TraceRequest>& requests, const ScaleOptions& options);
 
-// Arrival times: rate > 0 replaces them with a Poisson process of `rate` requests/s (seeded);
-// rate == 0 keeps the recorded ones multiplied by time_scale (0.5 = twice as fast).
+// How arrival times are made (vLLM's `bench serve` has the same generated processes).
+struct ArrivalOptions {
+  // > 0: the offered rate in requests/s; 0: the recorded arrivals multiplied by time_scale.
+  double rate = 0.0;
+  // With rate > 0: false generates gaps (Gamma with shape `burstiness` and mean 1/rate; shape 1
+  // is a Poisson process, below 1 burstier, above 1 more even); true keeps the recorded arrivals'
+  // pattern, time-scaled so that the slice's mean rate, (n - 1) / span, is `rate`.
+  bool recorded = false;
+  double burstiness = 1.0;
+  double time_scale = 1.0;  // rate 0: 0.5 replays twice as fast
+  std::uint64_t seed = 1;   // generated gaps
+};
+// Sets every request's arrival_s (the first at 0 when generated). Recorded arrivals of a slice
+// with a span of 0 (or one request) are all at 0.
+void schedule_arrivals(std::vector<TraceRequest>& requests, const ArrivalOptions& options);
+// The common pair: rate > 0 a Poisson process of `rate` requests/s; rate 0 the recorded arrivals
+// times time_scale.
 void schedule_arrivals(std::vector<TraceRequest>& requests, double rate, double time_scale,
                        std::uint64_t seed);
 

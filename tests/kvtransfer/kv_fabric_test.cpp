@@ -1,7 +1,7 @@
 // The KV fabric's choice of transport: kv_transfer.backend: auto takes CUDA IPC only for GPU KV
 // caches on one host; a named backend is kept as configured. (The fabric itself runs under
 // mpirun in tests/integration.)
-#include "cluster/kv_fabric.h"
+#include "kvtransfer/kv_fabric.h"
 
 #include <gtest/gtest.h>
 
