@@ -1,5 +1,7 @@
 #include "core/backend.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -66,6 +68,13 @@ Status Backend::stage_to_device(void* dst, const void* src_staged, std::size_t b
 
 Status Backend::stage_to_host(void* dst_staged, const void* src, std::size_t bytes) {
   return copy_to_host(dst_staged, src, bytes);
+}
+
+Status Backend::rope_append_with_frequencies(const TensorView&, const TensorView&,
+                                             const TensorView&, const TensorView&,
+                                             const KvCacheView&, const TensorView&) {
+  return unimplemented(fmt::format(
+      "backend {}: rope_append_with_frequencies (scaled RoPE) is not implemented", name()));
 }
 
 Status Backend::prepare_attention(std::span<const AttentionSequence> sequences,

@@ -178,6 +178,12 @@ class Backend {
   virtual Status rope_append(const TensorView& qkv, const TensorView& positions,
                              const TensorView& slots, float theta, const KvCacheView& cache,
                              const TensorView& q_out) = 0;
+  // rope_append with the rotary inverse frequencies given instead of derived from a theta
+  // (scaled RoPE: core/model_config.h rope_inverse_frequencies). inv_freq [D/2] fp32 (device).
+  // The default returns kUnimplemented naming the backend.
+  virtual Status rope_append_with_frequencies(const TensorView& qkv, const TensorView& positions,
+                                              const TensorView& slots, const TensorView& inv_freq,
+                                              const KvCacheView& cache, const TensorView& q_out);
   // Causal attention for a hybrid batch over the paged cache (the new tokens' K/V already
   // appended). q, out [T, Hq, D]; each sequence's chunk is aligned bottom-right: new token i
   // sees keys [0, P + i]. scale is usually 1/sqrt(D).

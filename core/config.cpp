@@ -184,13 +184,23 @@ ServiceConfig parse_config(const std::string& yaml_text) {
              {"model", "backend", "instances", "scheduler", "engine", "kv_cache", "kv_transfer",
               "router", "metrics", "logging"});
   if (const auto m = root["model"]) {
-    check_keys(m, "model", {"preset", "config", "weights", "seed", "dtype", "max_model_len"});
+    check_keys(m, "model",
+               {"path", "preset", "config", "weights", "seed", "dtype", "max_model_len"});
+    read(m, "model", "path", c.model.path);
     read(m, "model", "preset", c.model.preset);
     read(m, "model", "config", c.model.config);
     read(m, "model", "weights", c.model.weights);
     read(m, "model", "seed", c.model.seed);
     read(m, "model", "dtype", c.model.dtype);
     read(m, "model", "max_model_len", c.model.max_model_len);
+    if (!c.model.path.empty()) {
+      if (m["config"] || m["weights"]) {
+        fail("model.path", "sets model.config and model.weights; give one or the others");
+      }
+      const std::string dir = c.model.path;
+      c.model.config = dir + "/config.json";
+      c.model.weights = dir;
+    }
   }
   read_enum(root, "", "backend", c.backend,
             {{"auto", BackendChoice::kAuto},
@@ -289,12 +299,16 @@ ServiceConfig load_config(const std::string& path) {
 std::string to_yaml(const ServiceConfig& c) {
   YAML::Emitter out;
   out << YAML::BeginMap;
-  out << YAML::Key << "model" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
-      << "preset" << YAML::Value << c.model.preset << YAML::Key << "config" << YAML::Value
-      << c.model.config << YAML::Key << "weights" << YAML::Value << c.model.weights << YAML::Key
-      << "seed" << YAML::Value << c.model.seed << YAML::Key << "dtype" << YAML::Value
-      << c.model.dtype << YAML::Key << "max_model_len" << YAML::Value << c.model.max_model_len
-      << YAML::EndMap;
+  out << YAML::Key << "model" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  if (c.model.path.empty()) {
+    out << YAML::Key << "config" << YAML::Value << c.model.config << YAML::Key << "weights"
+        << YAML::Value << c.model.weights;
+  } else {
+    out << YAML::Key << "path" << YAML::Value << c.model.path;
+  }
+  out << YAML::Key << "preset" << YAML::Value << c.model.preset << YAML::Key << "seed"
+      << YAML::Value << c.model.seed << YAML::Key << "dtype" << YAML::Value << c.model.dtype
+      << YAML::Key << "max_model_len" << YAML::Value << c.model.max_model_len << YAML::EndMap;
   out << YAML::Key << "backend" << YAML::Value << std::string(to_string(c.backend));
   out << YAML::Key << "instances" << YAML::Value << YAML::BeginSeq;
   for (const auto& g : c.instances) {

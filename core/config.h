@@ -25,6 +25,9 @@ enum class AttentionImpl : std::uint8_t { kAuto, kPod, kSerial, kStreams, kCpu }
 enum class RouterPolicy : std::uint8_t { kRoundRobin, kLeastOutstandingTokens, kKvLoadAware };
 
 struct ModelSection {
+  // A Hugging Face checkpoint directory (config.json, generation_config.json, *.safetensors):
+  // sets config and weights from it (giving those as well is an error).
+  std::string path;
   std::string preset = "tiny";     // used when `config` is empty
   std::string config;              // path to a Hugging Face config.json
   std::string weights = "random";  // "random" or a path / glob of .safetensors files

@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numbers>
 
 namespace podserve {
 namespace {
@@ -29,10 +33,60 @@ ModelConfig make(std::string name, int vocab, int hidden, int inter, int layers,
 
 }  // namespace
 
+std::string_view to_string(RopeScalingKind kind) {
+  switch (kind) {
+    case RopeScalingKind::kNone: return "none";
+    case RopeScalingKind::kLinear: return "linear";
+    case RopeScalingKind::kLlama3: return "llama3";
+  }
+  return "?";
+}
+
+std::vector<double> rope_inverse_frequencies(float theta, const RopeScaling& scaling,
+                                             std::int32_t head_dim) {
+  std::vector<double> inv_freq(static_cast<std::size_t>(head_dim / 2));
+  const double old_context = scaling.original_max_position_embeddings;
+  const double low_wavelength = old_context / scaling.low_freq_factor;
+  const double high_wavelength = old_context / scaling.high_freq_factor;
+  for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+    const double f = std::pow(static_cast<double>(theta),
+                              -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    switch (scaling.kind) {
+      case RopeScalingKind::kNone: inv_freq[i] = f; break;
+      case RopeScalingKind::kLinear: inv_freq[i] = f / scaling.factor; break;
+      case RopeScalingKind::kLlama3: {
+        const double wavelength = 2.0 * std::numbers::pi / f;
+        if (wavelength < high_wavelength) {
+          inv_freq[i] = f;
+        } else if (wavelength > low_wavelength) {
+          inv_freq[i] = f / scaling.factor;
+        } else {
+          const double smooth = (old_context / wavelength - scaling.low_freq_factor) /
+                                (scaling.high_freq_factor - scaling.low_freq_factor);
+          inv_freq[i] = (1.0 - smooth) * f / scaling.factor + smooth * f;
+        }
+        break;
+      }
+    }
+  }
+  return inv_freq;
+}
+
+bool ModelConfig::is_eos(TokenId token) const {
+  if (eos_token_ids.empty()) return token == eos_token_id;
+  return std::find(eos_token_ids.begin(), eos_token_ids.end(), token) != eos_token_ids.end();
+}
+
+std::vector<TokenId> ModelConfig::stop_token_ids() const {
+  return eos_token_ids.empty() ? std::vector<TokenId>{eos_token_id} : eos_token_ids;
+}
+
 std::int64_t ModelConfig::num_parameters() const {
   const std::int64_t h = hidden_size, kv = std::int64_t{num_kv_heads} * head_dim;
   const std::int64_t q = std::int64_t{num_heads} * head_dim;
-  const std::int64_t per_layer = h * q + 2 * h * kv + q * h + 3 * h * intermediate_size + 2 * h;
+  const std::int64_t biases = attention_bias ? q + 2 * kv : 0;
+  const std::int64_t per_layer =
+      h * q + 2 * h * kv + q * h + 3 * h * intermediate_size + 2 * h + biases;
   const std::int64_t embed = std::int64_t{vocab_size} * h;
   return num_layers * per_layer + embed * (tie_word_embeddings ? 1 : 2) + h;
 }
@@ -55,9 +109,12 @@ Status ModelConfig::validate(int tp) const {
         name, tp, num_heads, num_kv_heads, intermediate_size, vocab_size));
   }
   if (head_dim % 2 != 0) return invalid_argument("head_dim must be even for RoPE");
-  if (eos_token_id < 0 || eos_token_id >= vocab_size) {
-    return invalid_argument(fmt::format("eos_token_id {} outside the vocabulary", eos_token_id));
+  for (TokenId eos : stop_token_ids()) {
+    if (eos < 0 || eos >= vocab_size) {
+      return invalid_argument(fmt::format("eos_token_id {} outside the vocabulary", eos));
+    }
   }
+
   return Status::Ok();
 }
 
@@ -81,17 +138,141 @@ Result<ModelConfig> model_preset(std::string_view name) {
                                fmt::join(model_preset_names(), ", ")));
 }
 
-Result<ModelConfig> model_config_from_hf_json(const std::string& path) {
+std::vector<std::string> supported_architectures() {
+  return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+}
+
+namespace {
+
+Result<nlohmann::json> read_json(const std::filesystem::path& path) {
   std::ifstream in(path);
-  if (!in) return not_found(fmt::format("cannot open model config '{}'", path));
-  nlohmann::json j;
+  if (!in) return not_found(fmt::format("cannot open '{}'", path.string()));
   try {
-    in >> j;
+    return nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    return invalid_argument(fmt::format("'{}': {}", path, e.what()));
+    return invalid_argument(fmt::format("'{}': {}", path.string(), e.what()));
   }
+}
+
+// An int or a list of ints (eos_token_id); empty when absent or null.
+std::vector<TokenId> token_id_list(const nlohmann::json& j, const char* key) {
+  std::vector<TokenId> ids;
+  if (!j.contains(key)) return ids;
+  const auto& value = j[key];
+  if (value.is_number_integer()) ids.push_back(value.get<TokenId>());
+  if (value.is_array()) {
+    for (const auto& id : value) ids.push_back(id.get<TokenId>());
+  }
+  return ids;
+}
+
+// The rope section: 5.x's rope_parameters (theta inside) or 4.x's rope_scaling + rope_theta.
+Status read_rope(const nlohmann::json& j, ModelConfig& c) {
+  const nlohmann::json* scaling = nullptr;
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object()) {
+    scaling = &j["rope_parameters"];
+    c.rope_theta = scaling->value("rope_theta", j.value("rope_theta", 10000.0f));
+  } else {
+    c.rope_theta = j.value("rope_theta", 10000.0f);
+    if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) scaling = &j["rope_scaling"];
+  }
+  if (j.contains("partial_rotary_factor") && j["partial_rotary_factor"].get<double>() != 1.0)
+    return invalid_argument("partial_rotary_factor other than 1 is not supported");
+  if (scaling == nullptr) return Status::Ok();
+  const std::string type = scaling->value("rope_type", scaling->value("type", "default"));
+  if (type == "default") return Status::Ok();
+  RopeScaling& r = c.rope_scaling;
+  r.factor = scaling->at("factor").get<float>();
+  if (!(r.factor > 0.0f)) return invalid_argument("rope scaling factor must be > 0");
+  if (type == "linear") {
+    r.kind = RopeScalingKind::kLinear;
+    return Status::Ok();
+  }
+  if (type == "llama3") {
+    r.kind = RopeScalingKind::kLlama3;
+    r.low_freq_factor = scaling->at("low_freq_factor").get<float>();
+    r.high_freq_factor = scaling->at("high_freq_factor").get<float>();
+    r.original_max_position_embeddings =
+        scaling->at("original_max_position_embeddings").get<std::int32_t>();
+    if (!(r.high_freq_factor > r.low_freq_factor) || r.original_max_position_embeddings < 1) {
+      return invalid_argument(
+          "llama3 rope scaling needs high_freq_factor > low_freq_factor and "
+          "original_max_position_embeddings >= 1");
+    }
+    return Status::Ok();
+  }
+  return invalid_argument(
+      fmt::format("rope type '{}' is not supported (supported: default, linear, llama3)", type));
+}
+
+// The architecture's own fields: biases, sliding windows, activation.
+Status read_architecture(const nlohmann::json& j, ModelConfig& c) {
+  if (!j.contains("architectures") || !j["architectures"].is_array() ||
+      j["architectures"].size() != 1) {
+    return invalid_argument(fmt::format("needs \"architectures\" naming one of: {}",
+                                        fmt::join(supported_architectures(), ", ")));
+  }
+  c.architecture = j["architectures"][0].get<std::string>();
+  const auto supported = supported_architectures();
+  if (std::find(supported.begin(), supported.end(), c.architecture) == supported.end()) {
+    return invalid_argument(fmt::format("architecture {} is not supported (supported: {})",
+                                        c.architecture, fmt::join(supported, ", ")));
+  }
+  const std::string act = j.value("hidden_act", "silu");
+  if (act != "silu") {
+    return invalid_argument(fmt::format("hidden_act '{}' is not supported (only silu)", act));
+  }
+  if (j.value("mlp_bias", false)) return invalid_argument("mlp_bias is not supported");
+  if (c.architecture == "Qwen2ForCausalLM") {
+    c.attention_bias = true;  // Qwen2's q/k/v projections always have biases
+    if (j.value("use_sliding_window", false)) {
+      return invalid_argument("Qwen2 use_sliding_window is not supported");
+    }
+  } else if (j.value("attention_bias", false)) {
+    return invalid_argument(
+        fmt::format("{} with attention_bias (an o_proj bias besides q/k/v ones) is not supported",
+                    c.architecture));
+  }
+  if (c.architecture == "MistralForCausalLM" && j.contains("sliding_window") &&
+      j["sliding_window"].is_number_integer()) {
+    // Within the window, sliding-window attention is causal attention.
+    c.max_position_embeddings =
+        std::min(c.max_position_embeddings, j["sliding_window"].get<std::int32_t>());
+  }
+  return Status::Ok();
+}
+
+Status read_generation_config(const std::filesystem::path& path, ModelConfig& c) {
+  if (!std::filesystem::exists(path)) return Status::Ok();
+  PODSERVE_ASSIGN_OR_RETURN(const nlohmann::json j, read_json(path));
+  try {
+    const std::vector<TokenId> eos = token_id_list(j, "eos_token_id");
+    if (!eos.empty()) c.eos_token_ids = eos;
+    if (j.value("do_sample", false)) {
+      c.generation.temperature = j.value("temperature", 1.0f);
+      c.generation.top_p = j.value("top_p", 1.0f);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return invalid_argument(fmt::format("'{}': {}", path.string(), e.what()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ModelConfig> model_config_from_hf_json(const std::string& path) {
+  auto parsed = read_json(path);
+  if (!parsed.ok()) {
+    if (parsed.status().code() == StatusCode::kNotFound)
+      return not_found(fmt::format("cannot open model config '{}'", path));
+    return parsed.status();
+  }
+  const nlohmann::json& j = *parsed;
   ModelConfig c;
   c.name = path;
+  const auto fail = [&](const Status& status) {
+    return Status(status.code(), fmt::format("'{}': {}", path, status.message()));
+  };
   try {
     c.vocab_size = j.at("vocab_size").get<int>();
     c.hidden_size = j.at("hidden_size").get<int>();
@@ -101,22 +282,20 @@ Result<ModelConfig> model_config_from_hf_json(const std::string& path) {
     c.num_kv_heads = j.value("num_key_value_heads", c.num_heads);
     c.head_dim = j.contains("head_dim") && !j["head_dim"].is_null() ? j["head_dim"].get<int>()
                                                                     : c.hidden_size / c.num_heads;
-    c.rope_theta = j.value("rope_theta", 10000.0f);
     c.rms_norm_eps = j.value("rms_norm_eps", 1e-5f);
     c.max_position_embeddings = j.value("max_position_embeddings", 4096);
     c.tie_word_embeddings = j.value("tie_word_embeddings", false);
     if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer())
       c.bos_token_id = j["bos_token_id"].get<int>();
-    if (j.contains("eos_token_id")) {
-      const auto& eos = j["eos_token_id"];
-      if (eos.is_number_integer())
-        c.eos_token_id = eos.get<int>();
-      else if (eos.is_array() && !eos.empty())
-        c.eos_token_id = eos[0].get<int>();
-    }
+    c.eos_token_ids = token_id_list(j, "eos_token_id");
+    if (Status s = read_architecture(j, c); !s.ok()) return fail(s);
+    if (Status s = read_rope(j, c); !s.ok()) return fail(s);
   } catch (const nlohmann::json::exception& e) {
     return invalid_argument(fmt::format("'{}': {}", path, e.what()));
   }
+  const std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (Status s = read_generation_config(dir / "generation_config.json", c); !s.ok()) return s;
+  if (!c.eos_token_ids.empty()) c.eos_token_id = c.eos_token_ids.front();
   return c;
 }
 

@@ -10,6 +10,7 @@ packages=(
   libucx-dev ucx-utils
   prometheus-cpp-dev libcpp-httplib-dev
   libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
+  libicu-dev libsentencepiece-dev
   libgtest-dev libgmock-dev googletest
   prometheus
 )

@@ -159,9 +159,52 @@ class CpuBackend final : public Backend {
     return kv_append(k, v, slots, cache);
   }
 
+  // rope_append over a given frequency table: the same split, rotation and append.
+  Status rope_append_with_frequencies(const TensorView& qkv, const TensorView& positions,
+                                      const TensorView& slots, const TensorView& inv_freq,
+                                      const KvCacheView& cache, const TensorView& q_out) override {
+    PODSERVE_RETURN_IF_ERROR(
+        check_rope_append(qkv, positions, slots, 1.0f, cache, q_out, DType::kF32));
+    PODSERVE_RETURN_IF_ERROR(
+        check_tensor("rope_append_with_frequencies", "inv_freq", inv_freq, DType::kF32, 1));
+    PODSERVE_RETURN_IF_ERROR(check_dim("rope_append_with_frequencies", "inv_freq", inv_freq, 0,
+                                       cache.head_dim / 2, "head_dim / 2"));
+    const std::int64_t tokens = qkv.shape[0], width = qkv.shape[1];
+    const std::int64_t q_cols = q_out.shape[1] * q_out.shape[2];
+    const std::int64_t kv_cols = std::int64_t{cache.num_kv_heads} * cache.head_dim;
+    split_k_.resize(static_cast<std::size_t>(tokens * kv_cols));
+    split_v_.resize(static_cast<std::size_t>(tokens * kv_cols));
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const float* row = qkv.as<const float>() + t * width;  // [q | k | v]
+      std::memcpy(q_out.as<float>() + t * q_cols, row, q_cols * sizeof(float));
+      std::memcpy(split_k_.data() + t * kv_cols, row + q_cols, kv_cols * sizeof(float));
+      std::memcpy(split_v_.data() + t * kv_cols, row + q_cols + kv_cols, kv_cols * sizeof(float));
+    }
+    const TensorView k =
+        make_view(split_k_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
+    const TensorView v =
+        make_view(split_v_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
+    const float* table = inv_freq.as<const float>();  // [D/2]
+    inv_freq_.assign(table, table + inv_freq.shape[0]);
+    PODSERVE_RETURN_IF_ERROR(rotate_all(q_out, k, positions));
+    return kv_append(k, v, slots, cache);
+  }
+
   Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,
               float theta) override {
     PODSERVE_RETURN_IF_ERROR(check_rope(q, k, positions, theta, DType::kF32));
+    const std::int64_t dim = q.shape[2];
+    const std::int64_t half = dim / 2;
+    inv_freq_.resize(half);
+    for (std::int64_t i = 0; i < half; ++i) {
+      inv_freq_[i] = std::pow(static_cast<double>(theta),
+                              -2.0 * static_cast<double>(i) / static_cast<double>(dim));
+    }
+    return rotate_all(q, k, positions);
+  }
+
+  // Rotates q [T, Hq, D] and k [T, Hkv, D] in place by positions [T] at inv_freq_ [D/2].
+  Status rotate_all(const TensorView& q, const TensorView& k, const TensorView& positions) {
     const std::int64_t dim = q.shape[2];
     const std::int32_t* pos = positions.as<const std::int32_t>();  // [T]
     for (std::int64_t t = 0; t < q.shape[0]; ++t) {
@@ -170,11 +213,6 @@ class CpuBackend final : public Backend {
       }
     }
     const std::int64_t half = dim / 2;
-    inv_freq_.resize(half);
-    for (std::int64_t i = 0; i < half; ++i) {
-      inv_freq_[i] = std::pow(static_cast<double>(theta),
-                              -2.0 * static_cast<double>(i) / static_cast<double>(dim));
-    }
     cos_.resize(half);
     sin_.resize(half);
     for (std::int64_t t = 0; t < q.shape[0]; ++t) {

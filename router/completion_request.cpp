@@ -267,8 +267,8 @@ std::variant<CompletionRequest, ApiError> within_context(CompletionRequest reque
   return request;
 }
 
-void append_text(std::vector<TokenId>& ids, std::string_view text) {
-  const std::vector<TokenId> text_ids = ByteTokenizer::encode(std::string(text));
+void append_text(std::vector<TokenId>& ids, std::string_view text, const CompletionLimits& limits) {
+  const std::vector<TokenId> text_ids = encode_text(text, limits);
   ids.insert(ids.end(), text_ids.begin(), text_ids.end());
 }
 
@@ -292,6 +292,19 @@ std::variant<std::string, ApiError> message_content(const json& content, const s
 
 }  // namespace
 
+std::vector<TokenId> prompt_ids(std::string_view text, const CompletionLimits& limits) {
+  if (limits.tokenizer != nullptr) return limits.tokenizer->encode_with_special_tokens(text);
+  std::vector<TokenId> ids{limits.bos_token_id};
+  const std::vector<TokenId> bytes = ByteTokenizer::encode(text);
+  ids.insert(ids.end(), bytes.begin(), bytes.end());
+  return ids;
+}
+
+std::vector<TokenId> encode_text(std::string_view text, const CompletionLimits& limits) {
+  if (limits.tokenizer != nullptr) return limits.tokenizer->encode(text);
+  return ByteTokenizer::encode(text);
+}
+
 std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_view body,
                                                                    const CompletionLimits& limits) {
   auto parsed = parse_body(body);
@@ -299,6 +312,8 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   const json& document = std::get<json>(parsed);
 
   CompletionRequest request;
+  request.sampling.temperature = limits.defaults.temperature;
+  request.sampling.top_p = limits.defaults.top_p;
   bool has_prompt = false;
   for (const auto& [key, value] : document.items()) {
     auto common = common_field(key, value, limits, request);
@@ -310,8 +325,7 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
         if (value.get_ref<const std::string&>().empty()) {
           return invalid(key, "'prompt' must not be empty");
         }
-        request.prompt.push_back(limits.bos_token_id);
-        append_text(request.prompt, value.get_ref<const std::string&>());
+        request.prompt = prompt_ids(value.get_ref<const std::string&>(), limits);
       } else if (value.is_array()) {
         if (value.empty()) return invalid(key, "'prompt' must not be empty");
         auto ids = token_ids_prompt(value, limits.vocab_size);
@@ -338,13 +352,93 @@ std::variant<CompletionRequest, ApiError> parse_completion_request(std::string_v
   return within_context(std::move(request), limits, "prompt");
 }
 
+namespace {
+
+constexpr char kAssistantHeader[] = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+
+// `messages`: a non-empty array of {role, content, name?}.
+std::variant<std::vector<ChatMessage>, ApiError> parse_messages(const json& value) {
+  const std::string key = "messages";
+  std::vector<ChatMessage> messages;
+  if (!value.is_array()) return wrong_type(key, "an array of messages");
+  if (value.empty()) return invalid(key, "'messages' must not be empty");
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const json& message = value[i];
+    const std::string param = "messages[" + std::to_string(i) + "]";
+    if (!message.is_object()) return wrong_type(param, "an object");
+    ChatMessage parsed_message;
+    bool has_content = false;
+    for (const auto& [field, field_value] : message.items()) {
+      if (field == "role") {
+        if (!field_value.is_string()) return wrong_type(param + ".role", "a string");
+        parsed_message.role = field_value.get<std::string>();
+        if (parsed_message.role != "system" && parsed_message.role != "developer" &&
+            parsed_message.role != "user" && parsed_message.role != "assistant") {
+          return invalid(param + ".role",
+                         "'" + param + ".role' must be system, developer, user or assistant",
+                         "unsupported_value");
+        }
+      } else if (field == "content") {
+        auto content = message_content(field_value, param + ".content");
+        if (auto* error = std::get_if<ApiError>(&content)) return *error;
+        parsed_message.content = std::move(std::get<std::string>(content));
+        has_content = true;
+      } else if (field == "name") {
+        if (!field_value.is_string()) return wrong_type(param + ".name", "a string");
+        parsed_message.name = field_value.get<std::string>();
+      } else {
+        return invalid(param + "." + field, "unknown message field '" + field + "'",
+                       "unknown_parameter");
+      }
+    }
+    if (parsed_message.role.empty()) {
+      return invalid(param + ".role", "'" + param + ".role' is required",
+                     "missing_required_parameter");
+    }
+    if (!has_content) {
+      return invalid(param + ".content", "'" + param + ".content' is required",
+                     "missing_required_parameter");
+    }
+    messages.push_back(std::move(parsed_message));
+  }
+  return messages;
+}
+
+// The prompt ids of a chat: the checkpoint's template through its tokenizer, or BOS and the
+// Llama-3 layout of render_chat_prompt.
+std::variant<std::vector<TokenId>, ApiError> chat_prompt(const std::vector<ChatMessage>& messages,
+                                                         bool add_generation_prompt,
+                                                         const CompletionLimits& limits) {
+  std::vector<TokenId> prompt;
+  if (limits.chat != nullptr) {
+    nlohmann::ordered_json template_messages = nlohmann::ordered_json::array();
+    for (const ChatMessage& m : messages) {
+      nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
+      if (!m.name.empty()) message["name"] = m.name;
+      template_messages.push_back(std::move(message));
+    }
+    Result<std::string> text = limits.chat->render(template_messages, add_generation_prompt);
+    if (!text.ok()) return invalid("messages", text.status().message());
+    append_text(prompt, *text, limits);  // BOS comes from the template, if it has one
+  } else {
+    prompt.push_back(limits.bos_token_id);
+    std::string text = render_chat_prompt(messages);
+    if (!add_generation_prompt)
+      text.resize(text.size() - std::string_view(kAssistantHeader).size());
+    append_text(prompt, text, limits);
+  }
+  return prompt;
+}
+
+}  // namespace
+
 std::string render_chat_prompt(const std::vector<ChatMessage>& messages) {
   std::string text;
   for (const ChatMessage& message : messages) {
     text += "<|start_header_id|>" + message.role + "<|end_header_id|>\n\n" + message.content +
             "<|eot_id|>";
   }
-  return text + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return text + kAssistantHeader;
 }
 
 std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
@@ -354,6 +448,8 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
   const json& document = std::get<json>(parsed);
 
   CompletionRequest request;
+  request.sampling.temperature = limits.defaults.temperature;
+  request.sampling.top_p = limits.defaults.top_p;
   std::vector<ChatMessage> messages;
   bool has_messages = false;
   for (const auto& [key, value] : document.items()) {
@@ -362,46 +458,9 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
     if (std::get<bool>(common)) continue;
     if (key == "messages") {
       has_messages = true;
-      if (!value.is_array()) return wrong_type(key, "an array of messages");
-      if (value.empty()) return invalid(key, "'messages' must not be empty");
-      for (std::size_t i = 0; i < value.size(); ++i) {
-        const json& message = value[i];
-        const std::string param = "messages[" + std::to_string(i) + "]";
-        if (!message.is_object()) return wrong_type(param, "an object");
-        ChatMessage parsed_message;
-        bool has_content = false;
-        for (const auto& [field, field_value] : message.items()) {
-          if (field == "role") {
-            if (!field_value.is_string()) return wrong_type(param + ".role", "a string");
-            parsed_message.role = field_value.get<std::string>();
-            if (parsed_message.role != "system" && parsed_message.role != "developer" &&
-                parsed_message.role != "user" && parsed_message.role != "assistant") {
-              return invalid(param + ".role",
-                             "'" + param + ".role' must be system, developer, user or assistant",
-                             "unsupported_value");
-            }
-          } else if (field == "content") {
-            auto content = message_content(field_value, param + ".content");
-            if (auto* error = std::get_if<ApiError>(&content)) return *error;
-            parsed_message.content = std::move(std::get<std::string>(content));
-            has_content = true;
-          } else if (field == "name") {
-            if (!field_value.is_string()) return wrong_type(param + ".name", "a string");
-          } else {
-            return invalid(param + "." + field, "unknown message field '" + field + "'",
-                           "unknown_parameter");
-          }
-        }
-        if (parsed_message.role.empty()) {
-          return invalid(param + ".role", "'" + param + ".role' is required",
-                         "missing_required_parameter");
-        }
-        if (!has_content) {
-          return invalid(param + ".content", "'" + param + ".content' is required",
-                         "missing_required_parameter");
-        }
-        messages.push_back(std::move(parsed_message));
-      }
+      auto parsed_messages = parse_messages(value);
+      if (auto* error = std::get_if<ApiError>(&parsed_messages)) return *error;
+      messages = std::move(std::get<std::vector<ChatMessage>>(parsed_messages));
     } else if (key == "logprobs") {
       if (!value.is_null() && !(value.is_boolean() && !value.get<bool>())) {
         return unsupported(key, "false");
@@ -422,8 +481,9 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
     return invalid("messages", "'messages' is required", "missing_required_parameter");
   }
   request.chat = true;
-  request.prompt.push_back(limits.bos_token_id);
-  append_text(request.prompt, render_chat_prompt(messages));
+  auto prompt = chat_prompt(messages, /*add_generation_prompt=*/true, limits);
+  if (auto* error = std::get_if<ApiError>(&prompt)) return *error;
+  request.prompt = std::move(std::get<std::vector<TokenId>>(prompt));
   if (!document.contains("max_tokens") && !document.contains("max_completion_tokens")) {
     // As chat clients expect: no limit asked, so up to the context (and the router's limit).
     const std::int64_t room = static_cast<std::int64_t>(limits.max_model_len) -
@@ -432,6 +492,67 @@ std::variant<CompletionRequest, ApiError> parse_chat_completion_request(
         static_cast<std::int32_t>(std::clamp<std::int64_t>(room, 1, limits.max_tokens_limit));
   }
   return within_context(std::move(request), limits, "messages");
+}
+
+std::variant<std::vector<TokenId>, ApiError> parse_tokenize_request(
+    std::string_view body, const CompletionLimits& limits) {
+  auto parsed = parse_body(body);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
+  const json& document = std::get<json>(parsed);
+  CompletionRequest unused;
+  std::optional<std::string> prompt;
+  std::optional<std::vector<ChatMessage>> messages;
+  bool add_special_tokens = true, add_generation_prompt = true;
+  for (const auto& [key, value] : document.items()) {
+    if (key == "model") {
+      if (auto error = model_rule(key, value, limits, unused)) return *error;
+    } else if (key == "messages") {
+      auto parsed_messages = parse_messages(value);
+      if (auto* error = std::get_if<ApiError>(&parsed_messages)) return *error;
+      messages = std::move(std::get<std::vector<ChatMessage>>(parsed_messages));
+    } else if (key == "add_generation_prompt") {
+      if (!value.is_boolean()) return wrong_type(key, "a boolean");
+      add_generation_prompt = value.get<bool>();
+    } else if (key == "prompt") {
+      if (!value.is_string()) return wrong_type(key, "a string");
+      prompt = value.get<std::string>();
+    } else if (key == "add_special_tokens") {
+      if (!value.is_boolean()) return wrong_type(key, "a boolean");
+      add_special_tokens = value.get<bool>();
+    } else {
+      return invalid(key, "unknown field '" + key + "'", "unknown_field");
+    }
+  }
+  if (prompt && messages) return invalid("messages", "give 'prompt' or 'messages', not both");
+  if (messages) return chat_prompt(*messages, add_generation_prompt, limits);
+  if (!prompt) return invalid("prompt", "'prompt' or 'messages' is required", "missing_field");
+  return add_special_tokens ? prompt_ids(*prompt, limits) : encode_text(*prompt, limits);
+}
+
+std::variant<std::vector<TokenId>, ApiError> parse_detokenize_request(
+    std::string_view body, const CompletionLimits& limits) {
+  auto parsed = parse_body(body);
+  if (auto* error = std::get_if<ApiError>(&parsed)) return *error;
+  const json& document = std::get<json>(parsed);
+  CompletionRequest unused;
+  std::optional<std::vector<TokenId>> tokens;
+  for (const auto& [key, value] : document.items()) {
+    if (key == "model") {
+      if (auto error = model_rule(key, value, limits, unused)) return *error;
+    } else if (key == "tokens") {
+      if (!value.is_array()) return wrong_type(key, "an array of token ids");
+      auto ids = token_ids_prompt(value, limits.vocab_size);
+      if (auto* error = std::get_if<ApiError>(&ids)) {
+        error->param = "tokens";
+        return *error;
+      }
+      tokens = std::get<std::vector<TokenId>>(std::move(ids));
+    } else {
+      return invalid(key, "unknown field '" + key + "'", "unknown_field");
+    }
+  }
+  if (!tokens) return invalid("tokens", "'tokens' is required", "missing_field");
+  return *tokens;
 }
 
 }  // namespace podserve

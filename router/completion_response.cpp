@@ -1,5 +1,6 @@
 #include "router/completion_response.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "nlohmann/json.hpp"
@@ -97,6 +98,33 @@ std::string health_body(std::string_view status, int instances_ready, int instan
   return dump({{"status", std::string(status)},
                {"instances_ready", instances_ready},
                {"instances", instances}});
+}
+
+std::string tokenize_body(std::span<const TokenId> tokens, std::int32_t max_model_len) {
+  return dump({{"count", tokens.size()},
+               {"max_model_len", max_model_len},
+               {"tokens", tokens},
+               {"token_strs", nullptr}});
+}
+
+std::string detokenize_body(const std::string& text) { return dump({{"prompt", text}}); }
+
+std::string Utf8StreamCursor::next(std::string_view text, bool finished) {
+  const std::size_t end = std::max(sent_, finished ? text.size() : complete_utf8_prefix(text));
+  std::string piece(text.substr(std::min(sent_, text.size()), end - sent_));
+  sent_ = end;
+  return piece;
+}
+
+std::size_t complete_utf8_prefix(std::string_view text) {
+  const std::size_t look = std::min<std::size_t>(3, text.size());
+  for (std::size_t back = 1; back <= look; ++back) {
+    const auto c = static_cast<unsigned char>(text[text.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;  // a continuation byte: look further back
+    const std::size_t length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return length > back ? text.size() - back : text.size();
+  }
+  return text.size();
 }
 
 }  // namespace podserve

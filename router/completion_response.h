@@ -59,4 +59,26 @@ std::string models_body(std::string_view model, std::int64_t created_unix_s,
 // GET /health: {"status", "instances_ready", "instances"}.
 std::string health_body(std::string_view status, int instances_ready, int instances);
 
+// /v1/tokenize's reply: {"count", "max_model_len", "tokens", "token_strs": null}.
+std::string tokenize_body(std::span<const TokenId> tokens, std::int32_t max_model_len);
+// /v1/detokenize's reply: {"prompt": text}.
+std::string detokenize_body(const std::string& text);
+
+// The length of the longest prefix of `text` that does not end inside a UTF-8 character (a
+// lead byte whose continuation bytes have not all arrived); bytes that are not UTF-8 at all
+// count as whole.
+std::size_t complete_utf8_prefix(std::string_view text);
+
+// A growing reply text streamed in pieces that never end inside a UTF-8 character (a character
+// whose bytes come in several tokens goes out once complete). Not thread-safe.
+class Utf8StreamCursor {
+ public:
+  // The part of `text` (the whole reply so far) not returned before, up to its last whole
+  // character; all of it when `finished`.
+  std::string next(std::string_view text, bool finished);
+
+ private:
+  std::size_t sent_ = 0;
+};
+
 }  // namespace podserve

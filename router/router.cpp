@@ -66,6 +66,15 @@ std::pair<std::string, int> split_host_port(const std::string& listen) {
   }
 }
 
+// generation_config.json's sampling, or OpenAI's defaults (temperature 1, top_p 1); a
+// checkpoint that does not sample by default (do_sample false) keeps OpenAI's.
+SamplingParams sampling_defaults(const ModelConfig& model) {
+  SamplingParams defaults;
+  if (model.generation.temperature) defaults.temperature = *model.generation.temperature;
+  if (model.generation.top_p) defaults.top_p = *model.generation.top_p;
+  return defaults;
+}
+
 std::int32_t max_model_len(const ServiceConfig& config, const ModelConfig& model) {
   return config.model.max_model_len > 0 ? config.model.max_model_len
                                         : model.max_position_embeddings;
@@ -78,7 +87,9 @@ struct Router::ActiveRequest {
   int instance = 0;          // colocated, or the prefill instance of the pair
   int decode_instance = -1;  // disaggregated: the decode instance of the pair
   std::int64_t prompt_tokens = 0;
-  TokenId eos_token_id = 0;
+  std::vector<TokenId> eos_token_ids;
+  const TextTokenizer* tokenizer = nullptr;  // null: the byte tokenizer
+  Utf8StreamCursor stream_text;              // what of text_from(0) stream chunks have sent
   bool chat = false;  // /v1/chat/completions: chat.completion objects instead of text_completion
   bool include_usage = false;  // stream_options.include_usage: a usage-only chunk at the end
   Clock::time_point arrival;
@@ -102,16 +113,29 @@ struct Router::ActiveRequest {
   // The text of generated[from..]: bytes of the ids, without a final EOS.
   std::string text_from(std::size_t from, std::optional<FinishReason> reason) const {
     std::size_t end = generated.size();
-    if (reason == FinishReason::kStop && end > from && generated[end - 1] == eos_token_id) --end;
+    if (reason == FinishReason::kStop && end > from &&
+        std::find(eos_token_ids.begin(), eos_token_ids.end(), generated[end - 1]) !=
+            eos_token_ids.end())
+      --end;
     if (end <= from) return {};
-    return ByteTokenizer::decode(std::span<const TokenId>(generated).subspan(from, end - from));
+    return decode(std::span<const TokenId>(generated).subspan(from, end - from));
+  }
+
+  std::string decode(std::span<const TokenId> ids) const {
+    return tokenizer != nullptr ? tokenizer->decode(ids) : ByteTokenizer::decode(ids);
+  }
+
+  // The reply text not streamed yet, up to its last whole UTF-8 character (a character whose
+  // bytes came in several tokens is sent once complete), all of it once finished.
+  std::string next_stream_text(std::optional<FinishReason> reason) {
+    return stream_text.next(text_from(0, reason), reason.has_value());
   }
 
   // After generated grew from `before` ids: hands their bytes to the stop-string scanner. True
   // when a stop string ends in them (ids that decode to no byte, EOS among them, add none).
   bool found_stop(std::size_t before) {
     if (!stop.has_stop_strings() || stop.stop_at() || before == generated.size()) return false;
-    return stop.append(ByteTokenizer::decode(std::span<const TokenId>(generated).subspan(before)));
+    return stop.append(decode(std::span<const TokenId>(generated).subspan(before)));
   }
 };
 
@@ -146,7 +170,8 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
               .vocab_size = model.vocab_size,
               .max_model_len = max_model_len(config, model),
               .max_tokens_limit = config.router.max_tokens_limit,
-              .bos_token_id = model.bos_token_id},
+              .bos_token_id = model.bos_token_id,
+              .defaults = sampling_defaults(model)},
       channel_(channel),
       metrics_(metrics),
       disaggregated_(config.scheduler.mode == SchedulerMode::kDisaggregated),
@@ -154,7 +179,7 @@ Router::Router(const ServiceConfig& config, const ModelConfig& model, InstanceCh
       decode_balancer_(config.router.policy, channel.instances(), config.kv_cache.page_size,
                        LoadBalancer::kDecodeRoles),
       created_unix_s_(unix_seconds_now()),
-      eos_token_id_(model.eos_token_id),
+      eos_token_ids_(model.stop_token_ids()),
       num_instances_(static_cast<int>(channel.instances().size())),
       instance_reported_(channel.instances().size(), false) {}
 
@@ -162,6 +187,27 @@ Router::~Router() { stop(); }
 
 Status Router::start() {
   ::signal(SIGPIPE, SIG_IGN);
+  if (!config_.model.path.empty()) {
+    Result<std::unique_ptr<TextTokenizer>> tokenizer =
+        load_checkpoint_tokenizer(config_.model.path);
+    if (!tokenizer.ok()) {
+      spdlog::error("router: tokenizer: {}", tokenizer.status().message());
+      return tokenizer.status();
+    }
+    if ((*tokenizer)->vocab_size() > limits_.vocab_size) {
+      return invalid_argument(fmt::format("router: the tokenizer has {} ids, the model {}",
+                                          (*tokenizer)->vocab_size(), limits_.vocab_size));
+    }
+    tokenizer_ = std::move(tokenizer).value();
+    limits_.tokenizer = tokenizer_.get();
+    Result<std::optional<CheckpointChat>> chat = load_checkpoint_chat(config_.model.path);
+    if (!chat.ok()) {
+      spdlog::error("router: chat template: {}", chat.status().message());
+      return chat.status();
+    }
+    chat_ = std::move(chat).value();
+    if (chat_) limits_.chat = &*chat_;
+  }
   const auto [host, port] = split_host_port(config_.router.listen);
   if (port < 0 || port > 65535) {
     return invalid_argument("router.listen: expected host:port, got '" + config_.router.listen +
@@ -211,6 +257,22 @@ void Router::install_routes() {
               [this](const httplib::Request& request, httplib::Response& response) {
                 handle_completion(request, response, /*chat=*/true);
               });
+  server.Post("/v1/tokenize", [this](const httplib::Request& request, httplib::Response& response) {
+    auto parsed = parse_tokenize_request(request.body, limits_);
+    if (auto* error = std::get_if<ApiError>(&parsed)) return send_error(response, *error);
+    response.set_content(
+        tokenize_body(std::get<std::vector<TokenId>>(parsed), limits_.max_model_len),
+        "application/json");
+  });
+  server.Post(
+      "/v1/detokenize", [this](const httplib::Request& request, httplib::Response& response) {
+        auto parsed = parse_detokenize_request(request.body, limits_);
+        if (auto* error = std::get_if<ApiError>(&parsed)) return send_error(response, *error);
+        const auto& ids = std::get<std::vector<TokenId>>(parsed);
+        response.set_content(
+            detokenize_body(tokenizer_ ? tokenizer_->decode(ids) : ByteTokenizer::decode(ids)),
+            "application/json");
+      });
   server.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
     response.set_content(
         models_body(limits_.served_model_name, created_unix_s_, limits_.max_model_len),
@@ -232,6 +294,8 @@ void Router::install_routes() {
   };
   server.Get("/v1/completions", method_not_allowed);
   server.Get("/v1/chat/completions", method_not_allowed);
+  server.Get("/v1/tokenize", method_not_allowed);
+  server.Get("/v1/detokenize", method_not_allowed);
   server.Post("/v1/models", method_not_allowed);
   server.Post("/health", method_not_allowed);
 
@@ -318,7 +382,8 @@ void Router::handle_completion(const httplib::Request& http_request, httplib::Re
   }
   request->id = next_request_id_.fetch_add(1);
   request->prompt_tokens = prompt_tokens;
-  request->eos_token_id = eos_token_id_;
+  request->eos_token_ids = eos_token_ids_;
+  request->tokenizer = tokenizer_.get();
   request->chat = completion.chat;
   request->include_usage = completion.include_usage;
   request->stop = StopStringScanner(std::move(completion.stop));
@@ -475,7 +540,7 @@ void Router::serve_stream(std::shared_ptr<ActiveRequest> request, Admission admi
           events += stream_chunk_event(
               header, /*first_chunk=*/before == 0,
               active.stop.has_stop_strings() ? active.stop.next_stream_text(reason.has_value())
-                                             : active.text_from(before, reason),
+                                             : active.next_stream_text(reason),
               std::span<const TokenId>(active.generated).subspan(before), reason,
               TokenUsage{.prompt_tokens = active.prompt_tokens,
                          .completion_tokens = static_cast<std::int64_t>(active.generated.size())});

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -117,14 +118,17 @@ class Router {
   void release_admission();
 
   const ServiceConfig config_;
-  const CompletionLimits limits_;
+  CompletionLimits limits_;  // set in the constructor, its tokenizer in start()
+  // model.path's tokenizer.json or tokenizer.model; null: the byte tokenizer.
+  std::unique_ptr<TextTokenizer> tokenizer_;
+  std::optional<CheckpointChat> chat_;  // model.path's chat template, when it has one
   InstanceChannel& channel_;
   RouterMetrics& metrics_;
   const bool disaggregated_;
   LoadBalancer balancer_;         // colocated instances, or the prefill side
   LoadBalancer decode_balancer_;  // disaggregated: the decode side
   const std::int64_t created_unix_s_;
-  const TokenId eos_token_id_;
+  const std::vector<TokenId> eos_token_ids_;
   // Readiness (/health): instances whose leader has reported its load at least once.
   const int num_instances_;
   std::mutex reported_mutex_;

@@ -22,11 +22,13 @@
 #include "tools/bench/client.h"
 #include "tools/bench/replay.h"
 #include "tools/bench/stats.h"
+#include "tools/bench/text_prompts.h"
 #include "tools/bench/trace.h"
 
 namespace {
 
 using namespace podserve::bench;
+using podserve::TextTokenizer;
 using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
@@ -38,6 +40,7 @@ struct Options {
   bool stream = true;
   int concurrency_limit = 256;
   std::int32_t vocab_limit = 256;
+  std::string tokenizer;  // a checkpoint directory: text prompts of the trace's token lengths
   std::uint64_t seed = 1;
   std::string json_out;
   std::string model;
@@ -111,6 +114,17 @@ int run(const Options& options) {
   ArrivalOptions arrivals = options.arrivals;
   arrivals.seed = options.seed;
   schedule_arrivals(workload, arrivals);
+  std::unique_ptr<TextTokenizer> tokenizer;
+  std::unique_ptr<TextPrompts> text_prompts;
+  if (!options.tokenizer.empty()) {
+    auto loaded = podserve::load_checkpoint_tokenizer(options.tokenizer);
+    if (!loaded.ok()) {
+      std::cerr << "podserve-bench: --tokenizer: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    tokenizer = std::move(loaded).value();
+    text_prompts = std::make_unique<TextPrompts>(*tokenizer);
+  }
 
   if (options.wait_ready_s > 0 && !wait_ready(options.url, options.wait_ready_s)) {
     std::cerr << "podserve-bench: " << options.url << "/health not ready after "
@@ -130,7 +144,8 @@ int run(const Options& options) {
                                      .ignore_eos = options.ignore_eos,
                                      .counting = options.token_ids ? TokenCounting::kTokenIds
                                                                    : TokenCounting::kUsage,
-                                     .on_finished = [&progress] { progress.finished_one(); }});
+                                     .on_finished = [&progress] { progress.finished_one(); },
+                                     .text_prompts = text_prompts.get()});
   const std::vector<CompletionResult>& results = replayed.results;
   const double duration_s = replayed.duration_s;
   const Slo slo{.ttft_s = options.slo_ttft_ms / 1e3,
@@ -270,6 +285,9 @@ int main(int argc, char** argv) {
   app.add_option("--concurrency-limit", options.concurrency_limit, "max requests in flight")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--tokenizer", options.tokenizer,
+                 "checkpoint directory: prompts become text of the trace's token lengths "
+                 "(tokenizer.json or tokenizer.model; the server adds its special tokens)");
   app.add_option("--vocab-limit", options.vocab_limit, "prompt token ids in [0, limit)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

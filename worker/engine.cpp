@@ -28,7 +28,7 @@ Result<SchedulerConfig> Engine::scheduler_config(const LlamaModel* model,
   config.num_pages = model->options().num_pages;
   config.max_model_len =
       options.max_model_len > 0 ? options.max_model_len : mc.max_position_embeddings;
-  config.eos_token_id = mc.eos_token_id;
+  config.eos_token_ids = mc.stop_token_ids();
   PODSERVE_RETURN_IF_ERROR(config.validate());
   return config;
 }

@@ -88,6 +88,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::create(const ModelConfig& config
                                                   ? options.kv_cache_allocator(cache_bytes)
                                                   : backend.allocate(cache_bytes));
   }
+  PODSERVE_RETURN_IF_ERROR(model->load_extras(weights));
   return model;
 }
 
@@ -171,6 +172,12 @@ Status LlamaModel::ensure_workspace(std::int32_t num_tokens, std::int32_t num_sa
     PODSERVE_ASSIGN_OR_RETURN(ws_.gate_up,
                               backend_.allocate(bytes(cap, 2 * local_intermediate_, e)));
     PODSERVE_ASSIGN_OR_RETURN(ws_.activated, backend_.allocate(bytes(cap, local_intermediate_, e)));
+    if (config_.attention_bias) {
+      PODSERVE_ASSIGN_OR_RETURN(ws_.ones, backend_.allocate(bytes(cap, 1, e)));
+      PODSERVE_RETURN_IF_ERROR(
+          backend_.upload_f32(ws_.ones.view(dtype_, {cap, 1}),
+                              std::vector<float>(static_cast<std::size_t>(cap), 1.0f)));
+    }
     ws_.token_capacity = cap;
   }
   if (num_sampled > ws_.sample_capacity) {
@@ -521,8 +528,8 @@ Status LlamaModel::run_layer(Layer& layer, std::int32_t num_tokens) {
   PODSERVE_RETURN_IF_ERROR(
       backend_.rms_norm(residual, layer.input_norm.view, config_.rms_norm_eps, normed));
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.qkv_proj.view, qkv));
-  PODSERVE_RETURN_IF_ERROR(
-      backend_.rope_append(qkv, positions, slots, config_.rope_theta, cache, q_heads));
+  PODSERVE_RETURN_IF_ERROR(add_qkv_bias(layer, qkv));
+  PODSERVE_RETURN_IF_ERROR(rope_append(qkv, positions, slots, cache, q_heads));
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   PODSERVE_RETURN_IF_ERROR(
       backend_.run_prepared_attention(q_heads, cache, scale, options_.attention, attention_heads));
@@ -534,6 +541,50 @@ Status LlamaModel::run_layer(Layer& layer, std::int32_t num_tokens) {
   PODSERVE_RETURN_IF_ERROR(backend_.matmul(normed, layer.gate_up_proj.view, gate_up));
   PODSERVE_RETURN_IF_ERROR(backend_.silu_mul(gate_up, activated));
   return add_projection(activated, layer.down_proj);
+}
+
+Status LlamaModel::load_extras(WeightSource& weights) {
+  if (config_.attention_bias) {
+    for (std::int32_t i = 0; i < config_.num_layers; ++i) {
+      const LayerTensorNames names = layer_tensor_names(i);
+      std::vector<TensorSpec> specs;
+      for (const std::string* name : {&names.q_bias, &names.k_bias, &names.v_bias}) {
+        PODSERVE_ASSIGN_OR_RETURN(TensorSpec spec, llama_tensor_spec(config_, *name));
+        specs.push_back(std::move(spec));
+      }
+      // Stacked 1-D tensors come back as [rows, 1]: the right factor of a rank-1 update.
+      PODSERVE_ASSIGN_OR_RETURN(layers_[static_cast<std::size_t>(i)].qkv_bias,
+                                load_stacked(weights, specs));
+    }
+  }
+  if (config_.rope_scaling.kind != RopeScalingKind::kNone) {
+    const std::vector<double> table =
+        rope_inverse_frequencies(config_.rope_theta, config_.rope_scaling, config_.head_dim);
+    const std::vector<float> table_f32(table.begin(), table.end());
+    PODSERVE_ASSIGN_OR_RETURN(rope_frequencies_,
+                              backend_.allocate(table_f32.size() * sizeof(float)));
+    PODSERVE_RETURN_IF_ERROR(backend_.copy_to_device(rope_frequencies_.data(), table_f32.data(),
+                                                     table_f32.size() * sizeof(float)));
+  }
+  return Status::Ok();
+}
+
+Status LlamaModel::add_qkv_bias(const Layer& layer, const TensorView& qkv) {
+  if (layer.qkv_bias.buffer.data() == nullptr) return Status::Ok();
+  // qkv [T, N] += ones [T, 1] . bias [N, 1]^T: the bias as a rank-1 GEMM update, which every
+  // backend's matmul_add runs (one rounding into qkv, as a fused bias add would do).
+  return backend_.matmul_add(ws_.ones.view(dtype_, {qkv.shape[0], 1}), layer.qkv_bias.view, qkv);
+}
+
+Status LlamaModel::rope_append(const TensorView& qkv, const TensorView& positions,
+                               const TensorView& slots, const KvCacheView& cache,
+                               const TensorView& q_out) {
+  if (rope_frequencies_.data() == nullptr) {
+    return backend_.rope_append(qkv, positions, slots, config_.rope_theta, cache, q_out);
+  }
+  return backend_.rope_append_with_frequencies(
+      qkv, positions, slots, rope_frequencies_.view(DType::kF32, {config_.head_dim / 2}), cache,
+      q_out);
 }
 
 }  // namespace podserve

@@ -114,6 +114,7 @@ class LlamaModel {
   struct Layer {
     Tensor input_norm;           // [H]
     Tensor qkv_proj;             // [(Hq + 2 Hkv)/tp * D, H]: this rank's q, k, v rows
+    Tensor qkv_bias;             // [(Hq + 2 Hkv)/tp * D, 1]; empty without attention_bias
     Tensor o_proj;               // [H, Hq/tp * D]
     Tensor post_attention_norm;  // [H]
     Tensor gate_up_proj;         // [2 F/tp, H]: this rank's gate rows, then its up rows
@@ -131,6 +132,7 @@ class LlamaModel {
     DeviceBuffer q, attention_out;             // [T, Hq/tp, D]
     DeviceBuffer gate_up;                      // [T, 2 F/tp]
     DeviceBuffer activated;                    // [T, F/tp]
+    DeviceBuffer ones;  // [T, 1] all ones (with attention_bias): qkv += ones . bias^T adds it
     // The step's inputs: int32 token ids [T], positions [T], slots [T] (T = token_capacity),
     // then SamplingRow [S]; written on the host into `inputs_staged`, copied in one piece.
     DeviceBuffer inputs, inputs_staged;
@@ -168,6 +170,13 @@ class LlamaModel {
   // Embedding and every layer for num_tokens rows (after_layer: see LayerCallback).
   Status run_layers(std::int32_t num_tokens, const LayerCallback& after_layer);
   Status run_layer(Layer& layer, std::int32_t num_tokens);
+  // The model's extras over plain Llama (q/k/v biases, scaled RoPE), loaded by create().
+  Status load_extras(WeightSource& weights);
+  // qkv [T, (Hq+2Hkv)/tp * D] += the layer's biases (when it has them).
+  Status add_qkv_bias(const Layer& layer, const TensorView& qkv);
+  // rope_append with the config's theta, or with the scaled table when there is one.
+  Status rope_append(const TensorView& qkv, const TensorView& positions, const TensorView& slots,
+                     const KvCacheView& cache, const TensorView& q_out);
   // Final norm and LM head of rows `sample_rows` of the residual (all of its first
   // `num_sampled` rows when sample_rows is empty); the logits [S, V] on the backend.
   Result<TensorView> compute_logits(std::span<const std::int32_t> sample_rows,
@@ -196,6 +205,8 @@ class LlamaModel {
   Tensor embedding_;                     // [V, H] replicated
   Tensor final_norm_;                    // [H]
   Tensor lm_head_;                       // [V/tp, H]
+  // fp32 [D/2]: the scaled RoPE's inverse frequencies; empty without rope scaling.
+  DeviceBuffer rope_frequencies_;
   std::vector<Layer> layers_;
   Workspace ws_;
   GraphSet graphs_;

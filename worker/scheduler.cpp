@@ -105,7 +105,10 @@ Result<std::vector<TokenOutput>> SchedulerBase::on_step_done(
 std::optional<FinishReason> SchedulerBase::finish_reason(const GenerationRequest& request,
                                                          TokenId token, std::int32_t num_generated,
                                                          std::int64_t num_tokens) const {
-  if (token == config_.eos_token_id && !request.sampling.ignore_eos) return FinishReason::kStop;
+  if (!request.sampling.ignore_eos &&
+      std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(), token) !=
+          config_.eos_token_ids.end())
+    return FinishReason::kStop;
   if (num_generated >= request.sampling.max_tokens || num_tokens >= config_.max_model_len) {
     return FinishReason::kLength;
   }

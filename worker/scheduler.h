@@ -49,7 +49,7 @@ struct SchedulerConfig {
   std::int32_t page_size = 16;      // tokens per KV page
   std::int32_t num_pages = 0;       // KV pages of the instance; one max_model_len sequence must fit
   std::int32_t max_model_len = 0;   // a sequence finishes (kLength) when it reaches this length
-  TokenId eos_token_id = 2;
+  std::vector<TokenId> eos_token_ids = {2};  // every id that ends a sequence (kStop)
 
   Status validate() const;
 };

@@ -32,6 +32,14 @@ TensorSpec linear_spec(std::string name, std::int64_t out, std::int64_t in, Shar
                     static_cast<float>(std::sqrt(3.0 / static_cast<double>(in)))};
 }
 
+// A column-parallel projection's bias [out]: sharded as the weight's rows.
+TensorSpec bias_spec(std::string name, std::int64_t out, std::int64_t in) {
+  return TensorSpec{std::move(name),
+                    {out},
+                    ShardAxis::kRows,
+                    static_cast<float>(std::sqrt(3.0 / static_cast<double>(in)))};
+}
+
 TensorSpec embedding_spec(const ModelConfig& c, ShardAxis shard) {
   return TensorSpec{"model.embed_tokens.weight",
                     {c.vocab_size, c.hidden_size},
@@ -73,7 +81,8 @@ LayerTensorNames layer_tensor_names(std::int32_t layer) {
                           p + "self_attn.k_proj.weight", p + "self_attn.v_proj.weight",
                           p + "self_attn.o_proj.weight", p + "post_attention_layernorm.weight",
                           p + "mlp.gate_proj.weight",    p + "mlp.up_proj.weight",
-                          p + "mlp.down_proj.weight"};
+                          p + "mlp.down_proj.weight",    p + "self_attn.q_proj.bias",
+                          p + "self_attn.k_proj.bias",   p + "self_attn.v_proj.bias"};
 }
 
 std::vector<TensorSpec> llama_checkpoint_specs(const ModelConfig& c) {
@@ -88,6 +97,11 @@ std::vector<TensorSpec> llama_checkpoint_specs(const ModelConfig& c) {
     specs.push_back(linear_spec(n.q_proj, q, h, ShardAxis::kRows));
     specs.push_back(linear_spec(n.k_proj, kv, h, ShardAxis::kRows));
     specs.push_back(linear_spec(n.v_proj, kv, h, ShardAxis::kRows));
+    if (c.attention_bias) {
+      specs.push_back(bias_spec(n.q_bias, q, h));
+      specs.push_back(bias_spec(n.k_bias, kv, h));
+      specs.push_back(bias_spec(n.v_bias, kv, h));
+    }
     specs.push_back(linear_spec(n.o_proj, h, q, ShardAxis::kColumns));
     specs.push_back(norm_spec(n.post_attention_norm, h));
     specs.push_back(linear_spec(n.gate_proj, f, h, ShardAxis::kRows));

@@ -63,11 +63,13 @@ Result<ShardSlice> shard_slice(const TensorSpec& spec, int tp_rank, int tp_size)
 struct LayerTensorNames {
   std::string input_norm, q_proj, k_proj, v_proj, o_proj;
   std::string post_attention_norm, gate_proj, up_proj, down_proj;
+  std::string q_bias, k_bias, v_bias;  // present when config.attention_bias
 };
 LayerTensorNames layer_tensor_names(std::int32_t layer);
 
 // Every tensor a checkpoint of `config` holds, in a stable order (lm_head.weight absent when
-// the embeddings are tied).
+// the embeddings are tied; q/k/v biases [out], row-sharded like their weights, only with
+// attention_bias).
 std::vector<TensorSpec> llama_checkpoint_specs(const ModelConfig& config);
 // The spec of one named tensor of llama_checkpoint_specs(); lm_head_spec() gives the lm_head
 // (model.embed_tokens.weight, row-sharded, when tied).

@@ -47,6 +47,17 @@ logging: {level: debug}
   EXPECT_EQ(c.logging.level, "debug");
 }
 
+TEST(Config, ModelPathSetsConfigAndWeights) {
+  const auto c = parse_config("model: {path: /models/llama}");
+  EXPECT_EQ(c.model.config, "/models/llama/config.json");
+  EXPECT_EQ(c.model.weights, "/models/llama");
+  const auto again = parse_config(to_yaml(c));  // the effective config names the path only
+  EXPECT_EQ(again.model.config, c.model.config);
+  EXPECT_EQ(again.model.weights, c.model.weights);
+  EXPECT_THROW(parse_config("model: {path: /m, config: /m/config.json}"), ConfigError);
+  EXPECT_THROW(parse_config("model: {path: /m, weights: random}"), ConfigError);
+}
+
 TEST(Config, EffectiveConfigRoundTrips) {
   const auto original = parse_config(R"(
 instances: [{role: colocated, tp: 2, count: 3}]

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -95,6 +96,131 @@ TEST(ModelConfig, MissingFieldIsAnError) {
   auto c = model_config_from_hf_json(path.string());
   std::filesystem::remove(path);
   EXPECT_FALSE(c.ok());
+}
+
+// A config.json with `fields` merged over a small valid Llama config, read back.
+Result<ModelConfig> read_config(const std::string& fields) {
+  const auto dir = std::filesystem::temp_directory_path() / "podserve_model_config_fields";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << R"({"vocab_size": 1000, "hidden_size": 128,
+    "intermediate_size": 344, "num_hidden_layers": 3, "num_attention_heads": 4,
+    "max_position_embeddings": 2048, )"
+                                     << fields << "}";
+  auto c = model_config_from_hf_json((dir / "config.json").string());
+  std::filesystem::remove_all(dir);
+  return c;
+}
+
+TEST(ModelConfig, ArchitecturesChecked) {
+  for (const auto& arch : supported_architectures()) {
+    auto c = read_config(R"("architectures": [")" + arch + R"("])");
+    ASSERT_TRUE(c.ok()) << arch << ": " << c.status().to_string();
+    EXPECT_EQ(c->architecture, arch);
+    EXPECT_EQ(c->attention_bias, arch == "Qwen2ForCausalLM");
+  }
+  auto gemma = read_config(R"("architectures": ["GemmaForCausalLM"])");
+  ASSERT_FALSE(gemma.ok());
+  EXPECT_NE(gemma.status().message().find("GemmaForCausalLM"), std::string::npos);
+  EXPECT_FALSE(read_config(R"("model_type": "llama")").ok());  // no architectures at all
+}
+
+TEST(ModelConfig, UnsupportedVariantsRefusedWithTheReason) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"("architectures": ["LlamaForCausalLM"], "attention_bias": true)", "attention_bias"},
+      {R"("architectures": ["LlamaForCausalLM"], "mlp_bias": true)", "mlp_bias"},
+      {R"("architectures": ["LlamaForCausalLM"], "hidden_act": "gelu")", "gelu"},
+      {R"("architectures": ["Qwen2ForCausalLM"], "use_sliding_window": true)", "sliding"},
+      {R"("architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "yarn",
+         "factor": 4.0})",
+       "yarn"},
+      {R"("architectures": ["LlamaForCausalLM"], "rope_parameters": {"rope_type": "dynamic",
+         "factor": 2.0, "rope_theta": 10000.0})",
+       "dynamic"},
+  };
+  for (const auto& [fields, reason] : cases) {
+    auto c = read_config(fields);
+    ASSERT_FALSE(c.ok()) << fields;
+    EXPECT_NE(c.status().message().find(reason), std::string::npos) << c.status().to_string();
+  }
+}
+
+TEST(ModelConfig, RopeBothLayouts) {
+  // transformers 4.x: rope_theta and rope_scaling ("type" in older files) at the top level.
+  auto v4 = read_config(R"("architectures": ["LlamaForCausalLM"], "rope_theta": 500000.0,
+    "rope_scaling": {"type": "linear", "factor": 4.0})");
+  ASSERT_TRUE(v4.ok()) << v4.status().to_string();
+  EXPECT_EQ(v4->rope_scaling.kind, RopeScalingKind::kLinear);
+  EXPECT_FLOAT_EQ(v4->rope_scaling.factor, 4.0f);
+  EXPECT_FLOAT_EQ(v4->rope_theta, 500000.0f);
+  // 5.x: rope_parameters holds both.
+  auto v5 = read_config(R"("architectures": ["LlamaForCausalLM"], "rope_parameters": {
+    "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  ASSERT_TRUE(v5.ok()) << v5.status().to_string();
+  EXPECT_EQ(v5->rope_scaling.kind, RopeScalingKind::kLlama3);
+  EXPECT_FLOAT_EQ(v5->rope_theta, 500000.0f);
+  EXPECT_EQ(v5->rope_scaling.original_max_position_embeddings, 8192);
+}
+
+// Llama-3.1's published scaling (factor 8, low 1, high 4, original 8192, theta 500000, D 128)
+// against the formula written out here: high frequencies kept, low ones divided by 8, the band
+// between blended.
+TEST(ModelConfig, Llama3RopeFrequencies) {
+  RopeScaling s{RopeScalingKind::kLlama3, 8.0f, 1.0f, 4.0f, 8192};
+  const auto scaled = rope_inverse_frequencies(500000.0f, s, 128);
+  const auto plain = rope_inverse_frequencies(500000.0f, RopeScaling{}, 128);
+  ASSERT_EQ(scaled.size(), 64u);
+  int kept = 0, divided = 0, blended = 0;
+  for (std::size_t i = 0; i < 64; ++i) {
+    EXPECT_DOUBLE_EQ(plain[i], std::pow(500000.0, -2.0 * static_cast<double>(i) / 128.0));
+    const double wavelength = 2 * M_PI / plain[i];
+    if (wavelength < 8192.0 / 4) {
+      EXPECT_DOUBLE_EQ(scaled[i], plain[i]);
+      ++kept;
+    } else if (wavelength > 8192.0) {
+      EXPECT_DOUBLE_EQ(scaled[i], plain[i] / 8);
+      ++divided;
+    } else {
+      const double smooth = (8192.0 / wavelength - 1.0) / 3.0;
+      EXPECT_NEAR(scaled[i], (1 - smooth) * plain[i] / 8 + smooth * plain[i], 1e-15);
+      ++blended;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(blended, 0);
+  RopeScaling linear{RopeScalingKind::kLinear, 4.0f};
+  EXPECT_DOUBLE_EQ(rope_inverse_frequencies(10000.0f, linear, 64)[5],
+                   rope_inverse_frequencies(10000.0f, RopeScaling{}, 64)[5] / 4);
+}
+
+TEST(ModelConfig, MistralSlidingWindowCapsTheContext) {
+  auto c = read_config(R"("architectures": ["MistralForCausalLM"], "sliding_window": 1024)");
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->max_position_embeddings, 1024);
+  auto none = read_config(R"("architectures": ["MistralForCausalLM"], "sliding_window": null)");
+  ASSERT_TRUE(none.ok()) << none.status().to_string();
+  EXPECT_EQ(none->max_position_embeddings, 2048);
+}
+
+TEST(ModelConfig, EosListAndGenerationConfig) {
+  const auto dir = std::filesystem::temp_directory_path() / "podserve_generation_config";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "config.json") << R"({"architectures": ["LlamaForCausalLM"],
+    "vocab_size": 1000, "hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 3,
+    "num_attention_heads": 4, "eos_token_id": 7})";
+  std::ofstream(dir / "generation_config.json")
+      << R"({"eos_token_id": [9, 7, 8], "do_sample": false, "temperature": 0.6})";
+  auto c = model_config_from_hf_json((dir / "config.json").string());
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->eos_token_ids, (std::vector<TokenId>{9, 7, 8}));
+  EXPECT_EQ(c->eos_token_id, 9);
+  EXPECT_TRUE(c->is_eos(8));
+  EXPECT_FALSE(c->is_eos(6));
+  EXPECT_FALSE(c->generation.temperature.has_value());  // do_sample false: greedy
+  c->eos_token_ids = {9, 1000};
+  EXPECT_FALSE(c->validate(1).ok());  // every EOS id must be in the vocabulary
 }
 
 }  // namespace

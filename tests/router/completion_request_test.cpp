@@ -6,6 +6,8 @@
 #include <variant>
 #include <vector>
 
+#include "core/hf_tokenizer.h"
+#include "core/hf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -27,6 +29,27 @@ TEST(CompletionRequestTest, TextPromptGetsBosAndDefaults) {
   EXPECT_FLOAT_EQ(request.sampling.temperature, 1.0f);
   EXPECT_FALSE(request.has_seed);
   EXPECT_FALSE(request.stream);
+}
+
+TEST(CompletionRequestTest, CheckpointSamplingDefaultsApplyWhenLeftOut) {
+  CompletionLimits limits = kLimits;
+  limits.max_model_len = 512;  // room for the chat layout
+  limits.defaults.temperature = 0.6f;
+  limits.defaults.top_p = 0.9f;
+  for (const bool chat : {false, true}) {
+    const std::string omitted =
+        chat ? R"({"messages": [{"role": "user", "content": "hi"}]})" : R"({"prompt": "hi"})";
+    auto parsed = chat ? parse_chat_completion_request(omitted, limits)
+                       : parse_completion_request(omitted, limits);
+    ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+    EXPECT_FLOAT_EQ(std::get<CompletionRequest>(parsed).sampling.temperature, 0.6f);
+    EXPECT_FLOAT_EQ(std::get<CompletionRequest>(parsed).sampling.top_p, 0.9f);
+  }
+  auto given =
+      parse_completion_request(R"({"prompt": "hi", "temperature": 0, "top_p": 1})", limits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(given));
+  EXPECT_FLOAT_EQ(std::get<CompletionRequest>(given).sampling.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(std::get<CompletionRequest>(given).sampling.top_p, 1.0f);
 }
 
 TEST(CompletionRequestTest, TokenPromptAndAllParameters) {
@@ -342,6 +365,76 @@ INSTANTIATE_TEST_SUITE_P(
                    R"({"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})", 404,
                    "model"}),
     [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
+
+// The chat form of /v1/tokenize gives the prompt a chat completion of the same messages gets.
+TEST(CompletionRequestTest, TokenizeChatMessagesAsChatCompletionsDo) {
+  CompletionLimits limits = kLimits;
+  limits.max_model_len = 512;
+  const std::string messages = R"([{"role": "system", "content": "Be brief."},
+                                   {"role": "user", "content": "hi"}])";
+  auto chat = parse_chat_completion_request(R"({"messages": )" + messages + "}", limits);
+  ASSERT_TRUE(std::holds_alternative<CompletionRequest>(chat));
+  auto tokenized = parse_tokenize_request(R"({"messages": )" + messages + "}", limits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(tokenized));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(tokenized), std::get<CompletionRequest>(chat).prompt);
+  auto without = parse_tokenize_request(
+      R"({"messages": )" + messages + R"(, "add_generation_prompt": false})", limits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(without));
+  const std::string header = "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  EXPECT_EQ(std::get<std::vector<TokenId>>(without).size() + header.size(),
+            std::get<CompletionRequest>(chat).prompt.size());
+}
+
+// With a checkpoint tokenizer, a text prompt gets the special tokens that tokenizer adds (as
+// transformers does): Llama-3's BOS, nothing for Qwen2.
+TEST(CompletionRequestTest, CheckpointTokenizerDecidesTheBos) {
+  for (const std::string name : {"tokenizer", "tokenizer-qwen2"}) {
+    auto tokenizer = HfTokenizer::load(PODSERVE_SOURCE_DIR "/tests/data/hf/" + name);
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+    CompletionLimits limits = kLimits;
+    limits.vocab_size = 1024;
+    limits.bos_token_id = 0;
+    limits.tokenizer = tokenizer->get();
+    auto parsed = parse_completion_request(R"({"prompt": "Hello world"})", limits);
+    ASSERT_TRUE(std::holds_alternative<CompletionRequest>(parsed));
+    const auto& prompt = std::get<CompletionRequest>(parsed).prompt;
+    EXPECT_EQ(prompt, (*tokenizer)->encode_with_special_tokens("Hello world")) << name;
+    EXPECT_EQ(prompt.size(), (*tokenizer)->encode("Hello world").size() + (name == "tokenizer"))
+        << name;
+  }
+}
+
+TEST(CompletionRequestTest, TokenizeAndDetokenizeRequests) {
+  auto with_bos = parse_tokenize_request(R"({"prompt": "hi", "model": "tiny"})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(with_bos));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(with_bos), (std::vector<TokenId>{256, 'h', 'i'}));
+  auto bare = parse_tokenize_request(R"({"prompt": "hi", "add_special_tokens": false})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(bare));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(bare), (std::vector<TokenId>{'h', 'i'}));
+  auto ids = parse_detokenize_request(R"({"tokens": [104, 105]})", kLimits);
+  ASSERT_TRUE(std::holds_alternative<std::vector<TokenId>>(ids));
+  EXPECT_EQ(std::get<std::vector<TokenId>>(ids), (std::vector<TokenId>{104, 105}));
+
+  const auto error = [](const auto& parsed) { return std::get<ApiError>(parsed); };
+  EXPECT_EQ(error(parse_tokenize_request(R"({})", kLimits)).param, "prompt");
+  EXPECT_EQ(
+      error(parse_tokenize_request(
+                R"({"prompt": "x", "messages": [{"role": "user", "content": "x"}]})", kLimits))
+          .param,
+      "messages");
+  EXPECT_EQ(
+      error(parse_tokenize_request(R"({"messages": [{"role": "robot", "content": "x"}]})", kLimits))
+          .param,
+      "messages[0].role");
+  EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": 3})", kLimits)).param, "prompt");
+  EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": "x", "other": 1})", kLimits)).param,
+            "other");
+  EXPECT_EQ(error(parse_tokenize_request(R"({"prompt": "x", "model": "m"})", kLimits)).http_status,
+            404);
+  EXPECT_EQ(error(parse_detokenize_request(R"({"tokens": [512]})", kLimits)).param, "tokens");
+  EXPECT_EQ(error(parse_detokenize_request(R"({"tokens": "ab"})", kLimits)).param, "tokens");
+  EXPECT_EQ(error(parse_detokenize_request(R"({})", kLimits)).param, "tokens");
+}
 
 }  // namespace
 }  // namespace podserve

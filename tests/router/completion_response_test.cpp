@@ -3,6 +3,8 @@
 // framing, and text that is empty, multi-byte UTF-8, or not UTF-8 at all.
 #include "router/completion_response.h"
 
+#include <algorithm>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -123,6 +125,55 @@ TEST(CompletionResponseTest, ModelsAndHealthBodies) {
                                      {"max_model_len", 2048}}));
   EXPECT_EQ(json::parse(health_body("starting", 1, 3)),
             json({{"status", "starting"}, {"instances_ready", 1}, {"instances", 3}}));
+}
+
+TEST(CompletionResponseTest, CompleteUtf8Prefix) {
+  EXPECT_EQ(complete_utf8_prefix(""), 0u);
+  EXPECT_EQ(complete_utf8_prefix("abc"), 3u);
+  EXPECT_EQ(complete_utf8_prefix("a\xC3"), 1u);              // é's lead byte alone
+  EXPECT_EQ(complete_utf8_prefix("a\xC3\xA9"), 3u);          // é whole
+  EXPECT_EQ(complete_utf8_prefix("a\xF0\x9F\x98"), 1u);      // 3 of 😀's 4 bytes
+  EXPECT_EQ(complete_utf8_prefix("a\xF0\x9F\x98\x80"), 5u);  // 😀 whole
+  EXPECT_EQ(complete_utf8_prefix("a\x80\x80\x80\x80"), 5u);  // not UTF-8: sent as it is
+}
+
+// Random UTF-8 text (1- to 4-byte characters) revealed a random number of bytes at a time, as
+// tokens of a byte-level BPE vocabulary reveal it: every piece is whole characters, and the
+// pieces add up to the text.
+TEST(CompletionResponseTest, StreamedPiecesNeverSplitACharacter) {
+  const std::vector<std::string> chars = {"a", " ", "\xC3\xA9", "\xE6\x97\xA5", "\xF0\x9F\x98\x80",
+                                          "\n"};
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string text;
+    const int length = 1 + static_cast<int>(rng() % 40);
+    for (int i = 0; i < length; ++i) text += chars[rng() % chars.size()];
+    Utf8StreamCursor cursor;
+    std::string joined;
+    for (std::size_t shown = 0; shown < text.size();) {
+      shown = std::min(text.size(), shown + 1 + rng() % 4);
+      const bool finished = shown == text.size() && rng() % 2 == 0;
+      const std::string piece = cursor.next(std::string_view(text).substr(0, shown), finished);
+      EXPECT_EQ(complete_utf8_prefix(piece), piece.size()) << "piece ends inside a character";
+      if (!piece.empty()) {
+        const auto lead = static_cast<unsigned char>(piece[0]);
+        EXPECT_NE(lead & 0xC0, 0x80) << "piece starts inside a character";
+      }
+      joined += piece;
+    }
+    joined += cursor.next(text, true);
+    EXPECT_EQ(joined, text);
+  }
+}
+
+TEST(CompletionResponseTest, TokenizeAndDetokenizeBodies) {
+  const std::vector<TokenId> ids{1, 2, 3};
+  const json tokenized = json::parse(tokenize_body(ids, 4096));
+  EXPECT_EQ(tokenized["count"], 3);
+  EXPECT_EQ(tokenized["max_model_len"], 4096);
+  EXPECT_EQ(tokenized["tokens"].get<std::vector<TokenId>>(), ids);
+  EXPECT_TRUE(tokenized["token_strs"].is_null());
+  EXPECT_EQ(json::parse(detokenize_body("h\xC3\xA9"))["prompt"], "h\xC3\xA9");
 }
 
 }  // namespace

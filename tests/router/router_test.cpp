@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "core/hf_tokenizer.h"
 #include "fake_instances.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -81,7 +82,13 @@ class RouterTest : public ::testing::Test {
   }
   void start_with(std::vector<InstanceInfo> instances, SchedulerMode mode, RouterPolicy policy,
                   int max_queue, std::chrono::milliseconds token_interval) {
-    model_ = *model_preset("tiny");
+    if (model_path_.empty()) {
+      model_ = *model_preset("tiny");
+    } else {
+      model_ = *model_config_from_hf_json(model_path_ + "/config.json");
+      config_.model.path = model_path_;
+      config_.router.served_model_name = "tiny";
+    }
     config_.scheduler.mode = mode;
     config_.router.listen = "127.0.0.1:0";
     config_.router.policy = policy;
@@ -114,6 +121,7 @@ class RouterTest : public ::testing::Test {
     return client().Post("/v1/completions", body.dump(), "application/json");
   }
 
+  std::string model_path_;  // a Hugging Face checkpoint directory; empty: the tiny preset
   ModelConfig model_;
   ServiceConfig config_;
   prometheus::Registry registry_;
@@ -150,6 +158,86 @@ TEST_F(RouterTest, NonStreamingCompletionIsWellFormed) {
   ASSERT_EQ(submitted.size(), 1u);
   EXPECT_EQ(submitted[0].request.prompt.front(), model_.bos_token_id);
   EXPECT_EQ(submitted[0].request.sampling.max_tokens, 5);
+}
+
+TEST_F(RouterTest, TokenizeAndDetokenizeWithTheByteTokenizer) {
+  start();
+  const auto tokenized =
+      client().Post("/v1/tokenize", R"({"prompt": "hi\u00e9"})", "application/json");
+  ASSERT_TRUE(tokenized);
+  ASSERT_EQ(tokenized->status, 200) << tokenized->body;
+  const json body = json::parse(tokenized->body);
+  EXPECT_EQ(body["tokens"].get<std::vector<TokenId>>(),
+            (std::vector<TokenId>{model_.bos_token_id, 'h', 'i', 0xC3, 0xA9}));
+  EXPECT_EQ(body["count"], 5);
+  EXPECT_EQ(body["max_model_len"], 256);
+  const auto text =
+      client().Post("/v1/detokenize", R"({"tokens": [104, 105, 195, 169]})", "application/json");
+  ASSERT_TRUE(text);
+  ASSERT_EQ(text->status, 200) << text->body;
+  EXPECT_EQ(json::parse(text->body)["prompt"], "hi\u00e9");
+  const auto bad = client().Post("/v1/detokenize", R"({"tokens": [-1]})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+// model.path: the checkpoint's tokenizer.json encodes text prompts (after BOS) and
+// /v1/tokenize, and /v1/detokenize decodes with it.
+TEST_F(RouterTest, CheckpointTokenizerEncodesPromptsAndTokenizes) {
+  model_path_ = PODSERVE_SOURCE_DIR "/tests/data/hf/llama";
+  start();
+  auto tokenizer = HfTokenizer::load(model_path_);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const std::string text = "Caf\u00e9 au lait, 12345 times<|eot_id|>";
+  std::vector<TokenId> expected{model_.bos_token_id};
+  for (TokenId id : (*tokenizer)->encode(text)) expected.push_back(id);
+  ASSERT_LT(expected.size(), text.size());  // merged: not one id per byte
+
+  const auto tokenized =
+      client().Post("/v1/tokenize", json{{"prompt", text}}.dump(), "application/json");
+  ASSERT_TRUE(tokenized);
+  ASSERT_EQ(tokenized->status, 200) << tokenized->body;
+  EXPECT_EQ(json::parse(tokenized->body)["tokens"].get<std::vector<TokenId>>(), expected);
+
+  const auto response = post({{"prompt", text}, {"max_tokens", 3}});
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  EXPECT_EQ(fake_->submitted().at(0).request.prompt, expected);
+
+  const std::vector<TokenId> ids(expected.begin() + 1, expected.end());
+  const auto text_back =
+      client().Post("/v1/detokenize", json{{"tokens", ids}}.dump(), "application/json");
+  ASSERT_TRUE(text_back);
+  ASSERT_EQ(text_back->status, 200) << text_back->body;
+  EXPECT_EQ(json::parse(text_back->body)["prompt"], "Caf\u00e9 au lait, 12345 times");
+}
+
+// model.path with a chat template: chat prompts are the template's rendering (its BOS text
+// included, no extra BOS id) through the checkpoint's tokenizer.
+TEST_F(RouterTest, CheckpointChatTemplateRendersChatPrompts) {
+  model_path_ = PODSERVE_SOURCE_DIR "/tests/data/hf/llama";
+  start();
+  auto tokenizer = HfTokenizer::load(model_path_);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const auto response =
+      client().Post("/v1/chat/completions",
+                    json{{"messages",
+                          {{{"role", "system"}, {"content", "  Be brief. "}},
+                           {{"role", "user"}, {"content", "Hi \u00e9"}, {"name", "ann"}}}},
+                         {"max_tokens", 2}}
+                        .dump(),
+                    "application/json");
+  ASSERT_TRUE(response);
+  ASSERT_EQ(response->status, 200) << response->body;
+  // tests/data/hf/tokenizer/tokenizer_config.json's template: BOS, then per message a header,
+  // the trimmed content and <|eot_id|>, then the assistant header.
+  const std::string rendered =
+      "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+      "<|start_header_id|>user<|end_header_id|>\n\nHi \u00e9<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  const std::vector<TokenId> expected = (*tokenizer)->encode(rendered);
+  EXPECT_EQ(expected.front(), *(*tokenizer)->token_id("<|begin_of_text|>"));
+  EXPECT_EQ(fake_->submitted().at(0).request.prompt, expected);
 }
 
 TEST_F(RouterTest, StopFinishDropsEosFromTextButCountsIt) {

@@ -9,12 +9,14 @@
 #include <sstream>
 #include <thread>
 
+#include "core/hf_tokenizer.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tools/bench/capacity_search.h"
 #include "tools/bench/client.h"
 #include "tools/bench/prometheus_text.h"
 #include "tools/bench/stats.h"
+#include "tools/bench/text_prompts.h"
 #include "tools/bench/trace.h"
 
 namespace podserve::bench {
@@ -483,4 +485,21 @@ TEST(PrometheusTextTest, QuantilesInterpolateInsideTheBucketHoldingTheRank) {
 }
 
 }  // namespace
+// --tokenizer: text prompts that the checkpoint's tokenizer encodes to the asked length, for
+// many lengths and windows, and different windows for different seeds.
+TEST(TextPrompts, TextOfTheAskedTokenLength) {
+  auto tokenizer = podserve::HfTokenizer::load(PODSERVE_SOURCE_DIR "/tests/data/hf/llama");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().to_string();
+  const TextPrompts prompts(**tokenizer);
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 200; ++trial) {
+    const auto length = static_cast<std::int32_t>(1 + rng() % 600);
+    const std::string text = prompts.make(length, rng());
+    EXPECT_EQ((*tokenizer)->encode(text).size(), static_cast<std::size_t>(length))
+        << "length " << length << ": '" << text.substr(0, 80) << "'";
+  }
+  EXPECT_NE(prompts.make(50, 1), prompts.make(50, 2));
+  EXPECT_EQ(prompts.make(50, 1), prompts.make(50, 1));
+}
+
 }  // namespace podserve::bench

@@ -20,7 +20,7 @@ inline SchedulerConfig scheduler_config(std::int32_t token_budget, std::int32_t 
   c.page_size = page_size;
   c.num_pages = num_pages;
   c.max_model_len = max_model_len;
-  c.eos_token_id = kEos;
+  c.eos_token_ids = {kEos};
   return c;
 }
 

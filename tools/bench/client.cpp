@@ -109,10 +109,11 @@ CompletionResult send_completion(const std::string& url, const CompletionSpec& s
   request.method = "POST";
   request.path = "/v1/completions";
   request.set_header("Content-Type", "application/json");
-  json body_json = {{"prompt", spec.prompt},
-                    {"max_tokens", spec.max_tokens},
-                    {"temperature", 0},
-                    {"stream", spec.stream}};
+  json body_json = {
+      {"prompt", spec.prompt_text.empty() ? json(spec.prompt) : json(spec.prompt_text)},
+      {"max_tokens", spec.max_tokens},
+      {"temperature", 0},
+      {"stream", spec.stream}};
   if (spec.ignore_eos) body_json["ignore_eos"] = true;
   if (!spec.model.empty()) body_json["model"] = spec.model;
   if (spec.stream) body_json["stream_options"] = {{"include_usage", true}};

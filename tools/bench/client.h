@@ -1,5 +1,6 @@
 // One completion request of a load generator over HTTP, timed on the client, in plain OpenAI
-// terms so that any OpenAI-compatible server can be measured: a token-id prompt, max_tokens,
+// terms so that any OpenAI-compatible server can be measured: a token-id (or text) prompt,
+// max_tokens,
 // temperature 0 (and ignore_eos, which vLLM and podserve take, so the output length is the one
 // asked for), `model` when given. With stream, the SSE chunks are timed as they arrive: TTFT =
 // send -> first chunk carrying a choice; ITL = gaps between successive such chunks; e2e = send
@@ -24,6 +25,7 @@ enum class TokenCounting : std::uint8_t {
 
 struct CompletionSpec {
   std::vector<TokenId> prompt;
+  std::string prompt_text;  // sent instead of `prompt` when not empty
   std::int32_t max_tokens = 1;
   bool stream = true;
   std::string model;  // sent as "model" when not empty

@@ -30,13 +30,18 @@ ReplayResult replay(const std::vector<TraceRequest>& workload, const ReplayOptio
                                   std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(workload[i].arrival_s)));
     slots.acquire();
-    CompletionSpec spec{.prompt = random_prompt(workload[i].prompt_tokens, options.vocab_limit,
-                                                options.prompt_seed + i),
-                        .max_tokens = workload[i].output_tokens,
+    CompletionSpec spec{.max_tokens = workload[i].output_tokens,
                         .stream = options.stream,
                         .model = options.model,
                         .ignore_eos = options.ignore_eos,
                         .counting = options.counting};
+    if (options.text_prompts != nullptr) {
+      spec.prompt_text =
+          options.text_prompts->make(workload[i].prompt_tokens, options.prompt_seed + i);
+    } else {
+      spec.prompt =
+          random_prompt(workload[i].prompt_tokens, options.vocab_limit, options.prompt_seed + i);
+    }
     workers.emplace_back([&, i, spec = std::move(spec)] {
       replayed.results[i] = send_completion(options.url, spec, options.timeout_s);
       slots.release();

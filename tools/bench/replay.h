@@ -1,8 +1,9 @@
 // Loads a workload (a slice of an Azure-format trace, or fixed synthetic lengths) and replays it
 // against an OpenAI-compatible server: each request is sent at its arrival
 // time (from the call's start) on its own thread, at most `concurrency_limit` in flight (later
-// arrivals wait for a slot, and are late by that much), with a prompt of random token ids seeded
-// by prompt_seed + its index (the same workload gives the same prompts). Blocking: returns once
+// arrivals wait for a slot, and are late by that much), with a prompt of random token ids (or
+// text of that many tokens, with text_prompts) seeded by prompt_seed + its index (the same
+// workload gives the same prompts). Blocking: returns once
 // every request has finished; thread-safe (no shared state between calls).
 #pragma once
 
@@ -13,6 +14,7 @@
 
 #include "core/status.h"
 #include "tools/bench/client.h"
+#include "tools/bench/text_prompts.h"
 #include "tools/bench/trace.h"
 
 namespace podserve::bench {
@@ -40,6 +42,9 @@ struct ReplayOptions {
   bool ignore_eos = true;
   TokenCounting counting = TokenCounting::kUsage;
   std::function<void()> on_finished;  // after each request (any thread); may be empty
+  // Text prompts of each request's token length instead of random ids (podserve-bench
+  // --tokenizer), seeded as the ids would be; must outlive the call. Null: ids.
+  const TextPrompts* text_prompts = nullptr;
 };
 
 struct ReplayResult {
