@@ -214,7 +214,24 @@ class CudaBackend final : public Backend {
     return cuda::launch_rope_append(
         qkv.data, positions.as<const std::int32_t>(), slots.as<const std::int32_t>(), cache.data,
         q_out.data, qkv.shape[0], static_cast<int>(q_out.shape[1]), cache.num_kv_heads,
-        cache.head_dim, cache.page_size, static_cast<double>(theta), stream_);
+        cache.head_dim, cache.page_size, static_cast<double>(theta), nullptr, stream_);
+  }
+
+  Status rope_append_with_frequencies(const TensorView& qkv, const TensorView& positions,
+                                      const TensorView& slots, const TensorView& inv_freq,
+                                      const KvCacheView& cache, const TensorView& q_out) override {
+    constexpr std::string_view op = "rope_append_with_frequencies";
+    PODSERVE_RETURN_IF_ERROR(
+        check_rope_append(qkv, positions, slots, 1.0f, cache, q_out, DType::kBF16));
+    PODSERVE_RETURN_IF_ERROR(check_tensor(op, "inv_freq", inv_freq, DType::kF32, 1));
+    PODSERVE_RETURN_IF_ERROR(
+        check_dim(op, "inv_freq", inv_freq, 0, cache.head_dim / 2, "head_dim / 2"));
+    PODSERVE_RETURN_IF_ERROR(check_rope_head_dim(op, cache.head_dim));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_rope_append(
+        qkv.data, positions.as<const std::int32_t>(), slots.as<const std::int32_t>(), cache.data,
+        q_out.data, qkv.shape[0], static_cast<int>(q_out.shape[1]), cache.num_kv_heads,
+        cache.head_dim, cache.page_size, 1.0, inv_freq.as<const float>(), stream_);
   }
 
   Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,

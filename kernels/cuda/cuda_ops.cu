@@ -133,13 +133,17 @@ __global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, std::int64_t n, 
   }
 }
 
-// cos and sin of position * theta^(-2i/D) for i < D/2 into shared arrays, once per token for all
+// cos and sin of position * f_i for i < D/2, f_i = inv_freq[i] when given (scaled RoPE), else
+// theta^(-2i/D), into shared arrays, once per token for all
 // its heads. Angles in double, as the CPU backend computes them (positions reach tens of
 // thousands of radians). Ends with a barrier.
-__device__ void rope_table(double position, int dim, double theta, float* cos_s, float* sin_s) {
+__device__ void rope_table(double position, int dim, double theta, const float* inv_freq,
+                           float* cos_s, float* sin_s) {
   for (int i = static_cast<int>(threadIdx.x); i < dim / 2; i += static_cast<int>(blockDim.x)) {
+    const double frequency =
+        inv_freq != nullptr ? static_cast<double>(inv_freq[i]) : pow(theta, -2.0 * i / dim);
     double sin_angle = 0.0, cos_angle = 0.0;
-    sincos(position * pow(theta, -2.0 * i / dim), &sin_angle, &cos_angle);
+    sincos(position * frequency, &sin_angle, &cos_angle);
     cos_s[i] = static_cast<float>(cos_angle);
     sin_s[i] = static_cast<float>(sin_angle);
   }
@@ -189,7 +193,8 @@ __global__ void rope_append_kernel(const bf16* __restrict__ qkv,
                                    const std::int32_t* __restrict__ positions,
                                    const std::int32_t* __restrict__ slots, bf16* __restrict__ cache,
                                    bf16* __restrict__ q_out, int num_q_heads, int num_kv_heads,
-                                   int dim, int page_size, double theta) {
+                                   int dim, int page_size, double theta,
+                                   const float* __restrict__ inv_freq) {
   after_prior_grids();
   const int groups = (num_q_heads + num_kv_heads + kRopeHeadsPerBlock - 1) / kRopeHeadsPerBlock;
   const std::int64_t t = blockIdx.x / groups;
@@ -205,7 +210,7 @@ __global__ void rope_append_kernel(const bf16* __restrict__ qkv,
     k_dst = cache + (page * 2 * page_size + offset) * kv_row;  // [Hkv * D]; V at + page_size rows
   }
   __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
-  rope_table(positions[t], dim, theta, cos_s, sin_s);
+  rope_table(positions[t], dim, theta, inv_freq, cos_s, sin_s);
   const int pairs = (end_head - first_head) * half;
   for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
     const int head = first_head + p / half;
@@ -242,7 +247,7 @@ __global__ void rope_kernel(bf16* q, bf16* k, const std::int32_t* positions, int
   const std::int64_t t = blockIdx.x;
   const int half = dim / 2;
   __shared__ float cos_s[kMaxRopeHalf], sin_s[kMaxRopeHalf];
-  rope_table(positions[t], dim, theta, cos_s, sin_s);
+  rope_table(positions[t], dim, theta, nullptr, cos_s, sin_s);
   const int pairs = (num_q_heads + num_kv_heads) * half;
   for (int p = static_cast<int>(threadIdx.x); p < pairs; p += static_cast<int>(blockDim.x)) {
     const int head = p / half;
@@ -326,11 +331,12 @@ Status launch_silu_mul(const void* gate_up, void* out, std::int64_t rows, std::i
 Status launch_rope_append(const void* qkv, const std::int32_t* positions, const std::int32_t* slots,
                           void* cache, void* q_out, std::int64_t tokens, int num_q_heads,
                           int num_kv_heads, int head_dim, int page_size, double theta,
-                          void* stream) {
+                          const float* inv_freq, void* stream) {
   const int groups = (num_q_heads + num_kv_heads + kRopeHeadsPerBlock - 1) / kRopeHeadsPerBlock;
   return launch(rope_append_kernel, tokens * groups, kThreads, static_cast<cudaStream_t>(stream),
                 static_cast<const bf16*>(qkv), positions, slots, static_cast<bf16*>(cache),
-                static_cast<bf16*>(q_out), num_q_heads, num_kv_heads, head_dim, page_size, theta);
+                static_cast<bf16*>(q_out), num_q_heads, num_kv_heads, head_dim, page_size, theta,
+                inv_freq);
 }
 
 Status launch_rope(void* q, void* k, const std::int32_t* positions, std::int64_t tokens,

@@ -22,12 +22,14 @@ Status launch_add(const void* a, const void* b, void* out, std::int64_t n, void*
 // out = silu(gate) * up over the halves of gate_up.  gate_up [rows, 2F]; out [rows, F]
 Status launch_silu_mul(const void* gate_up, void* out, std::int64_t rows, std::int64_t f,
                        void* stream);
-// q rotated into q_out, k rotated and v copied into their cache slots (slot -1: skipped).
-// qkv [tokens, (Hq + 2 Hkv) * D]; q_out [tokens, Hq, D]; cache [num_pages, 2, page_size, Hkv, D]
+// q rotated into q_out, k rotated and v copied into their cache slots (slot -1: skipped), by
+// the inverse frequencies theta^(-2i/D), or inv_freq [D/2] (fp32, device) when not null (scaled
+// RoPE). qkv [tokens, (Hq + 2 Hkv) * D]; q_out [tokens, Hq, D]; cache [num_pages, 2, page_size,
+// Hkv, D]
 Status launch_rope_append(const void* qkv, const std::int32_t* positions, const std::int32_t* slots,
                           void* cache, void* q_out, std::int64_t tokens, int num_q_heads,
                           int num_kv_heads, int head_dim, int page_size, double theta,
-                          void* stream);
+                          const float* inv_freq, void* stream);
 // Rotate-half rotary embedding in place.  q [tokens, Hq, D]; k [tokens, Hkv, D]; positions [tokens]
 Status launch_rope(void* q, void* k, const std::int32_t* positions, std::int64_t tokens,
                    int num_q_heads, int num_kv_heads, int head_dim, double theta, void* stream);

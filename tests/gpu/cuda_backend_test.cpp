@@ -776,6 +776,28 @@ TEST_P(CudaRopeTest, RopeAppendMatchesCpu) {
   }
   ASSERT_FALSE(want_written.empty());
   expect_close(got_written, want_written, 2e-2, 2e-2, c.name + " cache");
+
+  // Scaled RoPE: the same step with an explicit inverse-frequency table (the low frequencies
+  // divided by 8, as llama3 and linear scaling do to part of it), fp32 on both backends.
+  std::vector<float> inv_freq(static_cast<std::size_t>(c.head_dim / 2));
+  for (std::size_t i = 0; i < inv_freq.size(); ++i) {
+    const double base = std::pow(static_cast<double>(c.theta),
+                                 -2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim));
+    inv_freq[i] = static_cast<float>(i >= inv_freq.size() / 2 ? base / 8.0 : base);
+  }
+  const auto half = static_cast<std::int64_t>(inv_freq.size());
+  ASSERT_OK_AND_ASSIGN(DeviceBuffer cuda_freq, cuda_->allocate(inv_freq.size() * 4));
+  ASSERT_STATUS_OK(cuda_->copy_to_device(cuda_freq.data(), inv_freq.data(), inv_freq.size() * 4));
+  ASSERT_STATUS_OK(poison(q));
+  ASSERT_STATUS_OK(cpu_->rope_append_with_frequencies(
+      qkv.cpu, pos.cpu, slot.cpu, make_view(inv_freq.data(), DType::kF32, {half}), cpu_cache,
+      q.cpu));
+  ASSERT_STATUS_OK(cuda_->rope_append_with_frequencies(
+      qkv.cuda, pos.cuda, slot.cuda, cuda_freq.view(DType::kF32, {half}), cuda_cache, q.cuda));
+  ASSERT_OK_AND_ASSIGN(const std::vector<float> want_scaled, read_cpu(q));
+  ASSERT_OK_AND_ASSIGN(const std::vector<float> got_scaled, read_cuda(q));
+  expect_close(got_scaled, want_scaled, 2e-2, 2e-2, c.name + " q, scaled frequencies");
+  EXPECT_NE(want_scaled, want_q) << "the scaled table must change the rotation";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaRopeTest,
