@@ -12,6 +12,7 @@ packages=(
   libspdlog-dev libfmt-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libgtest-dev libgmock-dev googletest
   prometheus
+  iproute2 nftables  # the multi-host tests: network namespaces, packet filters
 )
 
 missing=()
