@@ -57,6 +57,7 @@ multihost_setup() {
   for tool in ip unshare mpirun curl python3 "$@"; do
     command -v "$tool" >/dev/null || skip "'$tool' is not installed"
   done
+  unshare --uts true 2>/dev/null || skip "cannot make a UTS namespace (unshare --uts): hosts need their own names"
   work=$(mktemp -d)
   trap multihost_cleanup EXIT
   # A signal (ctest's timeout) ends the script through `exit`, which runs the EXIT trap.
