@@ -4,8 +4,8 @@
 # UCX TCP), 500 greedy requests (tests/multihost/fault_client.py) while
 #   1. a packet filter (nftables, on the decode host) cuts the prefill<->decode path alone for
 #      2 s in the middle of the transfers: the router still reaches both instances, prefills go
-#      on, and every transfer started then misses its deadline, is retried, fails again and
-#      falls back;
+#      on, and the transfers started then miss their deadline and are retried (and fall back to
+#      a prefill on the decode instance when the retry fails too);
 #   2. then the prefill host's link goes down for 2 s (its switch port, the root end of its veth
 #      pair): the router's messages to it wait too; then it comes back;
 #   3. then the filter drops 10% of the packets between the prefill and decode hosts for 10 s
@@ -15,7 +15,7 @@
 # The transfer contract (kvtransfer/transport.h, docs/operations.md): a transfer that fails or
 # times out is fenced and retried, then the decode instance prefills the request itself. Checks:
 # every request is answered with its greedy tokens (those before the faults) or with an error the
-# client can read; transfers did fail and fall back (the faults hit transfers); afterwards every
+# client can read; transfer attempts did fail (the faults hit transfers); afterwards every
 # page is free and nothing waits for KV on every instance, and the service stops cleanly.
 # Usage: network_faults_test.sh SOURCE_DIR PODSERVE_BINARY
 # Exit code: 0 pass, 1 failure, 77 skipped (not root, a tool missing, namespaces cannot be made).
@@ -97,8 +97,7 @@ if answered != int(sys.argv[2]):
     sys.exit(f"{answered} requests classified, expected {sys.argv[2]}")
 PY
 
-# The faults must have hit transfers: failed attempts on the prefill ranks, and fallbacks
-# (prefills on the decode instance) once the retry failed too.
+# The faults must have hit transfers: failed attempts on the prefill ranks (each one retried).
 failed_attempts=0
 fallbacks=0
 for endpoint in $multihost_instance_endpoints; do
@@ -110,7 +109,9 @@ for endpoint in $multihost_instance_endpoints; do
 done
 echo "transfers: $failed_attempts failed attempts, $fallbacks fallbacks"
 awk -v n="$failed_attempts" 'BEGIN { exit !(n > 0) }' || fail "no transfer failed: the faults missed"
-awk -v n="$fallbacks" 'BEGIN { exit !(n > 0) }' || fail "no transfer fell back: the partition missed"
+# Fallbacks are counted, not required: a retry starts once the failed attempt is fenced, which
+# may be after the fault ended, and then it succeeds (a run of the full suite saw 300 failed
+# attempts and no fallback; others 21-28 fallbacks).
 
 # shellcheck disable=SC2086  # one argument per endpoint
 wait_pages_free faults 30 $multihost_instance_endpoints
