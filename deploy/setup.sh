@@ -13,6 +13,7 @@ packages=(
   libicu-dev libsentencepiece-dev
   libgtest-dev libgmock-dev googletest
   prometheus
+  iproute2 nftables  # the multi-host tests: network namespaces, packet filters
 )
 
 missing=()
