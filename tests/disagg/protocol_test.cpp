@@ -7,7 +7,6 @@
 // end.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <deque>
 #include <map>
 #include <set>
@@ -22,24 +21,8 @@ namespace {
 constexpr std::int32_t kPrefillInstance = 0;
 constexpr std::int32_t kDecodeInstance = 1;
 
-struct Served {
-  std::map<RequestId, std::vector<TokenId>> tokens;
-  std::map<RequestId, FinishReason> reasons;
-};
-
-void record(Served& served, std::span<const TokenOutput> outputs) {
-  for (const TokenOutput& out : outputs) {
-    auto& tokens = served.tokens[out.id];
-    if (out.token != TokenOutput::kNoToken) {
-      EXPECT_EQ(out.index, static_cast<std::int32_t>(tokens.size())) << "request " << out.id;
-      tokens.push_back(out.token);
-    }
-    if (out.finished) {
-      EXPECT_FALSE(served.reasons.contains(out.id)) << "request " << out.id << " finished twice";
-      served.reasons[out.id] = out.reason;
-    }
-  }
-}
+using testing_support::record;
+using testing_support::Served;
 
 // Queues what each side sends; the test delivers it.
 class LoopbackOutbox final : public PdOutbox {
@@ -66,32 +49,10 @@ class LoopbackOutbox final : public PdOutbox {
 
 class ProtocolTest : public testing_support::TinyEngineTest {
  protected:
-  static Served serve_colocated(ColocatedEngine& engine,
-                                const std::vector<GenerationRequest>& requests) {
-    Served served;
-    for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
-    for (int steps = 0; engine.has_work() && steps < 2000; ++steps) {
-      auto result = engine.step(nullptr);
-      EXPECT_TRUE(result.ok()) << result.status().to_string();
-      if (!result.ok()) break;
-      record(served, result->outputs);
-    }
-    return served;
-  }
-
-  // Every layer of P's pages into D's (CPU backend: device memory is host memory).
+  // Every layer of P's pages into D's.
   static void copy_pages(PrefillEngine& prefill, const KvShipment& shipment, DecodeEngine& decode) {
-    for (std::int32_t layer = 0; layer < prefill.model().config().num_layers; ++layer) {
-      const KvCacheView source = prefill.model().kv_cache(layer);
-      const KvCacheView target = decode.model().kv_cache(layer);
-      const std::size_t page_bytes = source.page_elements() * dtype_size(source.dtype);
-      for (std::size_t i = 0; i < shipment.source_pages.size(); ++i) {
-        std::memcpy(
-            static_cast<std::uint8_t*>(target.data) + shipment.dest_pages[i] * page_bytes,
-            static_cast<const std::uint8_t*>(source.data) + shipment.source_pages[i] * page_bytes,
-            page_bytes);
-      }
-    }
+    for (std::int32_t layer = 0; layer < prefill.model().config().num_layers; ++layer)
+      copy_layer(prefill, shipment.source_pages, decode, shipment.dest_pages, layer);
   }
 
   // Serves `requests` through both sides. Shipments of `failing` report a failed part (nothing

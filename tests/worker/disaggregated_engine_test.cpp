@@ -5,7 +5,6 @@
 // equal a colocated engine's, token for token; cancels in every state leave no page used.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <map>
 
 #include "tiny_engine_fixture.h"
@@ -14,63 +13,13 @@
 namespace podserve {
 namespace {
 
-struct Served {
-  std::map<RequestId, std::vector<TokenId>> tokens;
-  std::map<RequestId, FinishReason> reasons;
-};
-
-// Outputs of one request arrive in index order from `first_index` on (0 for P or the whole
-// pair, 1 for D alone).
-void record(Served& served, std::span<const TokenOutput> outputs, std::int32_t first_index = 0) {
-  for (const TokenOutput& out : outputs) {
-    auto& tokens = served.tokens[out.id];
-    if (out.token != TokenOutput::kNoToken) {
-      EXPECT_EQ(out.index, first_index + static_cast<std::int32_t>(tokens.size()))
-          << "request " << out.id;
-      tokens.push_back(out.token);
-    }
-    if (out.finished) {
-      EXPECT_FALSE(served.reasons.contains(out.id)) << "finished twice";
-      served.reasons[out.id] = out.reason;
-    }
-  }
-}
+using testing_support::record;
+using testing_support::Served;
 
 enum class KvPath { kWhole, kLayerwise, kFallback };
 
 class DisaggregatedEngineTest : public testing_support::TinyEngineTest {
  protected:
-  static Served serve_colocated(ColocatedEngine& engine,
-                                const std::vector<GenerationRequest>& requests) {
-    Served served;
-    for (const auto& r : requests) EXPECT_TRUE(engine.submit(r).ok());
-    for (int steps = 0; engine.has_work() && steps < 2000; ++steps) {
-      auto result = engine.step(nullptr);
-      EXPECT_TRUE(result.ok()) << result.status().to_string();
-      if (!result.ok()) break;
-      record(served, result->outputs);
-    }
-    return served;
-  }
-
-  // Layer `layer`'s K/V of P's pages -> D's pages (CPU backend: device memory is host memory).
-  static void copy_layer(Engine& prefill, std::span<const std::int32_t> prefill_pages,
-                         Engine& decode, std::span<const std::int32_t> decode_pages,
-                         std::int32_t layer) {
-    ASSERT_EQ(prefill_pages.size(), decode_pages.size());
-    const KvCacheView source = prefill.model().kv_cache(layer);
-    const KvCacheView target = decode.model().kv_cache(layer);
-    const std::size_t page_bytes = source.page_elements() * dtype_size(source.dtype);
-    ASSERT_EQ(page_bytes, target.page_elements() * dtype_size(target.dtype));
-    for (std::size_t i = 0; i < prefill_pages.size(); ++i) {
-      std::memcpy(static_cast<std::uint8_t*>(target.data) +
-                      static_cast<std::size_t>(decode_pages[i]) * page_bytes,
-                  static_cast<const std::uint8_t*>(source.data) +
-                      static_cast<std::size_t>(prefill_pages[i]) * page_bytes,
-                  page_bytes);
-    }
-  }
-
   // Plays the cluster for `requests` on (prefill, decode) with the given KV path.
   Served serve_disaggregated(PrefillEngine& prefill, DecodeEngine& decode,
                              const std::vector<GenerationRequest>& requests, KvPath path) {
