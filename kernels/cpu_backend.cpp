@@ -140,21 +140,7 @@ class CpuBackend final : public Backend {
                      float theta, const KvCacheView& cache, const TensorView& q_out) override {
     PODSERVE_RETURN_IF_ERROR(
         check_rope_append(qkv, positions, slots, theta, cache, q_out, DType::kF32));
-    const std::int64_t tokens = qkv.shape[0], width = qkv.shape[1];
-    const std::int64_t q_cols = q_out.shape[1] * q_out.shape[2];
-    const std::int64_t kv_cols = std::int64_t{cache.num_kv_heads} * cache.head_dim;
-    split_k_.resize(static_cast<std::size_t>(tokens * kv_cols));
-    split_v_.resize(static_cast<std::size_t>(tokens * kv_cols));
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      const float* row = qkv.as<const float>() + t * width;  // [q | k | v]
-      std::memcpy(q_out.as<float>() + t * q_cols, row, q_cols * sizeof(float));
-      std::memcpy(split_k_.data() + t * kv_cols, row + q_cols, kv_cols * sizeof(float));
-      std::memcpy(split_v_.data() + t * kv_cols, row + q_cols + kv_cols, kv_cols * sizeof(float));
-    }
-    const TensorView k =
-        make_view(split_k_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
-    const TensorView v =
-        make_view(split_v_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
+    const auto [k, v] = split_qkv(qkv, cache, q_out);
     PODSERVE_RETURN_IF_ERROR(rope(q_out, k, positions, theta));
     return kv_append(k, v, slots, cache);
   }
@@ -169,21 +155,7 @@ class CpuBackend final : public Backend {
         check_tensor("rope_append_with_frequencies", "inv_freq", inv_freq, DType::kF32, 1));
     PODSERVE_RETURN_IF_ERROR(check_dim("rope_append_with_frequencies", "inv_freq", inv_freq, 0,
                                        cache.head_dim / 2, "head_dim / 2"));
-    const std::int64_t tokens = qkv.shape[0], width = qkv.shape[1];
-    const std::int64_t q_cols = q_out.shape[1] * q_out.shape[2];
-    const std::int64_t kv_cols = std::int64_t{cache.num_kv_heads} * cache.head_dim;
-    split_k_.resize(static_cast<std::size_t>(tokens * kv_cols));
-    split_v_.resize(static_cast<std::size_t>(tokens * kv_cols));
-    for (std::int64_t t = 0; t < tokens; ++t) {
-      const float* row = qkv.as<const float>() + t * width;  // [q | k | v]
-      std::memcpy(q_out.as<float>() + t * q_cols, row, q_cols * sizeof(float));
-      std::memcpy(split_k_.data() + t * kv_cols, row + q_cols, kv_cols * sizeof(float));
-      std::memcpy(split_v_.data() + t * kv_cols, row + q_cols + kv_cols, kv_cols * sizeof(float));
-    }
-    const TensorView k =
-        make_view(split_k_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
-    const TensorView v =
-        make_view(split_v_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim});
+    const auto [k, v] = split_qkv(qkv, cache, q_out);
     const float* table = inv_freq.as<const float>();  // [D/2]
     inv_freq_.assign(table, table + inv_freq.shape[0]);
     PODSERVE_RETURN_IF_ERROR(rotate_all(q_out, k, positions));
@@ -201,6 +173,25 @@ class CpuBackend final : public Backend {
                               -2.0 * static_cast<double>(i) / static_cast<double>(dim));
     }
     return rotate_all(q, k, positions);
+  }
+
+  // The fused rows qkv [T, (Hq + 2 Hkv) * D] split: q copied into q_out [T, Hq, D], k and v into
+  // split_k_ / split_v_, returned as [T, Hkv, D] views (valid until the next split).
+  std::pair<TensorView, TensorView> split_qkv(const TensorView& qkv, const KvCacheView& cache,
+                                              const TensorView& q_out) {
+    const std::int64_t tokens = qkv.shape[0], width = qkv.shape[1];
+    const std::int64_t q_cols = q_out.shape[1] * q_out.shape[2];
+    const std::int64_t kv_cols = std::int64_t{cache.num_kv_heads} * cache.head_dim;
+    split_k_.resize(static_cast<std::size_t>(tokens * kv_cols));
+    split_v_.resize(static_cast<std::size_t>(tokens * kv_cols));
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const float* row = qkv.as<const float>() + t * width;  // [q | k | v]
+      std::memcpy(q_out.as<float>() + t * q_cols, row, q_cols * sizeof(float));
+      std::memcpy(split_k_.data() + t * kv_cols, row + q_cols, kv_cols * sizeof(float));
+      std::memcpy(split_v_.data() + t * kv_cols, row + q_cols + kv_cols, kv_cols * sizeof(float));
+    }
+    return {make_view(split_k_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim}),
+            make_view(split_v_.data(), DType::kF32, {tokens, cache.num_kv_heads, cache.head_dim})};
   }
 
   // Rotates q [T, Hq, D] and k [T, Hkv, D] in place by positions [T] at inv_freq_ [D/2].

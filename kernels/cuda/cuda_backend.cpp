@@ -209,12 +209,7 @@ class CudaBackend final : public Backend {
                      float theta, const KvCacheView& cache, const TensorView& q_out) override {
     PODSERVE_RETURN_IF_ERROR(
         check_rope_append(qkv, positions, slots, theta, cache, q_out, DType::kBF16));
-    PODSERVE_RETURN_IF_ERROR(check_rope_head_dim("rope_append", cache.head_dim));
-    PODSERVE_RETURN_IF_ERROR(enter());
-    return cuda::launch_rope_append(
-        qkv.data, positions.as<const std::int32_t>(), slots.as<const std::int32_t>(), cache.data,
-        q_out.data, qkv.shape[0], static_cast<int>(q_out.shape[1]), cache.num_kv_heads,
-        cache.head_dim, cache.page_size, static_cast<double>(theta), nullptr, stream_);
+    return launch_rope_append("rope_append", qkv, positions, slots, theta, nullptr, cache, q_out);
   }
 
   Status rope_append_with_frequencies(const TensorView& qkv, const TensorView& positions,
@@ -226,12 +221,8 @@ class CudaBackend final : public Backend {
     PODSERVE_RETURN_IF_ERROR(check_tensor(op, "inv_freq", inv_freq, DType::kF32, 1));
     PODSERVE_RETURN_IF_ERROR(
         check_dim(op, "inv_freq", inv_freq, 0, cache.head_dim / 2, "head_dim / 2"));
-    PODSERVE_RETURN_IF_ERROR(check_rope_head_dim(op, cache.head_dim));
-    PODSERVE_RETURN_IF_ERROR(enter());
-    return cuda::launch_rope_append(
-        qkv.data, positions.as<const std::int32_t>(), slots.as<const std::int32_t>(), cache.data,
-        q_out.data, qkv.shape[0], static_cast<int>(q_out.shape[1]), cache.num_kv_heads,
-        cache.head_dim, cache.page_size, 1.0, inv_freq.as<const float>(), stream_);
+    return launch_rope_append(op, qkv, positions, slots, 1.0f, inv_freq.as<const float>(), cache,
+                              q_out);
   }
 
   Status rope(const TensorView& q, const TensorView& k, const TensorView& positions,
@@ -485,6 +476,19 @@ class CudaBackend final : public Backend {
   Status enter() const {
     PODSERVE_CHECK(cudaSetDevice(device_));
     return Status::Ok();
+  }
+
+  // The rope+append kernel for checked arguments: inverse frequencies from theta, or inv_freq
+  // [D/2] (fp32, device) when not null.
+  Status launch_rope_append(std::string_view op, const TensorView& qkv, const TensorView& positions,
+                            const TensorView& slots, float theta, const float* inv_freq,
+                            const KvCacheView& cache, const TensorView& q_out) {
+    PODSERVE_RETURN_IF_ERROR(check_rope_head_dim(op, cache.head_dim));
+    PODSERVE_RETURN_IF_ERROR(enter());
+    return cuda::launch_rope_append(
+        qkv.data, positions.as<const std::int32_t>(), slots.as<const std::int32_t>(), cache.data,
+        q_out.data, qkv.shape[0], static_cast<int>(q_out.shape[1]), cache.num_kv_heads,
+        cache.head_dim, cache.page_size, static_cast<double>(theta), inv_freq, stream_);
   }
 
   // The rope kernels keep a head's cos/sin table in shared memory: head dims up to 512.
