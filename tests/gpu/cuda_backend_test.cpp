@@ -339,6 +339,24 @@ class CudaBackendTest : public ::testing::Test {
     return random_bf16(rng_, n, lo, hi);
   }
 
+  // GEMM operands on both backends: x [m, k] ~ U(-1, 1) and w [n, k] ~ U(-a, a) with
+  // a = sqrt(3 / k) * sqrt(3) (outputs of about unit scale for any k); slack is the GEMM
+  // tolerance's k-dependent term, 2e-3 sqrt(k) rms(x) rms(w) (the header's matmul tolerance).
+  struct GemmOperands {
+    Mirrored x, w;
+    double slack = 0.0;
+  };
+  Result<GemmOperands> gemm_operands(std::int64_t m, std::int64_t n, std::int64_t k) {
+    const float a = 3.0f / std::sqrt(static_cast<float>(k));
+    const std::vector<float> x_values = random_values(numel_of({m, k}));
+    const std::vector<float> w_values = random_values(numel_of({n, k}), -a, a);
+    GemmOperands operands;
+    PODSERVE_ASSIGN_OR_RETURN(operands.x, mirror({m, k}, x_values));
+    PODSERVE_ASSIGN_OR_RETURN(operands.w, mirror({n, k}, w_values));
+    operands.slack = 2e-3 * std::sqrt(static_cast<double>(k)) * rms(x_values) * rms(w_values);
+    return operands;
+  }
+
   // Allocates `shape` (float) on both backends and uploads `values` to both with upload_f32.
   Result<Mirrored> mirror(const std::vector<std::int64_t>& shape, std::span<const float> values) {
     Mirrored m;
@@ -520,20 +538,16 @@ class CudaMatmulTest : public CudaBackendTest, public ::testing::WithParamInterf
 TEST_P(CudaMatmulTest, MatchesCpu) {
   SCOPED_TRACE(trace_);
   const auto [m, n, k] = GetParam();
-  // w ~ U(-a, a) with a = sqrt(3 / K) * sqrt(3): outputs of about unit scale for any K.
-  const float a = 3.0f / std::sqrt(static_cast<float>(k));
-  const std::vector<float> x_values = random_values(numel_of({m, k}));
-  const std::vector<float> w_values = random_values(numel_of({n, k}), -a, a);
-  ASSERT_OK_AND_ASSIGN(Mirrored x, mirror({m, k}, x_values));
-  ASSERT_OK_AND_ASSIGN(Mirrored w, mirror({n, k}, w_values));
+  ASSERT_OK_AND_ASSIGN(GemmOperands operands, gemm_operands(m, n, k));
+  const Mirrored& x = operands.x;
+  const Mirrored& w = operands.w;
   ASSERT_OK_AND_ASSIGN(Mirrored y, mirror({m, n}, {}));
   ASSERT_STATUS_OK(poison(y));
   ASSERT_STATUS_OK(cpu_->matmul(x.cpu, w.cpu, y.cpu));
   ASSERT_STATUS_OK(cuda_->matmul(x.cuda, w.cuda, y.cuda));
   ASSERT_OK_AND_ASSIGN(const std::vector<float> want, read_cpu(y));
   ASSERT_OK_AND_ASSIGN(const std::vector<float> got, read_cuda(y));
-  const double slack = 2e-3 * std::sqrt(static_cast<double>(k)) * rms(x_values) * rms(w_values);
-  expect_close(got, want, slack, 1e-2, matmul_name(GetParam()));
+  expect_close(got, want, operands.slack, 1e-2, matmul_name(GetParam()));
   EXPECT_LE(relative_l2_error(got, want), 1e-2) << matmul_name(GetParam());
 }
 
@@ -552,18 +566,15 @@ TEST_F(CudaBackendTest, MatmulAddMatchesCpu) {
   for (const MatmulShape& shape :
        {MatmulShape{1, 4096, 4096}, MatmulShape{37, 200, 64}, MatmulShape{128, 4096, 1024}}) {
     const auto [m, n, k] = shape;
-    const float a = 3.0f / std::sqrt(static_cast<float>(k));
-    const std::vector<float> x_values = random_values(numel_of({m, k}));
-    const std::vector<float> w_values = random_values(numel_of({n, k}), -a, a);
-    ASSERT_OK_AND_ASSIGN(Mirrored x, mirror({m, k}, x_values));
-    ASSERT_OK_AND_ASSIGN(Mirrored w, mirror({n, k}, w_values));
+    ASSERT_OK_AND_ASSIGN(GemmOperands operands, gemm_operands(m, n, k));
+    const Mirrored& x = operands.x;
+    const Mirrored& w = operands.w;
     ASSERT_OK_AND_ASSIGN(Mirrored y, mirror({m, n}, random_values(numel_of({m, n}), -4, 4)));
     ASSERT_STATUS_OK(cpu_->matmul_add(x.cpu, w.cpu, y.cpu));
     ASSERT_STATUS_OK(cuda_->matmul_add(x.cuda, w.cuda, y.cuda));
     ASSERT_OK_AND_ASSIGN(const std::vector<float> want, read_cpu(y));
     ASSERT_OK_AND_ASSIGN(const std::vector<float> got, read_cuda(y));
-    const double slack = 2e-3 * std::sqrt(static_cast<double>(k)) * rms(x_values) * rms(w_values);
-    expect_close(got, want, slack + 4e-2, 1e-2, "matmul_add " + matmul_name(shape));
+    expect_close(got, want, operands.slack + 4e-2, 1e-2, "matmul_add " + matmul_name(shape));
   }
 }
 
@@ -586,11 +597,9 @@ TEST_F(CudaBackendTest, SkinnyGemmMatchesCpu) {
   for (const auto& [shape, beta] : cases) {
     const auto [m, n, k] = shape;
     const std::string what = "skinny " + matmul_name(shape) + (beta != 0.0f ? " + y" : "");
-    const float a = 3.0f / std::sqrt(static_cast<float>(k));
-    const std::vector<float> x_values = random_values(numel_of({m, k}));
-    const std::vector<float> w_values = random_values(numel_of({n, k}), -a, a);
-    ASSERT_OK_AND_ASSIGN(Mirrored x, mirror({m, k}, x_values));
-    ASSERT_OK_AND_ASSIGN(Mirrored w, mirror({n, k}, w_values));
+    ASSERT_OK_AND_ASSIGN(GemmOperands operands, gemm_operands(m, n, k));
+    const Mirrored& x = operands.x;
+    const Mirrored& w = operands.w;
     ASSERT_OK_AND_ASSIGN(Mirrored y, mirror({m, n}, random_values(numel_of({m, n}), -4, 4)));
     if (beta == 0.0f) {
       ASSERT_STATUS_OK(poison(y));
@@ -606,8 +615,7 @@ TEST_F(CudaBackendTest, SkinnyGemmMatchesCpu) {
     ASSERT_STATUS_OK(cuda_->synchronize());
     ASSERT_OK_AND_ASSIGN(const std::vector<float> want, read_cpu(y));
     ASSERT_OK_AND_ASSIGN(const std::vector<float> got, read_cuda(y));
-    const double slack = 2e-3 * std::sqrt(static_cast<double>(k)) * rms(x_values) * rms(w_values);
-    expect_close(got, want, slack + (beta != 0.0f ? 4e-2 : 0.0), 1e-2, what);
+    expect_close(got, want, operands.slack + (beta != 0.0f ? 4e-2 : 0.0), 1e-2, what);
   }
   // What it refuses: k not a multiple of 32, more rows than its tiles, a misaligned operand.
   ASSERT_OK_AND_ASSIGN(DeviceBuffer buffer, cuda_->allocate(1 << 16));
@@ -624,11 +632,9 @@ TEST_F(CudaBackendTest, SmallBatchKernelsSwitchKeepsResults) {
   SCOPED_TRACE(trace_);
   for (const MatmulShape& shape : {MatmulShape{1, 4096, 4096}, MatmulShape{12, 1536, 1024}}) {
     const auto [m, n, k] = shape;
-    const float a = 3.0f / std::sqrt(static_cast<float>(k));
-    const std::vector<float> x_values = random_values(numel_of({m, k}));
-    const std::vector<float> w_values = random_values(numel_of({n, k}), -a, a);
-    ASSERT_OK_AND_ASSIGN(Mirrored x, mirror({m, k}, x_values));
-    ASSERT_OK_AND_ASSIGN(Mirrored w, mirror({n, k}, w_values));
+    ASSERT_OK_AND_ASSIGN(GemmOperands operands, gemm_operands(m, n, k));
+    const Mirrored& x = operands.x;
+    const Mirrored& w = operands.w;
     ASSERT_OK_AND_ASSIGN(Mirrored y, mirror({m, n}, {}));
     ASSERT_STATUS_OK(cpu_->matmul(x.cpu, w.cpu, y.cpu));
     ASSERT_OK_AND_ASSIGN(const std::vector<float> want, read_cpu(y));
@@ -639,8 +645,7 @@ TEST_F(CudaBackendTest, SmallBatchKernelsSwitchKeepsResults) {
       ASSERT_STATUS_OK(poison(y));
       ASSERT_STATUS_OK(cuda_->matmul(x.cuda, w.cuda, y.cuda));
       ASSERT_OK_AND_ASSIGN(const std::vector<float> got, read_cuda(y));
-      const double slack = 2e-3 * std::sqrt(static_cast<double>(k)) * rms(x_values) * rms(w_values);
-      expect_close(got, want, slack, 1e-2, what);
+      expect_close(got, want, operands.slack, 1e-2, what);
     }
   }
   cuda_->set_small_batch_kernels(true);
