@@ -1,6 +1,7 @@
 #include "core/model_config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -100,7 +101,11 @@ TEST(ModelConfig, MissingFieldIsAnError) {
 
 // A config.json with `fields` merged over a small valid Llama config, read back.
 Result<ModelConfig> read_config(const std::string& fields) {
-  const auto dir = std::filesystem::temp_directory_path() / "podserve_model_config_fields";
+  // A directory of this process's own: ctest runs the tests that call this in parallel.
+  static int calls = 0;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("podserve_model_config_fields_" + std::to_string(::getpid()) + "_" +
+                    std::to_string(calls++));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "config.json") << R"({"vocab_size": 1000, "hidden_size": 128,
     "intermediate_size": 344, "num_hidden_layers": 3, "num_attention_heads": 4,
