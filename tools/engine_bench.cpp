@@ -377,6 +377,9 @@ int run(int argc, char** argv) {
   }
   std::fclose(b.csv);
   std::printf("csv: %s\n", b.options.csv.c_str());
+  std::printf("GEMM tuner (m x n x k: chosen | every candidate, us per run after an L2 flush):\n");
+  for (const std::string& line : cuda_gemm_tuning_report(*b.backend))
+    std::printf("  %s\n", line.c_str());
   return 0;
 }
 

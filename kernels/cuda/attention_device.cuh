@@ -555,45 +555,62 @@ __device__ __forceinline__ void decode_item(const KernelArgs& args, int item_ind
 }
 
 // Combines the split partial states of one (decode sequence, KV head, query head of its group)
-// into bf16 outputs: warp 0 reduces the max and sum of the head's split log-sum-exps (lanes over
-// splits); then each thread sums one output element over the splits, eight independent loads at
-// a time (one CTA per query head keeps a single item's merge short at small batches).
+// into bf16 outputs. Every warp reduces the max and sum of the head's split log-sum-exps itself
+// (lanes over splits: no barrier before the sums start); warp w then sums splits w, w + 4, ...
+// with each lane holding D / 32 consecutive outputs (one vector load per split, all of a warp's
+// splits in flight), and the four warps' sums are added in warp order through shared memory (a
+// fixed order: results do not depend on timing). One CTA per query head keeps a single item's
+// merge short at small batches; its latency is about two L2 round trips, not one per split.
 template <int D>
 __device__ __forceinline__ void merge_item(const KernelArgs& args, int merge_index, int g) {
-  __shared__ float max_lse_s, inv_sum_s;
+  constexpr int kWarps = kThreadsPerCta / 32;
+  constexpr int kPerLane = D / 32;  // 4 (D = 128) or 2 (D = 64)
+  static_assert(kPerLane == 2 || kPerLane == 4, "merge_item: head dim 64 or 128");
+  __shared__ float warp_sums[kWarps][D];
   const HybridAttentionParams& p = args.params;
   const DecodeMergeItem item = args.merge_items[merge_index];
   const int group = p.num_q_heads / p.num_kv_heads;
   const float* lse = args.partial_lse + static_cast<std::int64_t>(item.first_item) * group;
   const float* partial = args.partial_out + static_cast<std::int64_t>(item.first_item) * group * D;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  if (threadIdx.x < 32) {
-    float m = kNegInf;
-    for (int s = lane; s < item.num_splits; s += 32) m = fmaxf(m, lse[s * group + g]);
-    for (int offset = 16; offset > 0; offset >>= 1)
-      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-    float sum = 0.0f;
-    for (int s = lane; s < item.num_splits; s += 32) sum += exp2f(lse[s * group + g] - m);
-    for (int offset = 16; offset > 0; offset >>= 1)
-      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if (lane == 0) {
-      max_lse_s = m;
-      inv_sum_s = 1.0f / sum;
+  const int lane = static_cast<int>(threadIdx.x) & 31, warp = static_cast<int>(threadIdx.x) / 32;
+  float m = kNegInf;
+  for (int s = lane; s < item.num_splits; s += 32) m = fmaxf(m, lse[s * group + g]);
+  for (int offset = 16; offset > 0; offset >>= 1)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  float sum = 0.0f;
+  for (int s = lane; s < item.num_splits; s += 32) sum += exp2f(lse[s * group + g] - m);
+  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+
+  float acc[kPerLane] = {};
+#pragma unroll 4
+  for (int s = warp; s < item.num_splits; s += kWarps) {
+    const float weight = exp2f(lse[s * group + g] - m);
+    const float* src = partial + (static_cast<std::int64_t>(s) * group + g) * D + lane * kPerLane;
+    if constexpr (kPerLane == 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src);
+      acc[0] += weight * v.x;
+      acc[1] += weight * v.y;
+      acc[2] += weight * v.z;
+      acc[3] += weight * v.w;
+    } else {
+      const float2 v = *reinterpret_cast<const float2*>(src);
+      acc[0] += weight * v.x;
+      acc[1] += weight * v.y;
     }
   }
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) warp_sums[warp][lane * kPerLane + i] = acc[i];
   __syncthreads();
   auto* out = static_cast<__nv_bfloat16*>(p.out) +
               (static_cast<std::int64_t>(p.query_offsets[item.seq]) * p.num_q_heads +
                item.kv_head * group + g) *
                   D;
-  const float m = max_lse_s;
+  const float inv_sum = 1.0f / sum;
   for (int d = static_cast<int>(threadIdx.x); d < D; d += kThreadsPerCta) {
-    float acc = 0.0f;
-#pragma unroll 8
-    for (int s = 0; s < item.num_splits; ++s)
-      acc += exp2f(lse[s * group + g] - m) *
-             partial[(static_cast<std::int64_t>(s) * group + g) * D + d];
-    out[d] = __float2bfloat16_rn(acc * inv_sum_s);
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) total += warp_sums[w][d];
+    out[d] = __float2bfloat16_rn(total * inv_sum);
   }
 }
 

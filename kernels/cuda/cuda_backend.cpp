@@ -90,6 +90,7 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream() const { return stream_; }
   int device() const { return device_; }
+  std::vector<std::string> gemm_report() const { return gemm_tuner_->report(); }
 
   BackendKind kind() const override { return BackendKind::kCuda; }
   std::string name() const override { return name_; }
@@ -585,6 +586,11 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device_index) {
 void* cuda_backend_stream(Backend& backend) {
   auto* cuda_backend = dynamic_cast<CudaBackend*>(&backend);
   return cuda_backend == nullptr ? nullptr : cuda_backend->stream();
+}
+
+std::vector<std::string> cuda_gemm_tuning_report(const Backend& backend) {
+  const auto* cuda_backend = dynamic_cast<const CudaBackend*>(&backend);
+  return cuda_backend == nullptr ? std::vector<std::string>{} : cuda_backend->gemm_report();
 }
 
 int cuda_backend_device(const Backend& backend) {

@@ -24,6 +24,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/status.h"
@@ -37,6 +39,9 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device_index);
 void* cuda_backend_stream(Backend& backend);
 // The CUDA device of a CUDA backend; -1 for other backends.
 int cuda_backend_device(const Backend& backend);
+// The GEMM tuner's choices so far (kernels/cuda/gemm_tuner.h), one line per shape: what runs it
+// and every candidate's time; empty for other backends.
+std::vector<std::string> cuda_gemm_tuning_report(const Backend& backend);
 
 struct CudaMemoryInfo {
   std::size_t free_bytes = 0;

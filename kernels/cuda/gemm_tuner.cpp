@@ -15,6 +15,18 @@ constexpr int kTimedRuns = 4;  // each after an L2 flush: a shape costs ~10 ms t
 
 }  // namespace
 
+std::vector<std::string> GemmTuner::report() const {
+  std::vector<std::string> lines;
+  for (const auto& [key, shape] : shapes_) {
+    if (!shape.tuned) continue;
+    const auto& [m, n, k, skinny_allowed] = key;
+    lines.push_back(fmt::format("{} x {} x {}{}: {} |{}", m, n, k,
+                                skinny_allowed ? "" : " (cuBLASLt only)",
+                                shape.skinny ? "few-rows" : "cublasLt", shape.timings));
+  }
+  return lines;
+}
+
 Result<std::unique_ptr<GemmTuner>> GemmTuner::create(cudaStream_t stream, void* workspace,
                                                      std::size_t workspace_bytes) {
   std::unique_ptr<GemmTuner> tuner(new GemmTuner(stream, workspace, workspace_bytes));
@@ -96,8 +108,10 @@ Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n,
     scratch_bytes_ = out_bytes;
   }
   PODSERVE_CHECK(cudaMemsetAsync(scratch_, 0, out_bytes, stream_));
+  constexpr float kUsPerRun = 1000.0f / kTimedRuns;
   bool timed = false;
-  float best_ms = 0.0f;
+  float best_ms = 0.0f;  // of kTimedRuns runs
+  shape.timings.clear();
   for (int i = 0; i < found; ++i) {
     if (candidates[i].state != CUBLAS_STATUS_SUCCESS) continue;
     // A candidate that cannot run this shape is skipped, not an error.
@@ -105,6 +119,7 @@ Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n,
     PODSERVE_ASSIGN_OR_RETURN(const float ms, time_runs([&] {
                                 return launch(shape, candidates[i].algo, x, w, scratch_, beta);
                               }));
+    shape.timings += fmt::format(" cublasLt#{} {:.1f}", i, ms * kUsPerRun);
     if (!timed || ms < best_ms) {
       timed = true;
       best_ms = ms;
@@ -117,6 +132,7 @@ Status GemmTuner::tune(Shape& shape, const void* x, const void* w, int m, int n,
     PODSERVE_RETURN_IF_ERROR(launch_skinny_gemm(skinny, stream_));  // warm-up
     PODSERVE_ASSIGN_OR_RETURN(const float ms,
                               time_runs([&] { return launch_skinny_gemm(skinny, stream_); }));
+    shape.timings += fmt::format(" few-rows {:.1f}", ms * kUsPerRun);
     shape.skinny = !timed || ms < best_ms;
   }
   shape.tuned = true;

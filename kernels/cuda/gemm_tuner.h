@@ -21,8 +21,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <tuple>
+#include <vector>
 
 #include "core/status.h"
 
@@ -51,6 +53,9 @@ class GemmTuner {
                    bool tune);
   void set_allow_skinny(bool allow) { allow_skinny_ = allow; }
   bool allow_skinny() const { return allow_skinny_; }
+  // One line per tuned shape: "m x n x k: chosen, then every candidate's time" (microseconds per
+  // run after an L2 flush), for benches and logs.
+  std::vector<std::string> report() const;
 
  private:
   struct Shape {
@@ -58,6 +63,7 @@ class GemmTuner {
     cublasLtMatmulAlgo_t algo{};  // the fastest cuBLASLt candidate
     bool skinny = false;          // the few-rows kernel was faster still
     bool tuned = false;
+    std::string timings;  // every candidate's microseconds, for report()
   };
   GemmTuner(cudaStream_t stream, void* workspace, std::size_t workspace_bytes)
       : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {}

@@ -354,23 +354,28 @@ __global__ void __launch_bounds__(kSliceThreads)
   const std::uint32_t prefix = prefix_s;
   const int shift = 32 - kRadixBits * (pass + 1);  // the byte this pass bins
   const float max_logit = state.top.value, temperature = row.temperature;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
+  // Each thread adds into its own (bin, mass) until its key's bin changes, then into the shared
+  // histogram: a flat row sends nearly every key of a pass to one or two bins, where per-key
+  // shared atomics (or a warp's match of equal bins per key) serialised the CTA. Integer sums:
+  // exact in any order.
+  unsigned held_bin = kRadixBins;
+  unsigned long long held_mass = 0;
   const auto visit = [&](float v, std::int64_t) {
+    if (isnan(v)) return;
     const float z = (v - max_logit) / temperature;
     const std::uint32_t key = sampling::order_key(z);
     // pass 0 bins every key (a shift by 32 is undefined: test the pass first)
-    const bool counted = !isnan(v) && (pass == 0 || (key >> (shift + kRadixBits)) == prefix);
-    const unsigned bin = counted ? (key >> shift) & (kRadixBins - 1) : kRadixBins;
-    const std::uint64_t mass = counted ? sampling::mass_of(z) : 0;
-    // Lanes of one bin add their masses first (most keys share few bins: a flat row's keys
-    // differ in their low bytes), in 20-bit halves so that 32 of them fit 32 bits (mass < 2^41).
-    const unsigned peers = __match_any_sync(__activemask(), bin);
-    const unsigned low = __reduce_add_sync(peers, static_cast<unsigned>(mass & 0xFFFFFu));
-    const unsigned high = __reduce_add_sync(peers, static_cast<unsigned>(mass >> 20));
-    if (counted && lane == __ffs(peers) - 1)
-      atomicAdd(&bins[bin], (static_cast<unsigned long long>(high) << 20) + low);
+    if (pass != 0 && (key >> (shift + kRadixBits)) != prefix) return;
+    const unsigned bin = (key >> shift) & (kRadixBins - 1);
+    if (bin != held_bin) {
+      if (held_mass != 0) atomicAdd(&bins[held_bin], held_mass);
+      held_bin = bin;
+      held_mass = 0;
+    }
+    held_mass += sampling::mass_of(z);
   };
   for_each_logit<kSliceThreads>(x, vocab, slice, slices, visit);
+  if (held_mass != 0) atomicAdd(&bins[held_bin], held_mass);
   __syncthreads();
   auto* histogram = reinterpret_cast<unsigned long long*>(histograms + pass * kRadixBins);
   for (int i = static_cast<int>(threadIdx.x); i < kRadixBins; i += kSliceThreads)

@@ -1,5 +1,7 @@
 // Real checkpoints against transformers: each tiny model of tests/data/hf/ (one per supported
-// architecture, made by tools/make_hf_fixtures.py with save_pretrained) is loaded from its
+// architecture, made by tools/make_hf_fixtures.py with save_pretrained; the *-hd64 ones at the
+// CUDA kernels' head size with bf16 safetensors, their reference computed in fp32 from those
+// bf16 weights; tests/gpu/cuda_model_test.cpp runs them on the CUDA backend) is loaded from its
 // directory as the service loads it (config.json, generation_config.json, model.safetensors)
 // and run on the CPU backend. Checked: the config as read (architecture, biases, rope scaling,
 // tied embeddings, eos list, sampling defaults), the last-position logits of each reference
@@ -12,6 +14,7 @@
 // min_margin).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -182,8 +185,12 @@ TEST_P(HfReferenceTest, TensorParallelLogitsMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, HfReferenceTest,
-                         ::testing::Values("llama", "mistral", "qwen2"),
-                         [](const auto& info) { return info.param; });
+                         ::testing::Values("llama", "mistral", "qwen2", "llama-hd64", "qwen2-hd64"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // What each fixture's config.json / generation_config.json say, as read.
 TEST(HfModelConfig, FixturesReadAsSaved) {
