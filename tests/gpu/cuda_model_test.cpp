@@ -34,10 +34,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <string>
@@ -45,6 +43,7 @@
 #include <vector>
 
 #include "../kernels/test_random.h"
+#include "../worker/hf_fixtures.h"
 #include "../worker/test_communicators.h"
 #include "core/model_config.h"
 #include "kernels/cpu_backend.h"
@@ -445,12 +444,6 @@ TEST_F(CudaModelTest, GraphDecodeStepsMatchEagerSteps) {
   }
 }
 
-std::string hf_fixture_dir(const std::string& name) {
-  // The environment names the checkout where the binary runs away from its build tree.
-  const char* source = std::getenv("PODSERVE_SOURCE_DIR");
-  return std::string(source != nullptr ? source : PODSERVE_SOURCE_DIR) + "/tests/data/hf/" + name;
-}
-
 class HfCheckpointOnCudaTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -459,10 +452,8 @@ class HfCheckpointOnCudaTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(HfCheckpointOnCudaTest, MatchesTransformers) {
-  const std::string dir = hf_fixture_dir(GetParam());
-  std::ifstream in(dir + "/reference.json");
-  ASSERT_TRUE(in.good()) << dir;
-  const nlohmann::json reference = nlohmann::json::parse(in);
+  const std::string dir = testing_support::hf_fixture_dir(GetParam());
+  const nlohmann::json reference = testing_support::read_hf_reference(GetParam());
   auto config = model_config_from_hf_json(dir + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status().to_string();
   auto weights = open_weight_source(dir, 0);
@@ -478,15 +469,7 @@ TEST_P(HfCheckpointOnCudaTest, MatchesTransformers) {
   ASSERT_TRUE(model.ok()) << model.status().to_string();
 
   const auto work = [](const std::vector<TokenId>& tokens, int cached) {
-    SequenceWork w;
-    w.seq_id = 1;
-    w.num_cached_tokens = cached;
-    w.new_tokens.assign(tokens.begin() + cached, tokens.end());
-    for (std::int32_t page = 0; page * kPageSize < static_cast<int>(tokens.size()); ++page)
-      w.page_table.push_back(kNumPages - 1 - 2 * page);  // out of order, with gaps
-    w.is_prefill = cached == 0;
-    w.sample = true;
-    return w;
+    return testing_support::hf_sequence_work(tokens, cached, kPageSize, kNumPages, 2);  // gaps
   };
   const auto& prompts = reference.at("prompts");
   ASSERT_FALSE(prompts.empty());
@@ -549,11 +532,8 @@ TEST_P(HfCheckpointOnCudaTest, MatchesTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, HfCheckpointOnCudaTest,
-                         ::testing::Values("llama-hd64", "qwen2-hd64"), [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::Values("llama-hd64", "qwen2-hd64"),
+                         testing_support::hf_test_name);
 
 }  // namespace
 }  // namespace podserve

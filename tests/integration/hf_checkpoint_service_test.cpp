@@ -9,13 +9,13 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
 
 #include "tests/integration/service_process.h"
+#include "tests/worker/hf_fixtures.h"
 
 namespace podserve::testing {
 namespace {
@@ -24,9 +24,7 @@ using nlohmann::json;
 
 class HfCheckpointService : public ::testing::TestWithParam<std::string> {};
 
-std::string fixture_dir(const std::string& name) {
-  return std::string(PODSERVE_SOURCE_DIR) + "/tests/data/hf/" + name;
-}
+using testing_support::hf_fixture_dir;
 
 TEST_P(HfCheckpointService, ServesTheCheckpointAsTransformersRunsIt) {
   const std::string deployment = fmt::format(R"(model: {{path: {}}}
@@ -37,7 +35,7 @@ instances:
 scheduler: {{mode: colocated, token_budget: 64, max_running: 8}}
 kv_cache: {{page_size: 16, cpu_memory_mb: 8}}
 )",
-                                             fixture_dir(GetParam()));
+                                             hf_fixture_dir(GetParam()));
   ServiceUnderTest service("hf-" + GetParam(), deployment);
   ASSERT_TRUE(service.start()) << service.log();
   httplib::Client client(service.host(), service.http_port());
@@ -48,8 +46,7 @@ kv_cache: {{page_size: 16, cpu_memory_mb: 8}}
     return response ? json::parse(response->body, nullptr, false) : json();
   };
 
-  std::ifstream in(fixture_dir(GetParam()) + "/reference.json");
-  const json reference = json::parse(in);
+  const json reference = testing_support::read_hf_reference(GetParam());
   // Each prompt twice, all at once, so that both instances (TP 2 and TP 1) serve some.
   const std::size_t num_prompts = reference["prompts"].size();
   std::vector<json> replies(2 * num_prompts);

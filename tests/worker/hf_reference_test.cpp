@@ -14,13 +14,12 @@
 // min_margin).
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/model_config.h"
+#include "hf_fixtures.h"
 #include "kernels/cpu_backend.h"
 #include "test_communicators.h"
 #include "worker/model.h"
@@ -33,15 +32,8 @@ constexpr std::int32_t kPageSize = 16;
 constexpr std::int32_t kNumPages = 16;
 constexpr int kGreedySteps = 32;
 
-std::string fixture_dir(const std::string& name) {
-  return std::string(PODSERVE_SOURCE_DIR) + "/tests/data/hf/" + name;
-}
-
-nlohmann::json read_reference(const std::string& name) {
-  std::ifstream in(fixture_dir(name) + "/reference.json");
-  EXPECT_TRUE(in.good()) << name;
-  return nlohmann::json::parse(in);
-}
+using testing_support::hf_fixture_dir;
+using testing_support::read_hf_reference;
 
 struct LoadedModel {
   ModelConfig config;
@@ -52,11 +44,11 @@ struct LoadedModel {
 
 std::unique_ptr<LoadedModel> load(const std::string& name) {
   auto loaded = std::make_unique<LoadedModel>();
-  auto config = model_config_from_hf_json(fixture_dir(name) + "/config.json");
+  auto config = model_config_from_hf_json(hf_fixture_dir(name) + "/config.json");
   EXPECT_TRUE(config.ok()) << config.status().to_string();
   if (!config.ok()) return nullptr;
   loaded->config = *config;
-  auto weights = open_weight_source(fixture_dir(name), 0);
+  auto weights = open_weight_source(hf_fixture_dir(name), 0);
   EXPECT_TRUE(weights.ok()) << weights.status().to_string();
   if (!weights.ok()) return nullptr;
   loaded->backend = make_cpu_backend();
@@ -71,16 +63,9 @@ std::unique_ptr<LoadedModel> load(const std::string& name) {
   return loaded;
 }
 
+// Pages descending: out of order.
 SequenceWork work(const std::vector<TokenId>& tokens, int cached) {
-  SequenceWork w;
-  w.seq_id = 1;
-  w.num_cached_tokens = cached;
-  w.new_tokens.assign(tokens.begin() + cached, tokens.end());
-  for (std::int32_t page = 0; page * kPageSize < static_cast<int>(tokens.size()); ++page)
-    w.page_table.push_back(kNumPages - 1 - page);  // descending: pages out of order
-  w.is_prefill = cached == 0;
-  w.sample = true;
-  return w;
+  return testing_support::hf_sequence_work(tokens, cached, kPageSize, kNumPages, 1);
 }
 
 class HfReferenceTest : public ::testing::TestWithParam<std::string> {};
@@ -88,7 +73,7 @@ class HfReferenceTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(HfReferenceTest, LogitsMatchTransformers) {
   const auto loaded = load(GetParam());
   ASSERT_NE(loaded, nullptr);
-  const nlohmann::json reference = read_reference(GetParam());
+  const nlohmann::json reference = read_hf_reference(GetParam());
   const auto& prompts = reference.at("prompts");
   ASSERT_FALSE(prompts.empty());
   for (std::size_t p = 0; p < prompts.size(); ++p) {
@@ -114,7 +99,7 @@ TEST_P(HfReferenceTest, LogitsMatchTransformers) {
 TEST_P(HfReferenceTest, GreedyTokensMatchTransformers) {
   const auto loaded = load(GetParam());
   ASSERT_NE(loaded, nullptr);
-  const nlohmann::json reference = read_reference(GetParam());
+  const nlohmann::json reference = read_hf_reference(GetParam());
   EXPECT_GT(reference.at("min_margin").get<double>(), 1e-3);
   const SamplingRow greedy{};
   for (std::size_t p = 0; p < reference.at("prompts").size(); ++p) {
@@ -140,9 +125,9 @@ TEST_P(HfReferenceTest, GreedyTokensMatchTransformers) {
 // TP=2 (ranks in threads): q/k/v weights and biases, o/down and the vocab-parallel LM head
 // sharded, the same reference logits on both ranks.
 TEST_P(HfReferenceTest, TensorParallelLogitsMatchTransformers) {
-  auto config = model_config_from_hf_json(fixture_dir(GetParam()) + "/config.json");
+  auto config = model_config_from_hf_json(hf_fixture_dir(GetParam()) + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status().to_string();
-  const nlohmann::json reference = read_reference(GetParam());
+  const nlohmann::json reference = read_hf_reference(GetParam());
   const auto tokens = reference.at("prompts")[0].get<std::vector<TokenId>>();
   const auto expected = reference.at("logits")[0].get<std::vector<double>>();
   testing_support::ThreadGroup group(2);
@@ -153,7 +138,7 @@ TEST_P(HfReferenceTest, TensorParallelLogitsMatchTransformers) {
     threads.emplace_back([&, rank] {
       auto backend = make_cpu_backend();
       testing_support::ThreadCommunicator comm(group, rank);
-      auto weights = open_weight_source(fixture_dir(GetParam()), 0);
+      auto weights = open_weight_source(hf_fixture_dir(GetParam()), 0);
       if (!weights.ok()) {
         statuses[rank] = weights.status();
         return;
@@ -186,15 +171,11 @@ TEST_P(HfReferenceTest, TensorParallelLogitsMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Architectures, HfReferenceTest,
                          ::testing::Values("llama", "mistral", "qwen2", "llama-hd64", "qwen2-hd64"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         testing_support::hf_test_name);
 
 // What each fixture's config.json / generation_config.json say, as read.
 TEST(HfModelConfig, FixturesReadAsSaved) {
-  auto llama = model_config_from_hf_json(fixture_dir("llama") + "/config.json");
+  auto llama = model_config_from_hf_json(hf_fixture_dir("llama") + "/config.json");
   ASSERT_TRUE(llama.ok()) << llama.status().to_string();
   EXPECT_EQ(llama->architecture, "LlamaForCausalLM");
   EXPECT_FALSE(llama->attention_bias);
@@ -212,7 +193,7 @@ TEST(HfModelConfig, FixturesReadAsSaved) {
   EXPECT_FLOAT_EQ(*llama->generation.top_p, 0.9f);
   EXPECT_EQ(llama->max_position_embeddings, 256);
 
-  auto mistral = model_config_from_hf_json(fixture_dir("mistral") + "/config.json");
+  auto mistral = model_config_from_hf_json(hf_fixture_dir("mistral") + "/config.json");
   ASSERT_TRUE(mistral.ok()) << mistral.status().to_string();
   EXPECT_EQ(mistral->architecture, "MistralForCausalLM");
   EXPECT_TRUE(mistral->tie_word_embeddings);
@@ -220,7 +201,7 @@ TEST(HfModelConfig, FixturesReadAsSaved) {
   EXPECT_FLOAT_EQ(mistral->rope_scaling.factor, 2.0f);
   EXPECT_FLOAT_EQ(mistral->rope_theta, 10000.0f);
 
-  auto qwen2 = model_config_from_hf_json(fixture_dir("qwen2") + "/config.json");
+  auto qwen2 = model_config_from_hf_json(hf_fixture_dir("qwen2") + "/config.json");
   ASSERT_TRUE(qwen2.ok()) << qwen2.status().to_string();
   EXPECT_EQ(qwen2->architecture, "Qwen2ForCausalLM");
   EXPECT_TRUE(qwen2->attention_bias);
